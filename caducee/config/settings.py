@@ -1,0 +1,222 @@
+"""The schema of ``caducee.toml`` and the one function that loads it.
+
+One versioned TOML file configures a gateway. Every field has a default fit for
+a development machine, so a home made by ``caducee init`` needs few lines. Any
+field can be overridden by an environment variable ``CADUCEE_<SECTION>__<KEY>``
+(for example ``CADUCEE_LISTENERS__HTTP=9090``), which is how containers and CI
+adjust a file they do not own. Relative paths are relative to the home folder,
+so a home can be moved as a whole.
+
+A bad file must give the operator one clear sentence naming the field and what
+was expected, never a traceback: :class:`ConfigError` carries that sentence.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+CONFIG_FILE_NAME = "caducee.toml"
+CONFIG_VERSION = 1
+ENV_PREFIX = "CADUCEE_"
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the field and the expectation."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySettings(_Section):
+    """Who this gateway is."""
+
+    operator_name: str = "Caducée development operator"
+    hostname: str = "mx.caducee.localhost"
+    patient_domain: str = "patient.mssante.fr"
+    hosted_domains: tuple[str, ...] = ()
+    test_mode: bool = False
+
+
+class DatabaseSettings(_Section):
+    """Where the rows live: SQLite by default, PostgreSQL in production."""
+
+    url: str = "sqlite:///caducee.db"
+    pool_size: int = Field(default=5, ge=1, le=200)
+
+    @field_validator("url")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
+            raise ValueError("a sqlite:/// or postgresql:// URL")
+        return value
+
+
+class BlobSettings(_Section):
+    """The folder that holds encrypted message bodies and documents."""
+
+    path: Path = Path("blobs")
+
+
+class CryptoSettings(_Section):
+    """Encryption at rest: where the key-encryption keys are kept."""
+
+    keyring: Path = Path("keys/kek")
+
+
+class TlsSettings(_Section):
+    """Certificates of our servers and the minimum protocol version."""
+
+    ca_cert: Path = Path("tls/ca.pem")
+    cert: Path = Path("tls/server.pem")
+    key: Path = Path("tls/server.key")
+    min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    expiry_warning_days: int = Field(default=30, ge=0)
+
+
+class ListenerSettings(_Section):
+    """Ports of every listener; 0 disables one."""
+
+    host: str = "127.0.0.1"
+    smtp: Port = 2525
+    submission: Port = 2587
+    submissions: Port = 2465
+    imap: Port = 2143
+    imaps: Port = 2993
+    http: Port = 8080
+    http_tls: bool = False
+
+
+class DkimSettings(_Section):
+    """Our DKIM signing key, and the public keys of peers we verify without DNS."""
+
+    selector: str = "caducee"
+    private_key: Path = Path("dkim/caducee.key")
+    key_table: dict[str, str] = Field(default_factory=dict)
+
+
+class QueueSettings(_Section):
+    """The durable job queue: workers, retries and back-off."""
+
+    workers: int = Field(default=2, ge=0, le=64)
+    poll_interval: float = Field(default=0.5, gt=0, le=60)
+    lease_seconds: int = Field(default=300, ge=5)
+    max_attempts: int = Field(default=8, ge=1)
+    backoff_base_seconds: float = Field(default=30.0, gt=0)
+    backoff_max_seconds: float = Field(default=3600.0, gt=0)
+
+
+class LoggingSettings(_Section):
+    """JSON log lines on stderr."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(_Section):
+    """The whole configuration, with paths already resolved against the home folder."""
+
+    version: Literal[1] = CONFIG_VERSION
+    home: Path = Path(".")
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    blobs: BlobSettings = Field(default_factory=BlobSettings)
+    crypto: CryptoSettings = Field(default_factory=CryptoSettings)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    listeners: ListenerSettings = Field(default_factory=ListenerSettings)
+    dkim: DkimSettings = Field(default_factory=DkimSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    def path(self, relative: Path) -> Path:
+        """Resolve a configured path against the home folder."""
+        return relative if relative.is_absolute() else (self.home / relative)
+
+    @property
+    def database_url(self) -> str:
+        """The database URL with a relative SQLite file placed in the home folder."""
+        url = self.database.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix:
+            rest = url[len(prefix) :]
+            if rest and rest != ":memory:":
+                return prefix + str((self.home / rest).resolve())
+        return url
+
+
+def _env_value(raw: str) -> Any:
+    """Read an environment value as a TOML literal when it is one, else as a string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[tuple[str, str], str]:
+    """Apply ``CADUCEE_<SECTION>__<KEY>`` overrides; return which fields they set."""
+    applied: dict[tuple[str, str], str] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        if not section or not key:
+            continue
+        target = data.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"environment variable {name}: [{section}] is not a section")
+        target[key] = _env_value(raw)
+        applied[(section, key)] = name
+    return applied
+
+
+def _describe(error: Mapping[str, Any], source: str, overrides: Mapping[tuple[str, str], str]) -> str:
+    location = [str(part) for part in error["loc"]]
+    if len(location) >= 2 and (location[0], location[1]) in overrides:
+        source = f"environment variable {overrides[(location[0], location[1])]}"
+    if len(location) > 1:
+        field = f"[{location[0]}] {'.'.join(location[1:])}"
+    else:
+        field = location[0] if location else "(top level)"
+    expected = str(error["msg"]).removeprefix("Value error, ")
+    expected = expected.replace("Input should be ", "", 1)
+    if error["type"] == "extra_forbidden":
+        return f"{source}: {field}: unknown field (see config/caducee.example.toml)"
+    if error["type"] == "literal_error" and location == ["version"]:
+        return f"{source}: version: this gateway reads version {CONFIG_VERSION} files"
+    return f"{source}: {field}: expected {expected}, got {error.get('input')!r}"
+
+
+def load_settings(home: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Load ``home/caducee.toml``, apply environment overrides and validate.
+
+    Raises :class:`ConfigError` with a one-line explanation on any problem.
+    """
+    environ = os.environ if environ is None else environ
+    home = home.resolve()
+    config_file = home / CONFIG_FILE_NAME
+    source = str(config_file)
+    try:
+        with config_file.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{source}: no configuration file (run 'caducee init --home {home}')"
+        ) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{source}: not valid TOML: {error}") from None
+    if "home" in data:
+        raise ConfigError(f"{source}: home: not a setting (the home is the file's folder)")
+    overrides = _apply_env(data, environ)
+    data["home"] = home
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise ConfigError(_describe(first, source, overrides)) from None

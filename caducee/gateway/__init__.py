@@ -1,0 +1,1 @@
+"""The edges: SMTP, IMAP and HTTP servers, TLS contexts, DKIM, the outbound relay, the CLI."""

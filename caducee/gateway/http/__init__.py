@@ -1,0 +1,1 @@
+"""HTTP: health, readiness and metrics endpoints, and the JSON APIs."""

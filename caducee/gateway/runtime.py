@@ -1,0 +1,68 @@
+"""The application factory: builds every component of a gateway from its settings.
+
+No module keeps global state; this is the one place that wires settings,
+database, keyring, blob store, job queue and workers together, for ``serve``,
+for commands and for tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from caducee.config import Settings
+from caducee.storage.blobs import BlobStore
+from caducee.storage.db import Database
+from caducee.storage.jobs import JobQueue, RetryPolicy
+from caducee.storage.keyring import Keyring
+from caducee.storage.worker import JobHandler, WorkerPool
+
+
+@dataclass
+class Gateway:
+    """The assembled components of one gateway process."""
+
+    settings: Settings
+    database: Database
+    keyring: Keyring
+    blobs: BlobStore
+    queue: JobQueue
+    handlers: dict[str, JobHandler] = field(default_factory=dict)
+
+    def worker_pool(self, name: str = "worker") -> WorkerPool:
+        """Worker threads for the job kinds this gateway handles."""
+        return WorkerPool(
+            self.queue,
+            self.handlers,
+            workers=self.settings.queue.workers,
+            poll_interval=self.settings.queue.poll_interval,
+            name=name,
+        )
+
+    def close(self) -> None:
+        """Release database connections."""
+        self.database.dispose()
+
+
+def build_gateway(settings: Settings, handlers: Mapping[str, JobHandler] | None = None) -> Gateway:
+    """Assemble a gateway; nothing listens or runs until ``serve`` starts it."""
+    database = Database(settings.database_url, pool_size=settings.database.pool_size)
+    keyring = Keyring(settings.path(settings.crypto.keyring))
+    queue_settings = settings.queue
+    queue = JobQueue(
+        database,
+        lease_seconds=queue_settings.lease_seconds,
+        max_attempts=queue_settings.max_attempts,
+        retry=RetryPolicy(
+            base_seconds=queue_settings.backoff_base_seconds,
+            max_seconds=queue_settings.backoff_max_seconds,
+        ),
+    )
+    return Gateway(
+        settings=settings,
+        database=database,
+        keyring=keyring,
+        blobs=BlobStore(settings.path(settings.blobs.path), keyring),
+        queue=queue,
+        handlers=dict(handlers or {}),
+    )

@@ -1,0 +1,1 @@
+"""Accounts, mailboxes, messages, conversations, flags, UIDs and delivery."""

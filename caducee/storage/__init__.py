@@ -1,0 +1,1 @@
+"""Storage: the database engine and sessions, migrations, blobs, encryption, the job queue."""

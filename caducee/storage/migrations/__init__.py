@@ -1,0 +1,1 @@
+"""Alembic migrations: the only path by which the schema changes."""
