@@ -123,7 +123,7 @@ class LoggingSettings(_Section):
 class Settings(_Section):
     """The whole configuration, with paths already resolved against the home folder."""
 
-    version: Literal[1] = CONFIG_VERSION
+    version: Literal[1] = 1
     home: Path = Path(".")
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -176,7 +176,9 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[tuple[s
     return applied
 
 
-def _describe(error: Mapping[str, Any], source: str, overrides: Mapping[tuple[str, str], str]) -> str:
+def _describe(
+    error: Mapping[str, Any], source: str, overrides: Mapping[tuple[str, str], str]
+) -> str:
     location = [str(part) for part in error["loc"]]
     if len(location) >= 2 and (location[0], location[1]) in overrides:
         source = f"environment variable {overrides[(location[0], location[1])]}"

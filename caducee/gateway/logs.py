@@ -32,7 +32,9 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value if isinstance(value, str | int | float | bool | None) else str(value)
+                entry[key] = (
+                    value if isinstance(value, str | int | float | bool | None) else str(value)
+                )
         if record.exc_info and record.exc_info[0] is not None:
             # The type and where it was raised; never the text, which may quote content.
             entry["exception"] = record.exc_info[0].__name__

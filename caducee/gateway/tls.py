@@ -22,7 +22,9 @@ TLS12_CIPHERS = ":".join(
 
 
 def _minimum(settings: Settings) -> ssl.TLSVersion:
-    return ssl.TLSVersion.TLSv1_3 if settings.tls.min_version == "TLSv1.3" else ssl.TLSVersion.TLSv1_2
+    return (
+        ssl.TLSVersion.TLSv1_3 if settings.tls.min_version == "TLSv1.3" else ssl.TLSVersion.TLSv1_2
+    )
 
 
 def server_context(settings: Settings) -> ssl.SSLContext:

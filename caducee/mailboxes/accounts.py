@@ -55,7 +55,9 @@ class Patient(Base):
 
     __tablename__ = "patients"
 
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
     ins: Mapped[str] = mapped_column(String(15), unique=True)
     ins_oid: Mapped[str] = mapped_column(String(64))
     birth_name: Mapped[str] = mapped_column(String(200))
@@ -72,7 +74,9 @@ class AppPassword(Base):
     __tablename__ = "app_passwords"
 
     id: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
     label: Mapped[str] = mapped_column(String(100))
     password_hash: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
@@ -107,7 +111,9 @@ def create_account(
 def add_app_password(session: Session, account: Account, label: str) -> str:
     """Create an app password for ``account`` and return it in clear, once."""
     password = generate_app_password()
-    session.add(AppPassword(account_id=account.id, label=label, password_hash=hash_password(password)))
+    session.add(
+        AppPassword(account_id=account.id, label=label, password_hash=hash_password(password))
+    )
     return password
 
 
@@ -117,7 +123,9 @@ def check_app_password(session: Session, address: str, password: str) -> Account
     if account is None or account.state == AccountState.CLOSED.value:
         return None
     hashes = session.execute(
-        select(AppPassword.id, AppPassword.password_hash).where(AppPassword.account_id == account.id)
+        select(AppPassword.id, AppPassword.password_hash).where(
+            AppPassword.account_id == account.id
+        )
     ).all()
     for password_id, stored in hashes:
         if verify_password(stored, password):

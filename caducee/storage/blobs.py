@@ -107,7 +107,9 @@ class BlobStore:
         _fsync_folder(path.parent)
         kek_id, kek = self.keyring.active()
         session.add(
-            BlobRow(id=blob_id, kek_id=kek_id, wrapped_key=aes_key_wrap(kek, data_key), size=len(data))
+            BlobRow(
+                id=blob_id, kek_id=kek_id, wrapped_key=aes_key_wrap(kek, data_key), size=len(data)
+            )
         )
         return blob_id
 

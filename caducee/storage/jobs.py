@@ -126,7 +126,9 @@ class JobQueue:
         session.add(row)
         return row
 
-    def claim(self, worker: str, *, limit: int = 1, kinds: Sequence[str] | None = None) -> list[ClaimedJob]:
+    def claim(
+        self, worker: str, *, limit: int = 1, kinds: Sequence[str] | None = None
+    ) -> list[ClaimedJob]:
         """Lease up to ``limit`` due jobs to ``worker``; never the same job to two workers."""
         now = utcnow()
         due = or_(
@@ -154,7 +156,9 @@ class JobQueue:
         with self.database.transaction() as session:
             rows = session.execute(statement).all()
         return [
-            ClaimedJob(id=r[0], kind=r[1], payload=r[2], attempts=r[3], max_attempts=r[4], worker=worker)
+            ClaimedJob(
+                id=r[0], kind=r[1], payload=r[2], attempts=r[3], max_attempts=r[4], worker=worker
+            )
             for r in sorted(rows, key=lambda r: r[0])
         ]
 
@@ -218,7 +222,9 @@ class JobQueue:
             result = session.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.state.in_((READY, DEAD)))
-                .values(state=READY, next_attempt_at=now, updated_at=now, finished_at=None, attempts=0)
+                .values(
+                    state=READY, next_attempt_at=now, updated_at=now, finished_at=None, attempts=0
+                )
                 .execution_options(synchronize_session=False)
             )
             return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]

@@ -75,7 +75,9 @@ class Keyring:
                 return
             active_id = path.read_text(encoding="ascii").strip()
         except OSError as error:
-            raise KeyringError(f"cannot read the keyring's active key file {path}: {error}") from None
+            raise KeyringError(
+                f"cannot read the keyring's active key file {path}: {error}"
+            ) from None
         self._load(active_id)
         self._active_id = active_id
         self._active_stamp = stamp
@@ -86,10 +88,15 @@ class Keyring:
             return key
         if not key_id or "/" in key_id or key_id.startswith("."):
             raise KeyringError(f"invalid key id {key_id!r}")
-        for candidate in (self.folder / f"{key_id}.key", self.folder / RETIRED_FOLDER / f"{key_id}.key"):
+        for candidate in (
+            self.folder / f"{key_id}.key",
+            self.folder / RETIRED_FOLDER / f"{key_id}.key",
+        ):
             if candidate.exists():
                 try:
-                    key = base64.b64decode(candidate.read_text(encoding="ascii").strip(), validate=True)
+                    key = base64.b64decode(
+                        candidate.read_text(encoding="ascii").strip(), validate=True
+                    )
                 except (OSError, ValueError) as error:
                     raise KeyringError(f"key file {candidate} is unreadable: {error}") from None
                 if len(key) != KEY_BYTES:

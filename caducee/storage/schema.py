@@ -48,7 +48,6 @@ def head_revision() -> str:
     return head
 
 
-
 def current_revision(database: Database) -> str | None:
     """The revision the database is at, or None for an empty database."""
     with database.engine.connect() as connection:

@@ -48,7 +48,10 @@ class WorkerPool:
         """Start the threads; each claims jobs until :meth:`stop`."""
         for number in range(self.workers):
             thread = threading.Thread(
-                target=self._run, args=(f"{self.name}-{number}",), name=f"{self.name}-{number}", daemon=True
+                target=self._run,
+                args=(f"{self.name}-{number}",),
+                name=f"{self.name}-{number}",
+                daemon=True,
             )
             thread.start()
             self._threads.append(thread)
@@ -95,6 +98,8 @@ class WorkerPool:
             log.warning("job dead-lettered", extra={**fields, "reason": type(error).__name__})
         except Exception as error:
             state = self.queue.fail(job, f"{type(error).__name__}: {error}")
-            log.warning("job failed", extra={**fields, "state": state, "reason": type(error).__name__})
+            log.warning(
+                "job failed", extra={**fields, "state": state, "reason": type(error).__name__}
+            )
         else:
             self.queue.complete(job)

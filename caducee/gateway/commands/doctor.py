@@ -30,7 +30,9 @@ from caducee.storage.keyring import Keyring, KeyringError
 
 
 def register(subcommands: Subcommands) -> None:
-    parser = subcommands.add_parser("doctor", help="check config, database, certificates, keys, ports")
+    parser = subcommands.add_parser(
+        "doctor", help="check config, database, certificates, keys, ports"
+    )
     add_home_argument(parser)
     parser.set_defaults(handler=run)
 
@@ -61,11 +63,15 @@ def _check_database(settings: Settings, report: Report) -> Database | None:
     if current == head:
         report.ok(f"database: {database.dialect}, schema at {head}")
     else:
-        report.problem(f"database: schema at {current or 'nothing'}, expected {head} (run caducee init)")
+        report.problem(
+            f"database: schema at {current or 'nothing'}, expected {head} (run caducee init)"
+        )
     return database
 
 
-def _check_certificate(label: str, cert_path: Path, key_path: Path | None, settings: Settings, report: Report) -> None:
+def _check_certificate(
+    label: str, cert_path: Path, key_path: Path | None, settings: Settings, report: Report
+) -> None:
     try:
         certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
     except (OSError, ValueError) as error:
@@ -80,7 +86,9 @@ def _check_certificate(label: str, cert_path: Path, key_path: Path | None, setti
         report.problem(f"{label}: not valid before {certificate.not_valid_before_utc:%Y-%m-%d}")
         return
     if expiry - now < timedelta(days=settings.tls.expiry_warning_days):
-        report.problem(f"{label}: expires on {expiry:%Y-%m-%d}, within {settings.tls.expiry_warning_days} days")
+        report.problem(
+            f"{label}: expires on {expiry:%Y-%m-%d}, within {settings.tls.expiry_warning_days} days"
+        )
         return
     if key_path is not None:
         try:
@@ -103,23 +111,27 @@ def _check_certificate(label: str, cert_path: Path, key_path: Path | None, setti
     report.ok(f"{label}: valid until {expiry:%Y-%m-%d}")
 
 
-def _check_keys(settings: Settings, database: Database | None, report: Report) -> None:
+def _check_keyring(settings: Settings, database: Database | None, report: Report) -> None:
     try:
         keyring = Keyring(settings.path(settings.crypto.keyring))
         report.ok(f"key-encryption key: {keyring.active_id} active")
     except KeyringError as error:
         report.problem(f"key-encryption key: {error}")
         return
-    if database is not None:
-        try:
-            with database.transaction() as session:
-                in_use = BlobStore(settings.path(settings.blobs.path), keyring).kek_ids_in_use(session)
-            for key_id in sorted(in_use):
-                keyring.key(key_id)
-        except KeyringError as error:
-            report.problem(f"key-encryption key: {error}")
-        except Exception as error:  # schema problems were reported above
-            report.problem(f"key-encryption key: cannot list the keys in use ({type(error).__name__})")
+    if database is None:
+        return
+    try:
+        with database.transaction() as session:
+            in_use = BlobStore(settings.path(settings.blobs.path), keyring).kek_ids_in_use(session)
+        for key_id in sorted(in_use):
+            keyring.key(key_id)
+    except KeyringError as error:
+        report.problem(f"key-encryption key: {error}")
+    except Exception as error:  # schema problems were reported above
+        report.problem(f"key-encryption key: cannot list the keys in use ({type(error).__name__})")
+
+
+def _check_dkim(settings: Settings, report: Report) -> None:
     dkim = settings.path(settings.dkim.private_key)
     try:
         serialization.load_pem_private_key(dkim.read_bytes(), password=None)
@@ -138,13 +150,18 @@ def _check_blobs(settings: Settings, report: Report) -> None:
 
 def _is_our_http(host: str, port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=2) as response:  # noqa: S310
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=2) as response:
             return bool(json.loads(response.read()).get("service") == "caducee")
     except (OSError, ValueError):
         return False
 
 
-def _port_state(host: str, port: int, is_ours: Callable[[], bool]) -> str | None:
+def _never_ours(host: str, port: int) -> bool:
+    """Listeners this gateway does not run yet cannot be told apart from strangers."""
+    return False
+
+
+def _port_state(host: str, port: int, is_ours: Callable[[str, int], bool]) -> str | None:
     """None when the port is usable (free, or served by this gateway), else the reason."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -154,7 +171,7 @@ def _port_state(host: str, port: int, is_ours: Callable[[], bool]) -> str | None
             return None
         except OSError:
             pass
-    if is_ours():
+    if is_ours(host, port):
         return None
     return "in use by another program"
 
@@ -174,8 +191,7 @@ def _check_ports(settings: Settings, report: Report) -> None:
         if not port:
             report.ok(f"listener {name}: disabled")
             continue
-        checker: Callable[[], bool] = (lambda: _is_our_http(host, port)) if name == "http" else (lambda: False)
-        reason = _port_state(host, port, checker)
+        reason = _port_state(host, port, is_ours=_is_our_http if name == "http" else _never_ours)
         if reason is None:
             report.ok(f"listener {name}: {host}:{port} available")
         else:
@@ -193,11 +209,18 @@ def run(args: argparse.Namespace) -> int:
         return 1
     database = _check_database(settings, report)
     try:
-        _check_certificate("CA certificate", settings.path(settings.tls.ca_cert), None, settings, report)
         _check_certificate(
-            "server certificate", settings.path(settings.tls.cert), settings.path(settings.tls.key), settings, report
+            "CA certificate", settings.path(settings.tls.ca_cert), None, settings, report
         )
-        _check_keys(settings, database, report)
+        _check_certificate(
+            "server certificate",
+            settings.path(settings.tls.cert),
+            settings.path(settings.tls.key),
+            settings,
+            report,
+        )
+        _check_keyring(settings, database, report)
+        _check_dkim(settings, report)
         _check_blobs(settings, report)
         _check_ports(settings, report)
     finally:

@@ -124,7 +124,11 @@ def _ensure_dkim(path: Path, steps: Steps) -> None:
 
 def _ensure_peer(layout: HomeLayout, ca: pki.Issued, steps: Steps) -> str:
     """The demo remote operator's client certificate and DKIM key; returns its DNS record."""
-    cert, key, dkim_key = (layout.peer / "client.pem", layout.peer / "client.key", layout.peer / "dkim.key")
+    cert, key, dkim_key = (
+        layout.peer / "client.pem",
+        layout.peer / "client.key",
+        layout.peer / "dkim.key",
+    )
     if not (cert.exists() and key.exists()):
         peer = pki.issue(
             ca, f"mx.{DEMO_PEER_DOMAIN}", organisation="Labo démo", dns_names=[DEMO_PEER_DOMAIN]
@@ -150,7 +154,9 @@ def run(args: argparse.Namespace) -> int:
     ca = _ensure_tls(layout, "mx.caducee.localhost", hosted, steps)
     peer_record = _ensure_peer(layout, ca, steps) if args.demo else None
     if not config_existed:
-        layout.config.write_text(render_config(demo=args.demo, peer_dkim_record=peer_record), "utf-8")
+        layout.config.write_text(
+            render_config(demo=args.demo, peer_dkim_record=peer_record), "utf-8"
+        )
         os.chmod(layout.config, 0o600)
         steps.did("configuration (caducee.toml)")
     settings = load_settings(layout.root)

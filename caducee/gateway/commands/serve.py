@@ -83,7 +83,9 @@ async def serve(gateway: Gateway) -> None:
     print(f"Caducée gateway running (home {settings.home})", flush=True)
     if http is not None:
         print(f"  HTTP        {scheme}://{host}:{settings.listeners.http}/healthz", flush=True)
-    log.info("gateway started", extra={"home": str(settings.home), "workers": settings.queue.workers})
+    log.info(
+        "gateway started", extra={"home": str(settings.home), "workers": settings.queue.workers}
+    )
     stop_waiter = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stop_waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
     failed = [task for task in done if task is not stop_waiter and task.exception() is not None]

@@ -42,7 +42,9 @@ class QueueCollector(Collector):
         self.gateway = gateway
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily("caducee_jobs", "Jobs in the durable queue by state", labels=["state"])
+        family = GaugeMetricFamily(
+            "caducee_jobs", "Jobs in the durable queue by state", labels=["state"]
+        )
         counts = self.gateway.queue.counts()
         for state in (READY, RUNNING, DONE, DEAD):
             family.add_metric([state], counts.get(state, 0))

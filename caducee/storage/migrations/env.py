@@ -1,4 +1,4 @@
-"""Alembic environment: runs migrations on the connection handed over by :mod:`caducee.storage.schema`."""
+"""Alembic environment: runs on the connection given by :mod:`caducee.storage.schema`."""
 
 from __future__ import annotations
 

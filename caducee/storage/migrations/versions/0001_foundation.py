@@ -71,7 +71,10 @@ def upgrade() -> None:
         sa.Column("sex", sa.String(1), nullable=False),
         sa.Column("birthplace", sa.String(5), nullable=True),
         sa.ForeignKeyConstraint(
-            ["account_id"], ["accounts.id"], name="fk_patients_account_id_accounts", ondelete="CASCADE"
+            ["account_id"],
+            ["accounts.id"],
+            name="fk_patients_account_id_accounts",
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("account_id", name="pk_patients"),
         sa.UniqueConstraint("ins", name="uq_patients_ins"),
@@ -85,7 +88,10 @@ def upgrade() -> None:
         sa.Column("created_at", UtcDateTime(), nullable=False),
         sa.Column("last_used_at", UtcDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["account_id"], ["accounts.id"], name="fk_app_passwords_account_id_accounts", ondelete="CASCADE"
+            ["account_id"],
+            ["accounts.id"],
+            name="fk_app_passwords_account_id_accounts",
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name="pk_app_passwords"),
     )
