@@ -1,0 +1,890 @@
+"""Streaming import of the national extractions into the directory (K3 ``directory import``).
+
+The mailbox extraction has about half a million lines and is published daily;
+an import must run in bounded memory, be idempotent, report every refused line
+with its number, and never let one bad line abort the rest. It works in two
+passes over a temporary *staging* table on the import's own connection:
+
+1. **Stage**: read the file line by line (``.txt``, or the ``.zip`` as
+   published), map and check each line (:mod:`caducee.directory.formats`), and
+   write the good rows (and the keys of refused ones) to the staging table in
+   batches: COPY on PostgreSQL, ``executemany`` on SQLite. For big files the
+   parsing runs in a second process, so that parsing and writing use two
+   cores. Nothing in the directory has changed yet, so a file that cannot be
+   read to the end changes nothing.
+2. **Apply**, in batches of ``batch_size`` lines, one transaction each (so a
+   SQLite gateway keeps delivering mail between batches): resolve duplicated
+   keys, update rows whose ``row_hash`` differs, insert new ones, and, for a
+   full import, delete the rows *of the same source kind* that the file no
+   longer lists. The work is set-based SQL, so memory does not grow with the
+   file. A first load into a (nearly) empty table is one transaction that
+   rebuilds the search indexes instead (see :func:`_bulk_apply`).
+
+Duplicated keys (the mailbox extraction repeats some addresses) are resolved
+independently of line order: the row with the smallest content digest is kept,
+the others are reported as duplicates with the line that was kept, so
+re-importing a reordered file changes nothing. A refused line still *claims*
+its key, so an entry is never removed because today's line for it was
+malformed. Locally set flags (red list, hosted, pharmacy) survive re-imports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import subprocess
+import sys
+import time
+import zipfile
+import zlib
+from collections.abc import Collection, Generator, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from operator import itemgetter
+from pathlib import Path
+from typing import IO, Any, cast
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ColumnElement,
+    Connection,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    false,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
+
+from caducee.directory.formats import (
+    MAPPERS,
+    FormatError,
+    Layout,
+    RowError,
+    SourceKind,
+    read_header,
+    row_key,
+    split_row,
+)
+from caducee.directory.models import DirectoryEntry, Practitioner
+from caducee.storage.db import Database, UtcDateTime, utcnow
+
+__all__ = [
+    "DirectoryImportError",
+    "Duplicate",
+    "ImportMode",
+    "ImportSummary",
+    "Rejection",
+    "import_file",
+    "open_extraction",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_LINE_BYTES = 64 * 1024
+DEFAULT_BATCH_SIZE = 5000
+PARALLEL_MIN_BYTES = 32 * 1024 * 1024
+STAGE_TABLE = "directory_import_stage"
+# A load that adds rows to a table holding fewer than BULK_RATIO times as many
+# (and at least BULK_MIN_ROWS rows) rebuilds the indexes instead of updating them.
+BULK_RATIO = 0.5
+BULK_MIN_ROWS = 20_000
+# Page cache of the import's SQLite connection while it runs (the default is 2 MiB).
+SQLITE_CACHE_KIB = 64 * 1024
+
+
+class ImportMode(StrEnum):
+    """How an import treats rows the file does not list.
+
+    ``full``: the file is the whole source, rows it lacks are removed;
+    ``merge``: adds and updates only (a partial file).
+    """
+
+    FULL = "full"
+    MERGE = "merge"
+
+
+class DirectoryImportError(Exception):
+    """The import cannot be done (unreadable file, unknown format, refused removal)."""
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A refused line: its number in the file (the header is line 1) and why."""
+
+    line: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A line whose key an earlier-kept line already has; ``kept_line`` is the one imported."""
+
+    line: int
+    key: str
+    kept_line: int
+
+
+@dataclass
+class ImportSummary:
+    """What an import did. ``read`` = added + changed + unchanged + rejected + duplicates."""
+
+    source: SourceKind
+    file: str
+    mode: ImportMode
+    read: int = 0
+    added: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+    duplicate_lines: list[Duplicate] = field(default_factory=list)
+    unknown_columns: tuple[str, ...] = ()
+    seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form, for ``--json`` and logs."""
+        return {
+            "source": str(self.source),
+            "file": self.file,
+            "mode": str(self.mode),
+            "read": self.read,
+            "added": self.added,
+            "changed": self.changed,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "rejected": self.rejected,
+            "duplicates": self.duplicates,
+            "rejections": [{"line": r.line, "reason": r.reason} for r in self.rejections],
+            "duplicate_lines": [
+                {"line": d.line, "key": d.key, "kept_line": d.kept_line}
+                for d in self.duplicate_lines
+            ],
+            "unknown_columns": list(self.unknown_columns),
+            "seconds": round(self.seconds, 3),
+            "phases": dict(self.phases),
+        }
+
+
+# --- reading the file ----------------------------------------------------------
+
+_MEMBER_HINTS = ("personne_activite", "extraction_correspondance_mssante")
+
+
+def _pick_member(archive: zipfile.ZipFile, path: Path) -> str:
+    texts = [
+        info.filename
+        for info in archive.infolist()
+        if not info.is_dir() and info.filename.lower().endswith(".txt")
+    ]
+    if len(texts) == 1:
+        return texts[0]
+    hinted = [name for name in texts if any(hint in name.lower() for hint in _MEMBER_HINTS)]
+    if len(hinted) == 1:
+        return hinted[0]
+    if not texts:
+        raise DirectoryImportError(f"{path}: the archive holds no .txt file")
+    raise DirectoryImportError(
+        f"{path}: cannot tell which file of the archive to import: {', '.join(sorted(texts))}"
+    )
+
+
+@contextmanager
+def open_extraction(path: Path) -> Iterator[IO[bytes]]:
+    """Open an extraction as a binary stream: the file itself, or the right member of a zip.
+
+    A ``PS_LibreAcces`` zip holds several files; the ``Personne_activite`` one is
+    taken. Nothing is decompressed to disk or to memory as a whole.
+    """
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                member = _pick_member(archive, path)
+                with archive.open(member) as stream:
+                    yield stream
+        else:
+            with path.open("rb") as stream:
+                yield stream
+    except OSError as error:
+        raise DirectoryImportError(f"{path}: {error.strerror or error}") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise DirectoryImportError(f"{path}: damaged zip archive: {error}") from None
+
+
+def _read_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
+    """Yield (line number, bytes without the line end), or None for an over-long line."""
+    number = 0
+    while True:
+        line = stream.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):  # skip the rest of the line
+                line = stream.readline(MAX_LINE_BYTES + 1)
+            yield number, None
+            continue
+        yield number, line.rstrip(b"\r\n")
+
+
+# --- staging -------------------------------------------------------------------
+
+_NOT_STAGED = frozenset({"id", "source", "red_list", "created_at", "updated_at"})
+# Columns whose value is the file's, unchanged (the others are computed and bounded).
+_FROM_FILE = frozenset(
+    {
+        "address",
+        "national_id",
+        "pp_identifier",
+        "civility",
+        "profession_code",
+        "category_code",
+        "speciality_code",
+        "structure_id",
+        "postal_code",
+        "dematerialisation",
+        "siret",
+        "finess",
+    }
+)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The table a kind of file feeds, and its key column."""
+
+    table: Table
+    key: str
+    kind: SourceKind
+
+
+def _target(kind: SourceKind) -> _Target:
+    if kind is SourceKind.MSS_EXTRACTION:
+        return _Target(cast(Table, DirectoryEntry.__table__), "address", kind)
+    return _Target(cast(Table, Practitioner.__table__), "activity_key", kind)
+
+
+def _stage_table(target: _Target) -> Table:
+    columns: list[Column[Any]] = [
+        Column("line_no", Integer, primary_key=True, autoincrement=False),
+        Column("rejected", Boolean, nullable=False),
+    ]
+    columns += [
+        Column(column.name, column.type, nullable=True)
+        for column in target.table.columns
+        if column.name not in _NOT_STAGED
+    ]
+    return Table(STAGE_TABLE, MetaData(), *columns, prefixes=["TEMPORARY"])
+
+
+def _length_limits(table: Table) -> dict[str, int]:
+    limits: dict[str, int] = {}
+    for column in table.columns:
+        length = getattr(column.type, "length", None)
+        if isinstance(column.type, String) and isinstance(length, int):
+            limits[column.name] = length
+    return limits
+
+
+class _Stager:
+    """Writes batches of staged rows (tuples in stage column order) on the import connection."""
+
+    def __init__(self, connection: Connection, stage: Table) -> None:
+        self.connection = connection
+        self.names = [column.name for column in stage.columns]
+        self.postgres = connection.dialect.name == "postgresql"
+        # The SQLite dialect renders positional "?" markers in column order.
+        self._insert_sql = str(insert(stage).compile(dialect=connection.dialect))
+
+    def write(self, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        with self.connection.begin():
+            if self.postgres:
+                self._copy(rows)
+            else:
+                # Straight to the driver: tuples, no per-row statement compilation.
+                self.connection.exec_driver_sql(self._insert_sql, rows)
+
+    def _copy(self, rows: list[tuple[Any, ...]]) -> None:
+        driver = self.connection.connection.driver_connection
+        assert driver is not None
+        columns = ", ".join(f'"{name}"' for name in self.names)
+        with (
+            driver.cursor() as cursor,
+            cursor.copy(f"COPY {STAGE_TABLE} ({columns}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+
+
+# --- parsing: a Layout, then batches of rows ------------------------------------
+
+
+@dataclass
+class _Batch:
+    """Up to ``batch_size`` staged rows, and what was refused on the way."""
+
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    rejected: int = 0
+    read: int = 0
+
+
+def _header(lines: Iterator[tuple[int, bytes | None]], path: Path) -> tuple[Layout, str]:
+    for _number, raw in lines:
+        if raw is None:
+            raise DirectoryImportError(
+                f"{path}: the header line is longer than {MAX_LINE_BYTES} bytes"
+            )
+        if not raw.strip():
+            continue
+        try:
+            text, encoding = raw.decode("utf-8-sig"), "utf-8"
+        except UnicodeDecodeError:
+            # Older PS_LibreAcces files were published in a Windows code page.
+            text, encoding = raw.decode("cp1252", errors="replace"), "cp1252"
+        try:
+            return read_header(text), encoding
+        except FormatError as error:
+            raise DirectoryImportError(f"{path}: {error}") from None
+    raise DirectoryImportError(f"{path}: empty file")
+
+
+def _parse(
+    path: Path,
+    expected: SourceKind | None,
+    hosted: frozenset[str],
+    batch_size: int,
+    max_details: int,
+) -> Generator[Layout | _Batch]:
+    """Read and check the file: yields its :class:`Layout`, then batches of staged rows.
+
+    Pure computation on the file, no database: it can run in another process.
+    """
+    with open_extraction(path) as stream:
+        lines = _read_lines(stream)
+        layout, encoding = _header(lines, path)
+        if expected is not None and layout.kind is not expected:
+            raise DirectoryImportError(f"{path}: this is a {layout.kind} file, not {expected}")
+        yield layout
+        target = _target(layout.kind)
+        names = [column.name for column in _stage_table(target).columns]
+        key_index = names.index(target.key)
+        mapper = MAPPERS[layout.kind]
+        limits = _length_limits(target.table)
+        key_limit = limits[target.key]
+        # Only the values copied from the file can exceed their column's size.
+        checked = [(name, limit) for name, limit in limits.items() if name in _FROM_FILE]
+        pick = itemgetter(*names)
+        is_mss = layout.kind is SourceKind.MSS_EXTRACTION
+        details = 0
+        batch = _Batch()
+
+        def reject(number: int, reason: str, key: str | None) -> None:
+            nonlocal details
+            batch.rejected += 1
+            if details < max_details:
+                details += 1
+                batch.rejections.append(Rejection(number, reason))
+            if key is not None and len(key) <= key_limit:
+                claim: list[Any] = [None] * len(names)
+                claim[0], claim[1], claim[key_index] = number, True, key
+                batch.rows.append(tuple(claim))
+
+        for number, raw in lines:
+            if len(batch.rows) >= batch_size:
+                yield batch
+                batch = _Batch()
+            if raw is None:
+                batch.read += 1
+                reject(number, f"line longer than {MAX_LINE_BYTES} bytes", None)
+                continue
+            if not raw.strip():
+                continue
+            batch.read += 1
+            try:
+                text = raw.decode(encoding)
+            except UnicodeDecodeError:
+                reject(number, f"not valid {encoding.upper()} text", None)
+                continue
+            fields: dict[str, str | None] | None = None
+            try:
+                if "\x00" in text:
+                    raise RowError("contains a NUL character")
+                fields = split_row(text, layout)
+                record = mapper(fields)
+                for name, limit in checked:
+                    value = record.get(name)
+                    if isinstance(value, str) and len(value) > limit:
+                        raise RowError(
+                            f"{name.replace('_', ' ')} is longer than {limit} characters"
+                        )
+            except RowError as error:
+                reject(number, str(error), row_key(layout.kind, fields) if fields else None)
+                continue
+            record["line_no"] = number
+            record["rejected"] = False
+            if is_mss:
+                record["hosted"] = record["domain"] in hosted
+            batch.rows.append(pick(record))
+        yield batch
+
+
+def _child_main() -> None:
+    """Entry point of the parsing process: arguments in ``argv[1]``, frames on stdout."""
+    options = json.loads(sys.argv[1])
+    path = Path(options["path"])
+    expected = SourceKind(options["expected"]) if options["expected"] else None
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr  # a stray print must not corrupt the frames
+    try:
+        for item in _parse(
+            path,
+            expected,
+            frozenset(options["hosted"]),
+            int(options["batch_size"]),
+            int(options["max_details"]),
+        ):
+            pickle.dump(("item", item), out, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump(("end", None), out)
+    except DirectoryImportError as error:
+        pickle.dump(("error", str(error)), out)
+    except Exception as error:  # any failure must reach the parent as a message
+        pickle.dump(("error", f"{path}: {type(error).__name__}: {error}"), out)
+    out.flush()
+
+
+def _parse_in_child(
+    path: Path,
+    expected: SourceKind | None,
+    hosted: frozenset[str],
+    batch_size: int,
+    max_details: int,
+) -> Generator[Layout | _Batch]:
+    """:func:`_parse` in a separate process, so that parsing and writing use two cores.
+
+    The child is a fresh interpreter (no fork of a process that may hold
+    threads and database connections, and no re-import of the caller's main
+    module as multiprocessing's spawn would do). It writes pickled frames to a
+    pipe; the pipe's small buffer is the back-pressure that keeps memory
+    bounded whichever side is slower. The child is killed if the import fails.
+    """
+    options = {
+        "path": str(path),
+        "expected": str(expected) if expected else None,
+        "hosted": sorted(hosted),
+        "batch_size": batch_size,
+        "max_details": max_details,
+    }
+    command = [sys.executable, "-c", _CHILD_CODE, json.dumps(options)]
+    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    assert child.stdout is not None
+    try:
+        while True:
+            try:
+                # Frames come from our own child process, never from the file's author.
+                kind, item = pickle.load(child.stdout)  # noqa: S301
+            except EOFError:
+                child.wait()
+                raise DirectoryImportError(
+                    f"{path}: the parsing process stopped (exit code {child.returncode})"
+                ) from None
+            if kind == "end":
+                return
+            if kind == "error":
+                raise DirectoryImportError(item)
+            yield item
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+        child.stdout.close()
+
+
+_CHILD_CODE = "from caducee.directory.importer import _child_main; _child_main()"
+
+
+# --- the import ------------------------------------------------------------------
+
+
+def import_file(
+    database: Database,
+    path: Path,
+    *,
+    mode: ImportMode = ImportMode.FULL,
+    expected: SourceKind | None = None,
+    hosted_domains: Collection[str] = (),
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_details: int = 1000,
+    now: datetime | None = None,
+    parallel: bool | None = None,
+) -> ImportSummary:
+    """Import one extraction file into the directory and say what changed.
+
+    ``expected`` refuses a file of the other kind; ``hosted_domains`` marks the
+    mailboxes of those domains as hosted here (A4); ``max_details`` bounds the
+    number of rejections and duplicates listed (all are counted); ``parallel``
+    parses in a second process (default: for files of 32 MB or more).
+    Raises :class:`DirectoryImportError` when the file cannot be imported at all;
+    the directory is then unchanged, unless the failure came from the database
+    in the middle of the apply phase (then importing again finishes the work).
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be positive")
+    started = time.monotonic()
+    hosted = frozenset(domain.lower().rstrip(".") for domain in hosted_domains)
+    now = now or utcnow()
+    if parallel is None:
+        try:
+            parallel = path.stat().st_size >= PARALLEL_MIN_BYTES
+        except OSError:
+            parallel = False  # open_extraction reports the problem
+    arguments = (path, expected, hosted, batch_size, max_details)
+    parsed = _parse_in_child(*arguments) if parallel else _parse(*arguments)
+    try:
+        layout = next(parsed)
+        assert isinstance(layout, Layout)
+        summary = ImportSummary(
+            source=layout.kind, file=str(path), mode=mode, unknown_columns=layout.unknown_columns
+        )
+        target = _target(layout.kind)
+        with database.engine.connect() as connection:
+            _import(connection, parsed, target, summary, batch_size, max_details, now)
+            if target.kind is SourceKind.MSS_EXTRACTION and hosted:
+                _mark_hosted(connection, hosted)
+    finally:
+        parsed.close()
+    summary.rejections.sort(key=lambda rejection: rejection.line)
+    summary.seconds = time.monotonic() - started
+    log.info("directory import done", extra={"summary": summary.to_dict()})
+    return summary
+
+
+def _import(
+    connection: Connection,
+    parsed: Iterator[Layout | _Batch],
+    target: _Target,
+    summary: ImportSummary,
+    batch_size: int,
+    max_details: int,
+    now: datetime,
+) -> None:
+    stage = _stage_table(target)
+    sqlite = connection.dialect.name == "sqlite"
+    with connection.begin():
+        if sqlite:  # a bigger page cache for the joins of this connection, reset below
+            connection.exec_driver_sql(f"PRAGMA main.cache_size=-{SQLITE_CACHE_KIB}")
+            connection.exec_driver_sql(f"PRAGMA temp.cache_size=-{SQLITE_CACHE_KIB}")
+        stage.drop(connection, checkfirst=True)
+        stage.create(connection)
+    clock = time.monotonic()
+
+    def phase(name: str) -> None:
+        nonlocal clock
+        now_ = time.monotonic()
+        summary.phases[name] = round(now_ - clock, 3)
+        clock = now_
+
+    try:
+        _stage_file(connection, parsed, stage, summary)
+        phase("stage")
+        _index_stage(connection, target)
+        _resolve_duplicates(connection, stage, target, summary, max_details)
+        phase("duplicates")
+        had_rows = _source_rows(connection, target)
+        if summary.mode is ImportMode.FULL and had_rows and not _count(connection, stage, True):
+            raise DirectoryImportError(
+                f"{summary.file}: no valid line; a full import would remove all {had_rows} "
+                f"{target.kind} rows, refused (fix the file, or use --mode merge)"
+            )
+        _apply(connection, stage, target, summary, batch_size, max_details, now)
+        phase("apply")
+        if summary.mode is ImportMode.FULL and had_rows:
+            _remove_missing(connection, stage, target, summary, batch_size)
+            phase("remove")
+    finally:
+        if connection.in_transaction():
+            connection.rollback()
+        with suppress(Exception), connection.begin():
+            stage.drop(connection, checkfirst=True)
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA main.cache_size=-2000")
+                connection.exec_driver_sql("PRAGMA temp.cache_size=-2000")
+
+
+def _stage_file(
+    connection: Connection, parsed: Iterator[Layout | _Batch], stage: Table, summary: ImportSummary
+) -> None:
+    stager = _Stager(connection, stage)
+    for item in parsed:
+        assert isinstance(item, _Batch)
+        summary.read += item.read
+        summary.rejected += item.rejected
+        summary.rejections.extend(item.rejections)
+        stager.write(item.rows)
+
+
+def _index_stage(connection: Connection, target: _Target) -> None:
+    with connection.begin():
+        connection.exec_driver_sql(
+            f"CREATE INDEX ix_{STAGE_TABLE}_key ON {STAGE_TABLE} ({target.key})"
+        )
+        if connection.dialect.name == "postgresql":
+            # Temporary tables are never analysed by autovacuum.
+            connection.exec_driver_sql(f"ANALYZE {STAGE_TABLE}")
+
+
+def _count(connection: Connection, table: Table, valid_only: bool = False) -> int:
+    query = select(func.count()).select_from(table)
+    if valid_only:
+        query = query.where(table.c.rejected == false())
+    count = int(connection.execute(query).scalar_one())
+    connection.rollback()
+    return count
+
+
+def _source_rows(connection: Connection, target: _Target) -> int:
+    table = target.table
+    count = int(
+        connection.execute(
+            select(func.count()).select_from(table).where(table.c.source == str(target.kind))
+        ).scalar_one()
+    )
+    connection.rollback()
+    return count
+
+
+def _resolve_duplicates(
+    connection: Connection, stage: Table, target: _Target, summary: ImportSummary, max_details: int
+) -> None:
+    """Keep one row per key: valid before refused, then smallest digest, then first line."""
+    key = stage.c[target.key]
+    repeated = select(key).group_by(key).having(func.count() > 1)
+    rows = connection.execute(
+        select(stage.c.line_no, key, stage.c.rejected)
+        .where(key.in_(repeated))
+        .order_by(key, stage.c.rejected, stage.c.row_hash, stage.c.line_no)
+    ).all()
+    connection.rollback()
+    dropped: list[int] = []
+    kept_key: str | None = None
+    kept_line = 0
+    for line_no, key_value, rejected in cast("list[tuple[int, str, bool]]", rows):
+        if key_value != kept_key:
+            kept_key, kept_line = key_value, line_no
+            continue
+        dropped.append(line_no)
+        if not rejected:  # a refused line is already counted as rejected
+            summary.duplicates += 1
+            if len(summary.duplicate_lines) < max_details:
+                summary.duplicate_lines.append(Duplicate(line_no, key_value, kept_line))
+    summary.duplicate_lines.sort(key=lambda duplicate: duplicate.line)
+    for start in range(0, len(dropped), 500):
+        with connection.begin():
+            connection.execute(
+                delete(stage).where(stage.c.line_no.in_(dropped[start : start + 500]))
+            )
+
+
+def _refuse_type_changes(
+    connection: Connection,
+    stage: Table,
+    target: _Target,
+    summary: ImportSummary,
+    max_details: int,
+    condition: ColumnElement[bool],
+) -> None:
+    """A mailbox's BAL type never changes (A3): a line that would change it is refused."""
+    if target.kind is not SourceKind.MSS_EXTRACTION:
+        return
+    table = target.table
+    rows = cast(
+        "list[tuple[int, str, str]]",
+        connection.execute(
+            select(stage.c.line_no, table.c.bal_type, stage.c.bal_type)
+            .join(table, table.c.address == stage.c.address)
+            .where(condition, stage.c.rejected == false(), table.c.bal_type != stage.c.bal_type)
+        ).all(),
+    )
+    for start in range(0, len(rows), 500):
+        chunk = [row[0] for row in rows[start : start + 500]]
+        connection.execute(update(stage).where(stage.c.line_no.in_(chunk)).values(rejected=True))
+    for line_no, old, new in rows:
+        summary.rejected += 1
+        if len(summary.rejections) < max_details:
+            summary.rejections.append(
+                Rejection(line_no, f"BAL type cannot change from {old} to {new} (A3)")
+            )
+
+
+def _apply(
+    connection: Connection,
+    stage: Table,
+    target: _Target,
+    summary: ImportSummary,
+    batch_size: int,
+    max_details: int,
+    now: datetime,
+) -> None:
+    """Insert new rows and update changed ones, batch by batch (or in one bulk load).
+
+    Batches follow the key order, not the file order: the lookups into the
+    table's key index (and, after a bulk load, into the table itself, stored in
+    key order) are then sequential instead of random.
+    """
+    existing = _count(connection, target.table)
+    valid = _count(connection, stage, True)
+    if valid >= BULK_MIN_ROWS and existing < valid * BULK_RATIO:
+        with connection.begin():
+            _refuse_type_changes(connection, stage, target, summary, max_details, true())
+        _bulk_apply(connection, stage, target, summary, now)
+        return
+    key = stage.c[target.key]
+    after: str | None = None
+    while True:
+        with connection.begin():
+            lower = true() if after is None else key > after
+            upper: str | None = connection.execute(
+                select(key).where(lower).order_by(key).offset(batch_size - 1).limit(1)
+            ).scalar()
+            in_batch = lower if upper is None else and_(lower, key <= upper)
+            _refuse_type_changes(connection, stage, target, summary, max_details, in_batch)
+            _apply_rows(connection, stage, target, summary, now, in_batch, ordered=False)
+        if upper is None:
+            return
+        after = upper
+
+
+def _bulk_apply(
+    connection: Connection, stage: Table, target: _Target, summary: ImportSummary, now: datetime
+) -> None:
+    """A first load: one transaction that drops, fills and rebuilds the search indexes.
+
+    Inserting a million rows into six B-tree indexes in file order costs a
+    random index update per row and index; inserting in key order and building
+    each index once, by sorting, is several times faster. DDL is transactional
+    on both engines, so a crash leaves the table and its indexes as they were.
+    While it runs, SQLite readers see the previous state (WAL) and PostgreSQL
+    readers of this table wait.
+    """
+    indexes = sorted(target.table.indexes, key=lambda index: str(index.name))
+    log.info("directory import: bulk load", extra={"table": target.table.name})
+    with connection.begin():
+        for index in indexes:
+            index.drop(connection)
+        _apply_rows(connection, stage, target, summary, now, true(), ordered=True)
+        for index in indexes:
+            index.create(connection)
+    if connection.dialect.name == "postgresql":
+        with connection.begin():
+            connection.exec_driver_sql(f"ANALYZE {target.table.name}")
+
+
+def _apply_rows(
+    connection: Connection,
+    stage: Table,
+    target: _Target,
+    summary: ImportSummary,
+    now: datetime,
+    condition: ColumnElement[bool],
+    *,
+    ordered: bool,
+) -> None:
+    """Apply the valid staged rows matching ``condition``: update changed, insert new."""
+    table = target.table
+    key = stage.c[target.key]
+    data = [column.name for column in stage.columns if column.name not in ("line_no", "rejected")]
+    timestamp = bindparam("now", now, type_=UtcDateTime())
+    source = literal(str(target.kind), String(20))
+    rows = and_(condition, stage.c.rejected == false())
+    valid = int(
+        connection.execute(select(func.count()).select_from(stage).where(rows)).scalar_one()
+    )
+    if not valid:
+        return
+    changes: dict[str, Any] = {name: stage.c[name] for name in data if name != target.key}
+    if "pharmacy" in changes:
+        changes["pharmacy"] = or_(stage.c.pharmacy, table.c.pharmacy)
+        changes["hosted"] = or_(stage.c.hosted, table.c.hosted)
+    changes["source"] = source
+    changes["updated_at"] = timestamp
+    changed = connection.execute(
+        update(table)
+        .where(
+            table.c[target.key] == key,
+            rows,
+            or_(table.c.row_hash != stage.c.row_hash, table.c.source != source),
+        )
+        .values(changes),
+        execution_options={"preserve_rowcount": True},
+    ).rowcount
+    new_rows = select(
+        *[stage.c[name] for name in data], source, false(), timestamp, timestamp
+    ).where(rows, ~exists().where(table.c[target.key] == key))
+    if ordered:
+        new_rows = new_rows.order_by(key)
+    added = connection.execute(
+        insert(table).from_select(
+            [*data, "source", "red_list", "created_at", "updated_at"], new_rows
+        ),
+        execution_options={"preserve_rowcount": True},
+    ).rowcount
+    summary.added += added
+    summary.changed += changed
+    summary.unchanged += valid - added - changed
+
+
+def _remove_missing(
+    connection: Connection, stage: Table, target: _Target, summary: ImportSummary, batch_size: int
+) -> None:
+    """Delete the rows of this source kind whose key the file no longer has."""
+    table = target.table
+    last_id = 0
+    while True:
+        with connection.begin():
+            ids: list[int] = list(
+                connection.execute(
+                    select(table.c.id)
+                    .where(
+                        table.c.source == str(target.kind),
+                        table.c.id > last_id,
+                        ~exists().where(stage.c[target.key] == table.c[target.key]),
+                    )
+                    .order_by(table.c.id)
+                    .limit(batch_size)
+                ).scalars()
+            )
+            if not ids:
+                return
+            connection.execute(delete(table).where(table.c.id.in_(ids)))
+        summary.removed += len(ids)
+        last_id = ids[-1]
+
+
+def _mark_hosted(connection: Connection, hosted: frozenset[str]) -> None:
+    """Mailboxes of our own domains are hosted here (A4), whatever the file said."""
+    table = cast(Table, DirectoryEntry.__table__)
+    with connection.begin():
+        connection.execute(
+            update(table)
+            .where(table.c.domain.in_(sorted(hosted)), table.c.hosted == false())
+            .values(hosted=True)
+        )

@@ -1,0 +1,408 @@
+"""Imports of the national extractions (K3, A3): counts, idempotence, updates, refusals.
+
+The acceptance counts come from reading the sample by eye: 22 data lines under
+a 52-column header, 21 ADELI practitioners (type 0) and one RPPS practitioner
+(type 8, BENHOUCHAME, gynaecologist), five opticians, ten activities in the Ain
+(postal codes 01xxx), every identifier valid.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from caducee.directory import importer
+from caducee.directory.formats import SourceKind
+from caducee.directory.importer import DirectoryImportError, ImportMode, import_file
+from caducee.directory.models import DirectoryEntry, Practitioner
+from caducee.directory.service import NewEntry, add_entry, find_by_address, set_red_list
+from caducee.storage.db import Database
+
+from .samples import org_line, per_line, rpps, write_mss, wrong_key, zip_of
+
+
+def count(
+    database: Database, model: type[DirectoryEntry] | type[Practitioner], **where: str
+) -> int:
+    with database.transaction() as session:
+        query = select(func.count()).select_from(model)
+        for name, value in where.items():
+            query = query.where(getattr(model, name) == value)
+        return int(session.scalar(query) or 0)
+
+
+def mss_lines(count_: int = 5) -> list[str]:
+    lines = [
+        per_line(f"doc{n}@medecin.mssante.fr", n, f"FAMILLE{n}", f"Prenom{n}")
+        for n in range(1, count_ + 1)
+    ]
+    lines.append(org_line("accueil@ch-test.mssante.fr", "010780054", "CH DE TEST"))
+    return lines
+
+
+# --- the real PS_LibreAcces sample ------------------------------------------------
+
+
+def test_k3_sample_imports_with_the_counts_read_in_the_file(
+    database: Database, ps_sample: Path
+) -> None:
+    summary = import_file(database, ps_sample)
+    assert summary.source is SourceKind.PS_LIBREACCES
+    assert (summary.read, summary.added, summary.rejected, summary.duplicates) == (22, 22, 0, 0)
+    assert count(database, Practitioner) == 22
+    assert count(database, Practitioner, id_type="ADELI") == 21
+    assert count(database, Practitioner, id_type="RPPS") == 1
+    assert count(database, Practitioner, profession_code="28") == 5
+    assert count(database, Practitioner, department="01") == 10
+    assert count(database, DirectoryEntry) == 0  # no mailbox in PS_LibreAcces
+    with database.transaction() as session:
+        doctor = session.scalars(
+            select(Practitioner).where(Practitioner.national_id == "810106476764")
+        ).one()
+        assert (doctor.family_name, doctor.given_name) == ("BENHOUCHAME", "Zakaria")
+        assert (doctor.speciality_code, doctor.speciality_label) == (
+            "SM20",
+            "Gynécologie-obstétrique",
+        )
+        assert doctor.source == "ps_libreacces"
+
+
+def test_k3_directory_import_idempotent(database: Database, ps_sample: Path) -> None:
+    first = import_file(database, ps_sample, now=datetime(2026, 1, 1, tzinfo=UTC))
+    second = import_file(database, ps_sample, now=datetime(2026, 1, 2, tzinfo=UTC))
+    assert first.added == 22
+    assert (second.added, second.changed, second.removed, second.unchanged) == (0, 0, 0, 22)
+    with database.transaction() as session:
+        stamps = set(session.scalars(select(Practitioner.updated_at)))
+    assert stamps == {datetime(2026, 1, 1, tzinfo=UTC)}
+
+
+def test_k3_import_without_one_row_removes_exactly_that_entry(
+    database: Database, ps_sample: Path, ps_lines: list[str], tmp_path: Path
+) -> None:
+    import_file(database, ps_sample)
+    removed_line = ps_lines[9]  # PEYRE Camille, ADELI 018603118
+    assert "PEYRE" in removed_line
+    smaller = tmp_path / "PS_LibreAcces_Personne_activite_smaller.txt"
+    smaller.write_text("\n".join(line for line in ps_lines if line != removed_line) + "\n")
+    summary = import_file(database, smaller)
+    assert (summary.read, summary.removed, summary.unchanged, summary.added) == (21, 1, 21, 0)
+    with database.transaction() as session:
+        ids = set(session.scalars(select(Practitioner.national_id)))
+    assert len(ids) == 21
+    assert "0018603118" not in ids
+
+
+def test_k3_wrong_rpps_key_is_rejected_with_its_line_and_reason(
+    database: Database, ps_lines: list[str], tmp_path: Path
+) -> None:
+    lines = list(ps_lines)
+    lines[-1] = lines[-1].replace("|10106476764|810106476764|", "|10106476765|810106476765|")
+    broken = tmp_path / "PS_LibreAcces_Personne_activite_broken.txt"
+    broken.write_text("\n".join(lines) + "\n", "utf-8")
+    summary = import_file(database, broken)
+    assert (summary.read, summary.added, summary.rejected) == (22, 21, 1)
+    [rejection] = summary.rejections
+    assert rejection.line == 23  # the header is line 1
+    assert "RPPS 10106476765" in rejection.reason
+    assert "wrong check digit" in rejection.reason
+    assert count(database, Practitioner) == 21
+
+
+def test_k3_mss_wrong_rpps_key_rejected_rest_imported(database: Database, tmp_path: Path) -> None:
+    lines = mss_lines(5)
+    lines[2] = per_line("bad@medecin.mssante.fr", 3, "FAUX", "Cle", rpps_value=wrong_key(rpps(3)))
+    summary = import_file(database, write_mss(tmp_path / "mss.txt", lines))
+    assert (summary.read, summary.added, summary.rejected) == (6, 5, 1)
+    assert summary.rejections[0].line == 4
+    assert "wrong check digit" in summary.rejections[0].reason
+    with database.transaction() as session:
+        assert find_by_address(session, "bad@medecin.mssante.fr") is None
+        assert find_by_address(session, "DOC5@medecin.mssante.fr") is not None
+
+
+# --- the mailbox extraction ---------------------------------------------------------
+
+
+def test_mss_import_counts_and_columns(database: Database, tmp_path: Path) -> None:
+    summary = import_file(database, write_mss(tmp_path / "mss.txt", mss_lines(5)))
+    assert summary.source is SourceKind.MSS_EXTRACTION
+    assert (summary.read, summary.added) == (6, 6)
+    with database.transaction() as session:
+        org = find_by_address(session, "accueil@ch-test.mssante.fr")
+        assert org is not None
+        assert (org.bal_type, org.national_id, org.id_type) == ("ORG", "1010780054", "FINESS")
+        assert org.department == "69"
+        assert org.source == "mss_extraction"
+        assert org.red_list is False and org.hosted is False
+
+
+def test_mss_import_from_the_published_zip(database: Database, tmp_path: Path) -> None:
+    text = write_mss(tmp_path / "x.txt", mss_lines(3)).read_bytes()
+    archive = zip_of(
+        tmp_path / "Extraction_Correspondance_MSSante_202608010700.zip",
+        {"Extraction_Correspondance_MSSante_202608010700.txt": text},
+    )
+    summary = import_file(database, archive)
+    assert (summary.read, summary.added) == (4, 4)
+
+
+def test_ps_zip_with_several_files_takes_personne_activite(
+    database: Database, ps_sample: Path, tmp_path: Path
+) -> None:
+    archive = zip_of(
+        tmp_path / "PS_LibreAcces_202608010700.zip",
+        {
+            "PS_LibreAcces_Dipl_AutExerc_202608010700.txt": b"Type d'identifiant PP|x|\n",
+            "PS_LibreAcces_Personne_activite_202608010700.txt": ps_sample.read_bytes(),
+            "PS_LibreAcces_SavoirFaire_202608010700.txt": b"Type d'identifiant PP|y|\n",
+        },
+    )
+    summary = import_file(database, archive)
+    assert (summary.source, summary.added) == (SourceKind.PS_LIBREACCES, 22)
+
+
+def test_ambiguous_zip_is_refused(database: Database, tmp_path: Path) -> None:
+    archive = zip_of(tmp_path / "both.zip", {"a.txt": b"x\n", "b.txt": b"y\n"})
+    with pytest.raises(DirectoryImportError, match="cannot tell which file"):
+        import_file(database, archive)
+
+
+def test_k3_changes_are_detected(database: Database, tmp_path: Path) -> None:
+    lines = mss_lines(3)
+    import_file(database, write_mss(tmp_path / "v1.txt", lines))
+    lines[1] = lines[1].replace("FAMILLE2", "FAMILLE-DEUX")
+    summary = import_file(database, write_mss(tmp_path / "v2.txt", lines))
+    assert (summary.changed, summary.unchanged, summary.added, summary.removed) == (1, 3, 0, 0)
+    with database.transaction() as session:
+        entry = find_by_address(session, "doc2@medecin.mssante.fr")
+        assert entry is not None
+        assert entry.family_name == "FAMILLE-DEUX"
+        assert entry.name_key == "famille deux prenom2"
+
+
+def test_k3_duplicate_addresses_are_resolved_whatever_the_line_order(
+    database: Database, tmp_path: Path
+) -> None:
+    first = per_line("dup@medecin.mssante.fr", 1, "UN", "Premier", postal_code="01000")
+    second = per_line("dup@medecin.mssante.fr", 1, "UN", "Premier", postal_code="02000")
+    lines = [first, *mss_lines(2), second]
+    summary = import_file(database, write_mss(tmp_path / "a.txt", lines))
+    assert (summary.read, summary.added, summary.duplicates) == (5, 4, 1)
+    with database.transaction() as session:
+        kept = find_by_address(session, "dup@medecin.mssante.fr")
+        assert kept is not None
+        kept_postal_code = kept.postal_code
+    [duplicate] = summary.duplicate_lines
+    assert duplicate.key == "dup@medecin.mssante.fr"
+    assert {duplicate.line, duplicate.kept_line} == {2, 6}
+    reordered = [second, *mss_lines(2), first]
+    again = import_file(database, write_mss(tmp_path / "b.txt", reordered))
+    assert (again.changed, again.unchanged, again.duplicates) == (0, 4, 1)
+    with database.transaction() as session:
+        entry = find_by_address(session, "dup@medecin.mssante.fr")
+        assert entry is not None and entry.postal_code == kept_postal_code
+
+
+def test_a3_bal_type_cannot_change(database: Database, tmp_path: Path) -> None:
+    import_file(database, write_mss(tmp_path / "v1.txt", mss_lines(2)))
+    changed = org_line("doc1@medecin.mssante.fr", "010000024", "CABINET UN")
+    lines = mss_lines(2)
+    lines[0] = changed
+    summary = import_file(database, write_mss(tmp_path / "v2.txt", lines))
+    assert summary.rejected == 1
+    assert summary.rejections[0].line == 2
+    assert "BAL type cannot change from PER to ORG" in summary.rejections[0].reason
+    assert summary.removed == 0  # the refused line still claims its address
+    with database.transaction() as session:
+        entry = find_by_address(session, "doc1@medecin.mssante.fr")
+        assert entry is not None and entry.bal_type == "PER"
+
+
+def test_refused_line_does_not_remove_its_entry(database: Database, tmp_path: Path) -> None:
+    lines = mss_lines(3)
+    import_file(database, write_mss(tmp_path / "v1.txt", lines))
+    lines[0] = per_line(
+        "doc1@medecin.mssante.fr", 1, "FAMILLE1", "Prenom1", rpps_value=wrong_key(rpps(1))
+    )
+    summary = import_file(database, write_mss(tmp_path / "v2.txt", lines))
+    assert (summary.rejected, summary.removed, summary.unchanged) == (1, 0, 3)
+    assert count(database, DirectoryEntry) == 4
+
+
+def test_bad_lines_never_abort_the_import(database: Database, tmp_path: Path) -> None:
+    good = mss_lines(2)  # lines 2 to 4
+    path = tmp_path / "messy.txt"
+    write_mss(path, good)
+    with path.open("ab") as handle:
+        handle.write(b"PER|short|line\n")  # line 5: wrong number of fields
+        handle.write(per_line("latin@x.fr", 9, "M\xe9", "X").encode("latin-1") + b"\n")  # 6
+        handle.write(per_line("nul@x.fr", 8, "A\x00B", "X").encode() + b"\n")  # 7
+        handle.write(b"\n")  # line 8: blank lines are skipped, not counted
+        handle.write(b"ORG|" + b"x" * (importer.MAX_LINE_BYTES + 10) + b"\n")  # 9
+        handle.write(per_line("last@medecin.mssante.fr", 7, "DERNIER", "Ok").encode() + b"\n")
+    summary = import_file(database, path)
+    reasons = {rejection.line: rejection.reason for rejection in summary.rejections}
+    assert summary.read == 8
+    assert summary.added == 4
+    assert set(reasons) == {5, 6, 7, 9}
+    assert "expected 31 fields" in reasons[5]
+    assert "UTF-8" in reasons[6]
+    assert "NUL" in reasons[7]
+    assert "longer than" in reasons[9]
+
+
+def test_crlf_bom_and_trailing_pipes_are_accepted(database: Database, tmp_path: Path) -> None:
+    lines = [line + "|" for line in mss_lines(2)]
+    summary = import_file(database, write_mss(tmp_path / "w.txt", lines, newline="\r\n", bom=True))
+    assert (summary.read, summary.added, summary.rejected) == (3, 3, 0)
+    with database.transaction() as session:
+        entry = find_by_address(session, "accueil@ch-test.mssante.fr")
+        assert entry is not None and entry.country == "France"
+
+
+def test_unknown_format_and_empty_files_are_refused(database: Database, tmp_path: Path) -> None:
+    (tmp_path / "other.txt").write_text("a|b|c\n1|2|3\n")
+    with pytest.raises(DirectoryImportError, match="not an Extraction_Correspondance"):
+        import_file(database, tmp_path / "other.txt")
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(DirectoryImportError, match="empty file"):
+        import_file(database, tmp_path / "empty.txt")
+    with pytest.raises(DirectoryImportError, match="No such file"):
+        import_file(database, tmp_path / "missing.txt")
+
+
+def test_expected_kind_is_enforced(database: Database, ps_sample: Path) -> None:
+    with pytest.raises(DirectoryImportError, match="ps_libreacces file, not mss_extraction"):
+        import_file(database, ps_sample, expected=SourceKind.MSS_EXTRACTION)
+
+
+def test_full_import_of_a_file_without_valid_lines_is_refused(
+    database: Database, tmp_path: Path
+) -> None:
+    import_file(database, write_mss(tmp_path / "v1.txt", mss_lines(2)))
+    bad = per_line("x@y.fr", 1, "A", "B", rpps_value=wrong_key(rpps(1)))
+    with pytest.raises(DirectoryImportError, match="would remove all 3"):
+        import_file(database, write_mss(tmp_path / "v2.txt", [bad]))
+    assert count(database, DirectoryEntry) == 3
+    merged = import_file(database, write_mss(tmp_path / "v3.txt", [bad]), mode=ImportMode.MERGE)
+    assert (merged.rejected, merged.removed) == (1, 0)
+
+
+def test_merge_mode_adds_and_updates_without_removing(database: Database, tmp_path: Path) -> None:
+    import_file(database, write_mss(tmp_path / "v1.txt", mss_lines(3)))
+    extra = per_line("new@medecin.mssante.fr", 50, "NOUVEAU", "Venu")
+    summary = import_file(database, write_mss(tmp_path / "v2.txt", [extra]), mode=ImportMode.MERGE)
+    assert (summary.added, summary.removed) == (1, 0)
+    assert count(database, DirectoryEntry) == 5
+
+
+def test_k3_removal_is_per_source_kind(database: Database, ps_sample: Path, tmp_path: Path) -> None:
+    import_file(database, write_mss(tmp_path / "v1.txt", mss_lines(3)))
+    import_file(database, ps_sample)
+    with database.transaction() as session:
+        add_entry(
+            session,
+            NewEntry(address="manuel@local.fr", bal_type="ORG", organisation_name="ACCUEIL"),
+        )
+    summary = import_file(database, write_mss(tmp_path / "v2.txt", mss_lines(2)))
+    assert summary.removed == 1
+    assert count(database, Practitioner) == 22
+    assert count(database, DirectoryEntry, source="manual") == 1
+    assert count(database, DirectoryEntry, source="mss_extraction") == 3
+
+
+def test_import_takes_over_a_manual_entry_of_the_same_address(
+    database: Database, tmp_path: Path
+) -> None:
+    with database.transaction() as session:
+        add_entry(
+            session,
+            NewEntry(
+                address="doc1@medecin.mssante.fr",
+                bal_type="PER",
+                national_id="8" + rpps(1),
+                family_name="ANCIEN",
+            ),
+        )
+    summary = import_file(database, write_mss(tmp_path / "v1.txt", mss_lines(2)))
+    assert (summary.added, summary.changed) == (2, 1)
+    with database.transaction() as session:
+        entry = find_by_address(session, "doc1@medecin.mssante.fr")
+        assert entry is not None
+        assert (entry.source, entry.family_name) == ("mss_extraction", "FAMILLE1")
+
+
+def test_local_flags_survive_reimports(database: Database, tmp_path: Path) -> None:
+    lines = mss_lines(2)
+    import_file(database, write_mss(tmp_path / "v1.txt", lines))
+    with database.transaction() as session:
+        set_red_list(session, "doc1@medecin.mssante.fr")
+    lines[0] = lines[0].replace("FAMILLE1", "FAMILLE-UN")
+    summary = import_file(database, write_mss(tmp_path / "v2.txt", lines))
+    assert summary.changed == 1
+    with database.transaction() as session:
+        entry = find_by_address(session, "doc1@medecin.mssante.fr")
+        assert entry is not None and entry.red_list is True
+
+
+def test_a4_hosted_domains_are_marked(database: Database, tmp_path: Path) -> None:
+    path = write_mss(tmp_path / "v1.txt", mss_lines(2))
+    import_file(database, path)
+    assert count(database, DirectoryEntry, domain="medecin.mssante.fr") == 2
+    with database.transaction() as session:
+        assert not any(session.scalars(select(DirectoryEntry.hosted)))
+    import_file(database, path, hosted_domains=["Medecin.MSSante.fr"])
+    with database.transaction() as session:
+        hosted = dict(session.execute(select(DirectoryEntry.address, DirectoryEntry.hosted)).all())
+    assert hosted == {
+        "doc1@medecin.mssante.fr": True,
+        "doc2@medecin.mssante.fr": True,
+        "accueil@ch-test.mssante.fr": False,
+    }
+
+
+def test_small_batches_give_the_same_result(database: Database, tmp_path: Path) -> None:
+    lines = mss_lines(9)
+    summary = import_file(database, write_mss(tmp_path / "v1.txt", lines), batch_size=2)
+    assert (summary.read, summary.added) == (10, 10)
+    lines[4] = lines[4].replace("FAMILLE5", "AUTRE")
+    del lines[7]
+    again = import_file(database, write_mss(tmp_path / "v2.txt", lines), batch_size=3)
+    assert (again.changed, again.removed, again.unchanged) == (1, 1, 8)
+
+
+def test_bulk_load_path_gives_the_same_result(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(importer, "BULK_MIN_ROWS", 3)
+    lines = mss_lines(9)
+    summary = import_file(database, write_mss(tmp_path / "v1.txt", lines))
+    assert (summary.read, summary.added) == (10, 10)
+    with database.transaction() as session:
+        indexes = {index.name for index in DirectoryEntry.__table__.indexes}
+        connection = session.connection()
+        from sqlalchemy import inspect
+
+        present = {index["name"] for index in inspect(connection).get_indexes("directory_entries")}
+    assert indexes <= present  # rebuilt
+    again = import_file(database, write_mss(tmp_path / "v1.txt", lines))
+    assert (again.unchanged, again.added) == (10, 0)
+
+
+def test_parsing_in_a_child_process_gives_the_same_result(
+    database: Database, ps_sample: Path, ps_lines: list[str], tmp_path: Path
+) -> None:
+    summary = import_file(database, ps_sample, parallel=True)
+    assert (summary.read, summary.added) == (22, 22)
+    broken = tmp_path / "broken.txt"
+    broken.write_text("\n".join(ps_lines[:3]).replace("|010001949|", "|010001948|") + "\n")
+    merged = import_file(database, broken, parallel=True, mode=ImportMode.MERGE)
+    assert merged.rejected == 1 and merged.rejections[0].line == 2
+    with pytest.raises(DirectoryImportError, match="not an Extraction_Correspondance"):
+        other = tmp_path / "other.txt"
+        other.write_text("a|b\n")
+        import_file(database, other, parallel=True)
