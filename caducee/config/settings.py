@@ -64,6 +64,7 @@ class BlobSettings(_Section):
     """The folder that holds encrypted message bodies and documents."""
 
     path: Path = Path("blobs")
+    inline_max_bytes: int = Field(default=65536, ge=0, le=1024 * 1024)
 
 
 class CryptoSettings(_Section):
@@ -93,6 +94,27 @@ class ListenerSettings(_Section):
     imaps: Port = 2993
     http: Port = 8080
     http_tls: bool = False
+
+
+class SmtpSettings(_Section):
+    """The SMTP servers: what operators and local users may send."""
+
+    allow_plaintext: bool = False
+    require_dkim: bool = True
+    max_message_bytes: int = Field(default=25_000_000, ge=1024)
+    max_recipients: int = Field(default=100, ge=1, le=10_000)
+    timeout_seconds: int = Field(default=300, ge=10)
+    crl_file: str = ""
+    processes: int = Field(default=1, ge=1, le=64)
+
+
+class RecordsSettings(_Section):
+    """The patient's document record (E1–E6, G3)."""
+
+    filing_policy: Literal["auto", "patient-choice"] = "auto"
+    max_archive_entries: int = Field(default=1000, ge=1)
+    max_archive_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    max_compression_ratio: int = Field(default=100, ge=2)
 
 
 class DkimSettings(_Section):
@@ -131,6 +153,8 @@ class Settings(_Section):
     crypto: CryptoSettings = Field(default_factory=CryptoSettings)
     tls: TlsSettings = Field(default_factory=TlsSettings)
     listeners: ListenerSettings = Field(default_factory=ListenerSettings)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    records: RecordsSettings = Field(default_factory=RecordsSettings)
     dkim: DkimSettings = Field(default_factory=DkimSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
@@ -138,6 +162,10 @@ class Settings(_Section):
     def path(self, relative: Path) -> Path:
         """Resolve a configured path against the home folder."""
         return relative if relative.is_absolute() else (self.home / relative)
+
+    def path_of(self, text: str) -> Path:
+        """Resolve a path given as text (optional path settings) against the home folder."""
+        return self.path(Path(text))
 
     @property
     def database_url(self) -> str:

@@ -12,9 +12,19 @@ from collections.abc import Callable, Sequence
 
 from caducee import __version__
 from caducee.config import ConfigError
-from caducee.gateway.commands import CommandError, config_cmd, doctor, init, keys, serve
+from caducee.gateway.commands import (
+    CommandError,
+    config_cmd,
+    directory,
+    doctor,
+    init,
+    keys,
+    mailbox,
+    serve,
+    trust,
+)
 
-COMMAND_GROUPS = (init, serve, doctor, config_cmd, keys)
+COMMAND_GROUPS = (init, serve, doctor, config_cmd, keys, trust, mailbox, directory)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,10 +31,6 @@ class HomeLayout:
         return self.root / "tls" / "ca.key"
 
     @property
-    def anchors(self) -> Path:
-        return self.root / "tls" / "anchors.pem"
-
-    @property
     def demo(self) -> Path:
         return self.root / "demo"
 

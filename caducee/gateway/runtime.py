@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from caducee.config import Settings
+from caducee.mailboxes.outbound import queue_outbound
+from caducee.records.filing import FILE_DOCUMENTS_JOB, make_filing_handler
 from caducee.storage.blobs import BlobStore
 from caducee.storage.db import Database
 from caducee.storage.jobs import JobQueue, RetryPolicy
@@ -44,8 +46,25 @@ class Gateway:
         self.database.dispose()
 
 
+def standard_handlers(gateway: Gateway) -> dict[str, JobHandler]:
+    """The job handlers of a complete gateway: what each kind of queued work runs."""
+    return {
+        FILE_DOCUMENTS_JOB: make_filing_handler(
+            gateway.database,
+            gateway.blobs,
+            gateway.queue,
+            gateway.settings,
+            outbound=queue_outbound,
+        ),
+    }
+
+
 def build_gateway(settings: Settings, handlers: Mapping[str, JobHandler] | None = None) -> Gateway:
-    """Assemble a gateway; nothing listens or runs until ``serve`` starts it."""
+    """Assemble a gateway; nothing listens or runs until ``serve`` starts it.
+
+    Without ``handlers``, the gateway handles every job kind the product defines
+    (:func:`standard_handlers`).
+    """
     database = Database(settings.database_url, pool_size=settings.database.pool_size)
     keyring = Keyring(settings.path(settings.crypto.keyring))
     queue_settings = settings.queue
@@ -58,11 +77,16 @@ def build_gateway(settings: Settings, handlers: Mapping[str, JobHandler] | None 
             max_seconds=queue_settings.backoff_max_seconds,
         ),
     )
-    return Gateway(
+    gateway = Gateway(
         settings=settings,
         database=database,
         keyring=keyring,
-        blobs=BlobStore(settings.path(settings.blobs.path), keyring),
+        blobs=BlobStore(
+            settings.path(settings.blobs.path),
+            keyring,
+            inline_max_bytes=settings.blobs.inline_max_bytes,
+        ),
         queue=queue,
-        handlers=dict(handlers or {}),
     )
+    gateway.handlers = dict(handlers) if handlers is not None else standard_handlers(gateway)
+    return gateway

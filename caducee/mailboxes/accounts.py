@@ -9,13 +9,14 @@ entry lives in ``directory``.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Date, ForeignKey, Integer, String, func, select
+from sqlalchemy import BigInteger, Date, ForeignKey, Integer, String, bindparam, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from caducee.mailboxes.passwords import generate_app_password, hash_password, verify_password
-from caducee.storage.db import Base, UtcDateTime, utcnow
+from caducee.storage.db import Base, UtcDateTime, table_of, utcnow
 
 BIG_ID = BigInteger().with_variant(Integer, "sqlite")
 
@@ -134,6 +135,40 @@ def check_app_password(session: Session, address: str, password: str) -> Account
                 row.last_used_at = utcnow()
             return account
     return None
+
+
+@dataclass(frozen=True)
+class AccountRef:
+    """The few columns the SMTP rules need about a hosted recipient."""
+
+    id: int
+    address: str
+    state: str
+
+
+_ACCOUNTS_TABLE = table_of(Account)
+_PATIENT_ACCOUNT = select(
+    _ACCOUNTS_TABLE.c.id, _ACCOUNTS_TABLE.c.address, _ACCOUNTS_TABLE.c.state
+).where(
+    _ACCOUNTS_TABLE.c.address == bindparam("address"),
+    _ACCOUNTS_TABLE.c.kind == AccountKind.PATIENT.value,
+)
+_OTHER_ACCOUNT = select(
+    _ACCOUNTS_TABLE.c.id, _ACCOUNTS_TABLE.c.address, _ACCOUNTS_TABLE.c.state
+).where(
+    _ACCOUNTS_TABLE.c.address == bindparam("address"),
+    _ACCOUNTS_TABLE.c.kind != AccountKind.PATIENT.value,
+)
+
+
+def recipient_account(session: Session, address: str, *, patient: bool) -> AccountRef | None:
+    """The patient (or, with ``patient=False``, professional/organisation) account of ``address``.
+
+    A prepared statement on the connection: this runs for every recipient.
+    """
+    statement = _PATIENT_ACCOUNT if patient else _OTHER_ACCOUNT
+    row = session.connection().execute(statement, {"address": normalise_address(address)}).first()
+    return None if row is None else AccountRef(int(row.id), str(row.address), str(row.state))
 
 
 def count_accounts(session: Session) -> int:

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text, and_, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from caducee.storage.db import Base, Database, UtcDateTime, utcnow
+from caducee.storage.db import Base, Database, UtcDateTime, table_of, utcnow
 
 READY = "ready"
 RUNNING = "running"
@@ -56,6 +56,9 @@ class JobRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+_INSERT_JOB = table_of(JobRow).insert().returning(table_of(JobRow).c.id)
 
 
 @dataclass(frozen=True)
@@ -109,22 +112,31 @@ class JobQueue:
         *,
         delay: timedelta = timedelta(0),
         max_attempts: int | None = None,
-    ) -> JobRow:
-        """Add a job in the caller's transaction; it becomes visible on commit."""
-        json.dumps(payload)  # refuse what cannot be stored, here rather than at flush
+    ) -> int:
+        """Add a job in the caller's transaction and return its id; visible on commit."""
+        json.dumps(payload)  # refuse what cannot be stored, here rather than at commit
         now = utcnow()
-        row = JobRow(
-            kind=kind,
-            payload=dict(payload),
-            state=READY,
-            attempts=0,
-            max_attempts=max_attempts or self.max_attempts,
-            next_attempt_at=now + delay,
-            created_at=now,
-            updated_at=now,
+        return int(
+            session.connection()
+            .execute(
+                _INSERT_JOB,
+                {
+                    "kind": kind,
+                    "payload": dict(payload),
+                    "state": READY,
+                    "attempts": 0,
+                    "max_attempts": max_attempts or self.max_attempts,
+                    "next_attempt_at": now + delay,
+                    "locked_by": None,
+                    "locked_until": None,
+                    "last_error": None,
+                    "created_at": now,
+                    "updated_at": now,
+                    "finished_at": None,
+                },
+            )
+            .scalar_one()
         )
-        session.add(row)
-        return row
 
     def claim(
         self, worker: str, *, limit: int = 1, kinds: Sequence[str] | None = None

@@ -156,6 +156,16 @@ def _is_our_http(host: str, port: int) -> bool:
         return False
 
 
+def _is_our_smtp(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2) as connection:
+            greeting = connection.recv(512).decode("utf-8", "replace")
+            connection.sendall(b"QUIT\r\n")
+    except OSError:
+        return False
+    return greeting.startswith("220 ") and "Caducée" in greeting
+
+
 def _never_ours(host: str, port: int) -> bool:
     """Listeners this gateway does not run yet cannot be told apart from strangers."""
     return False
@@ -191,7 +201,8 @@ def _check_ports(settings: Settings, report: Report) -> None:
         if not port:
             report.ok(f"listener {name}: disabled")
             continue
-        reason = _port_state(host, port, is_ours=_is_our_http if name == "http" else _never_ours)
+        probes = {"http": _is_our_http, "smtp": _is_our_smtp}
+        reason = _port_state(host, port, is_ours=probes.get(name, _never_ours))
         if reason is None:
             report.ok(f"listener {name}: {host}:{port} available")
         else:

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from caducee.config import load_settings
+from caducee.directory.anchors import add_anchors
 from caducee.gateway import pki
 from caducee.gateway.commands import CommandError, Subcommands, add_home_argument
 from caducee.gateway.homefiles import HomeLayout
@@ -100,9 +101,6 @@ def _ensure_tls(layout: HomeLayout, hostname: str, hosted: list[str], steps: Ste
         ca = pki.create_ca("Caducée development CA", "Caducée development trust space")
         pki.save(ca, layout.ca_cert, layout.ca_key)
         steps.did("development CA (tls/ca.pem)")
-    if not layout.anchors.exists():
-        layout.anchors.write_bytes(pki.cert_pem(ca.certificate))
-        steps.did("trust anchors (tls/anchors.pem)")
     if not (settings_cert.exists() and settings_key.exists()):
         server = pki.issue(
             ca,
@@ -174,6 +172,10 @@ def run(args: argparse.Namespace) -> int:
         if schema.current_revision(database) != schema.head_revision():
             schema.upgrade(database)
             steps.did(f"database schema at {schema.head_revision()}")
+        with database.transaction() as session:
+            report = add_anchors(session, pki.cert_pem(ca.certificate))
+        if report.added:
+            steps.did("trust anchor: the development CA")
         if args.demo and not layout.credentials.exists():
             from caducee.gateway.demo import create_demo
 

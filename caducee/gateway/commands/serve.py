@@ -11,25 +11,40 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import uvicorn
 
-from caducee.config import load_settings
+from caducee.config import Settings, load_settings
 from caducee.gateway.commands import CommandError, Subcommands, add_home_argument
 from caducee.gateway.http.app import build_http_app
+from caducee.gateway.http.directory_api import directory_routes
+from caducee.gateway.http.fhir_api import fhir_routes
 from caducee.gateway.logs import configure_logging
 from caducee.gateway.runtime import Gateway, build_gateway
+from caducee.gateway.smtp.context import SmtpContext, TrustCache
+from caducee.gateway.smtp.listener import OperatorListener
 from caducee.gateway.tls import TLS12_CIPHERS
+from caducee.mailboxes.delivery import MailDelivery
 from caducee.storage import schema
+from caducee.storage.group_commit import GroupCommitter
 
 log = logging.getLogger("caducee.serve")
+
+
+ROLE_MAIN = "main"
+ROLE_SMTP_WORKER = "smtp-worker"
 
 
 def register(subcommands: Subcommands) -> None:
     parser = subcommands.add_parser("serve", help="run the gateway's listeners and workers")
     add_home_argument(parser)
+    parser.add_argument(
+        "--role", choices=(ROLE_MAIN, ROLE_SMTP_WORKER), default=ROLE_MAIN, help=argparse.SUPPRESS
+    )
     parser.set_defaults(handler=run)
 
 
@@ -52,8 +67,9 @@ def _http_server(gateway: Gateway) -> _HttpServer | None:
             "ssl_keyfile": str(settings.path(settings.tls.key)),
             "ssl_ciphers": TLS12_CIPHERS,
         }
+    routes = [*directory_routes(gateway.database), *fhir_routes(gateway)]
     config = uvicorn.Config(
-        build_http_app(gateway),
+        build_http_app(gateway, extra_routes=routes),
         host=settings.listeners.host,
         port=settings.listeners.http,
         log_config=None,
@@ -65,37 +81,106 @@ def _http_server(gateway: Gateway) -> _HttpServer | None:
     return _HttpServer(config)
 
 
-async def serve(gateway: Gateway) -> None:
-    """Run until SIGTERM/SIGINT, then shut down gracefully."""
+class Service(Protocol):
+    """A listener ``serve`` starts and stops."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def _spawn_smtp_workers(settings: Settings) -> list[asyncio.subprocess.Process]:
+    """Extra processes sharing the SMTP ports (SO_REUSEPORT): one core each."""
+    children = []
+    for _ in range(settings.smtp.processes - 1):
+        children.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "caducee.gateway.cli",
+                "serve",
+                "--home",
+                str(settings.home),
+                "--role",
+                ROLE_SMTP_WORKER,
+            )
+        )
+    return children
+
+
+async def _stop_children(children: list[asyncio.subprocess.Process]) -> None:
+    for child in children:
+        if child.returncode is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        await child.wait()
+
+
+async def serve(gateway: Gateway, role: str = ROLE_MAIN) -> None:
+    """Run until SIGTERM/SIGINT, then shut down gracefully.
+
+    The main role runs every listener, the job workers and the HTTP server;
+    an SMTP worker role (started by the main process when ``[smtp] processes``
+    is above 1) runs only the SMTP listeners, on the same ports.
+    """
     settings = gateway.settings
+    main = role == ROLE_MAIN
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    workers = gateway.worker_pool()
-    workers.start()
-    http = _http_server(gateway)
+    workers = gateway.worker_pool() if main else None
+    if workers is not None:
+        workers.start()
+    committer = GroupCommitter(gateway.database)
+    committer.start()
+    smtp_context = SmtpContext(
+        settings=settings,
+        database=gateway.database,
+        blobs=gateway.blobs,
+        queue=gateway.queue,
+        trust=TrustCache(gateway.database),
+        committer=committer,
+        delivery=MailDelivery(gateway.blobs, gateway.queue),
+        on_commit=workers.wake if workers is not None else (lambda: None),
+    )
+    host = settings.listeners.host
+    services: list[Service] = []
+    banner: list[str] = []
+    if settings.listeners.smtp:
+        services.append(OperatorListener(smtp_context, host, settings.listeners.smtp))
+        banner.append(
+            f"  SMTP from operators (STARTTLS + client certificate)  "
+            f"{host}:{settings.listeners.smtp}"
+        )
+    for service in services:
+        await service.start()
+    children = await _spawn_smtp_workers(settings) if main else []
+    http = _http_server(gateway) if main else None
     tasks: list[asyncio.Task[None]] = []
     if http is not None:
         tasks.append(asyncio.create_task(http.serve(), name="http"))
-    scheme = "https" if settings.listeners.http_tls else "http"
-    host = settings.listeners.host
-    print(f"Caducée gateway running (home {settings.home})", flush=True)
-    if http is not None:
-        print(f"  HTTP        {scheme}://{host}:{settings.listeners.http}/healthz", flush=True)
-    log.info(
-        "gateway started", extra={"home": str(settings.home), "workers": settings.queue.workers}
-    )
+        scheme = "https" if settings.listeners.http_tls else "http"
+        banner.append(f"  HTTP        {scheme}://{host}:{settings.listeners.http}/healthz")
+    if main:
+        print(f"Caducée gateway running (home {settings.home})", flush=True)
+        for line in banner:
+            print(line, flush=True)
+    log.info("gateway started", extra={"home": str(settings.home), "role": role})
     stop_waiter = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stop_waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
     failed = [task for task in done if task is not stop_waiter and task.exception() is not None]
-    log.info("gateway stopping")
+    log.info("gateway stopping", extra={"role": role})
+    await asyncio.gather(*(service.stop() for service in services))
+    await _stop_children(children)
     if http is not None:
         http.should_exit = True
     await asyncio.gather(*tasks, return_exceptions=True)
-    await asyncio.to_thread(workers.stop)
+    await asyncio.to_thread(committer.stop)
+    if workers is not None:
+        await asyncio.to_thread(workers.stop)
     stop_waiter.cancel()
-    log.info("gateway stopped")
+    log.info("gateway stopped", extra={"role": role})
     if failed:
         raise CommandError(f"a listener failed: {failed[0].exception()}")
 
@@ -111,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
                 f"database schema is at {current or 'nothing'}, not {schema.head_revision()}: "
                 f"run 'caducee init --home {settings.home}'"
             )
-        asyncio.run(serve(gateway))
+        asyncio.run(serve(gateway, args.role))
     finally:
         gateway.close()
     return 0

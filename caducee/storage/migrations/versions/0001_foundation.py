@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("kek_id", sa.String(64), nullable=False),
         sa.Column("wrapped_key", sa.LargeBinary(64), nullable=False),
         sa.Column("size", sa.Integer(), nullable=False),
+        sa.Column("data", sa.LargeBinary(), nullable=True),
         sa.Column("created_at", UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_blobs"),
     )

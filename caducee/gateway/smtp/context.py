@@ -1,0 +1,62 @@
+"""What the SMTP stages need from the rest of the gateway, and a cache of the trust space.
+
+The trust space changes rarely (imports, anchors added by the operator), but
+every session asks about it; :class:`TrustCache` answers from memory and
+reloads at most every ``ttl`` seconds, so a change reaches running servers
+without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from caducee.config import Settings
+from caducee.directory.anchors import verify_bundle
+from caducee.directory.trust_models import trusted_domains
+from caducee.mailboxes.delivery import MailDelivery
+from caducee.storage.blobs import BlobStore
+from caducee.storage.db import Database
+from caducee.storage.group_commit import GroupCommitter
+from caducee.storage.jobs import JobQueue
+
+
+@dataclass
+class TrustCache:
+    """Trusted domains and the anchors' PEM bundle, reloaded from the database every ``ttl`` s."""
+
+    database: Database
+    ttl: float = 30.0
+    domains: frozenset[str] = frozenset()
+    anchors_pem: str = ""
+    loaded_at: float = field(default=-1.0)
+
+    def load(self) -> None:
+        """Read the trust space now (blocking)."""
+        with self.database.reading() as session:
+            self.domains = frozenset(trusted_domains(session))
+            self.anchors_pem = verify_bundle(session)
+        self.loaded_at = time.monotonic()
+
+    async def fresh(self) -> TrustCache:
+        """This cache, reloaded first if it is older than ``ttl``."""
+        if self.loaded_at < 0 or time.monotonic() - self.loaded_at > self.ttl:
+            await asyncio.to_thread(self.load)
+        return self
+
+
+@dataclass
+class SmtpContext:
+    """The gateway components an SMTP listener works with."""
+
+    settings: Settings
+    database: Database
+    blobs: BlobStore
+    queue: JobQueue
+    trust: TrustCache
+    committer: GroupCommitter
+    delivery: MailDelivery
+    on_commit: Callable[[], None] = lambda: None
+    in_flight: int = 0

@@ -1,0 +1,245 @@
+"""The operators' port: aiosmtpd hooks that run our stages and deliver (A1, A5, B1–B5, D1–D3).
+
+Each hook gathers the facts of its stage (database lookups run in threads,
+off the event loop), asks the policy chain, and either refuses with the
+verdict's reply or goes on. DATA ends with one transaction — blob, message,
+mailbox entries, conversation, contact, jobs — and ``250`` is sent only after
+it commits (B5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from caducee.directory.lookup import same_professional
+from caducee.gateway import dkim_verify
+from caducee.gateway.smtp import data as data_stage
+from caducee.gateway.smtp.connection import peer_identity
+from caducee.gateway.smtp.context import SmtpContext
+from caducee.gateway.smtp.mail import judge_sender, local_domains, sender_facts, split_address
+from caducee.gateway.smtp.protocol import CaduceeEnvelope, CaduceeSession
+from caducee.gateway.smtp.rcpt import judge_recipient, resolve_recipient
+from caducee.mailboxes.delivery import Envelope as DeliveryEnvelope
+from caducee.mailboxes.delivery import RecipientRole
+from caducee.policies.verdict import Verdict
+
+log = logging.getLogger("caducee.smtp.inbound")
+
+
+NULL_SENDER = "<>"
+
+
+def _sender(envelope: Envelope) -> str:
+    """The envelope sender, ``""`` for the null sender (kept as ``<>`` for aiosmtpd's checks)."""
+    return "" if envelope.mail_from in (None, NULL_SENDER) else str(envelope.mail_from)
+
+
+def _refuse(stage: str, verdict: Verdict, **fields: Any) -> str:
+    log.info(
+        "refused",
+        extra={"stage": stage, "rule": verdict.rule, "code": verdict.refusal.code, **fields},
+    )
+    return verdict.smtp_reply()
+
+
+class InboundHandler:
+    """aiosmtpd handler of the operators' port."""
+
+    def __init__(self, context: SmtpContext) -> None:
+        self.context = context
+        self.settings = context.settings
+        self.local_domains = local_domains(
+            context.settings.gateway.patient_domain, context.settings.gateway.hosted_domains
+        )
+
+    # Connection and TLS -------------------------------------------------------------
+
+    def handle_STARTTLS(self, server: SMTP, session: Session, envelope: Envelope) -> bool:
+        assert isinstance(session, CaduceeSession)
+        session.identity = peer_identity(session.ssl)
+        return True
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        size = f"250-SIZE {self.settings.smtp.max_message_bytes}"
+        # Operators authenticate with their certificate: no AUTH on this port.
+        kept = [line for line in responses[1:] if not line[4:].upper().startswith("AUTH")]
+        return [responses[0], size, *kept]
+
+    # MAIL ------------------------------------------------------------------------------
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        assert isinstance(session, CaduceeSession)
+        address = "" if address in ("", "<>") else address
+        declared = next((o[5:] for o in options if o.upper().startswith("SIZE=")), None)
+        if (
+            declared is not None
+            and declared.isdigit()
+            and int(declared) > self.settings.smtp.max_message_bytes
+        ):
+            return "552 5.3.4 Message size exceeds the maximum accepted here"
+        trust = await self.context.trust.fresh()
+        facts = sender_facts(
+            session.identity,
+            address,
+            trust.domains,
+            self.local_domains,
+            self.settings.smtp.allow_plaintext,
+        )
+        verdict = judge_sender(facts)
+        if verdict is not None:
+            return _refuse("MAIL", verdict)
+        envelope.mail_from = address or NULL_SENDER
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 Sender OK"
+
+    # RCPT ------------------------------------------------------------------------------
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        assert isinstance(envelope, CaduceeEnvelope)
+        if len(envelope.rcpt_tos) >= self.settings.smtp.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        sender = _sender(envelope)
+
+        def lookup() -> tuple[Any, Any]:
+            with self.context.database.reading() as db:
+                return resolve_recipient(db, self.settings, address, sender)
+
+        facts, recipient = await asyncio.to_thread(lookup)
+        verdict = judge_recipient(facts)
+        if verdict is not None:
+            return _refuse("RCPT", verdict)
+        assert recipient is not None
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        envelope.resolved.append(recipient)
+        return "250 2.1.5 Recipient OK"
+
+    # DATA ------------------------------------------------------------------------------
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        assert isinstance(session, CaduceeSession)
+        assert isinstance(envelope, CaduceeEnvelope)
+        settings = self.settings
+        sender = _sender(envelope)
+        content = envelope.content
+        if content is None or envelope.size_hint is None:
+            return "552 5.3.4 Message too big for this recipient"
+        assert isinstance(content, bytes)
+        headers = data_stage.read_headers(content)
+        sender_parts = split_address(sender) if sender else None
+        patient_domain = split_address(f"x@{settings.gateway.patient_domain}")
+        patient_ascii = patient_domain[1] if patient_domain else settings.gateway.patient_domain
+        to_patient = any(r.role is RecipientRole.PATIENT for r in envelope.resolved)
+        trust = await self.context.trust.fresh()
+
+        def examine() -> tuple[bool, dkim_verify.DkimOutcome]:
+            aligned = True
+            if sender and headers.from_addresses:
+                aligned = all(
+                    a == sender.lower() or self._same_professional(a, sender)
+                    for a in headers.from_addresses
+                )
+            outcome = (
+                dkim_verify.verify(content, sender_parts[1], settings.dkim.key_table)
+                if sender_parts is not None
+                else dkim_verify.DkimOutcome("none")
+            )
+            return aligned, outcome
+
+        aligned, dkim = await asyncio.to_thread(examine)
+        facts = data_stage.content_facts(
+            size=len(content),
+            size_limit=settings.smtp.max_message_bytes,
+            headers=headers,
+            sender=sender,
+            from_aligned=aligned,
+            to_patient=to_patient,
+            patient_domain=patient_ascii,
+            dkim_required=settings.smtp.require_dkim and bool(sender),
+            dkim=dkim,
+        )
+        verdict = data_stage.judge_content(facts)
+        if verdict is not None:
+            return _refuse("DATA", verdict)
+        queue_id = secrets.token_hex(8)
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        trace = data_stage.trace_headers(
+            hostname=settings.gateway.hostname,
+            helo=session.host_name,
+            peer=peer,
+            identity=session.identity,
+            queue_id=queue_id,
+            sender=sender,
+            dkim=dkim,
+        )
+        reply_to = headers.reply_to
+        if reply_to is not None:
+            reply_parts = split_address(reply_to)
+            if reply_parts is None or reply_parts[1] not in trust.domains:
+                reply_to = None
+        delivery = DeliveryEnvelope(
+            content=trace + content,
+            direction="inbound",
+            envelope_from=sender.lower(),
+            header_from=headers.from_addresses[0] if headers.from_addresses else None,
+            message_id=headers.message_id,
+            thread_ids=headers.thread_ids,
+            reply_to=reply_to,
+            ends_exchange=headers.ends_exchange,
+            sender_is_professional=bool(sender),
+            has_attachments=headers.multipart,
+            dkim_result=dkim.result,
+            recipients=tuple(envelope.resolved),
+        )
+
+        self.context.in_flight += 1
+        try:
+            blobs = self.context.blobs
+            if len(delivery.content) <= blobs.inline_max_bytes:
+                sealed = blobs.seal(delivery.content)  # microseconds: no file, no thread hop
+            else:
+                sealed = await asyncio.to_thread(blobs.seal, delivery.content)
+            delivered = await self.context.committer.run(
+                lambda db: self.context.delivery.deliver(db, delivery, sealed)
+            )
+        finally:
+            self.context.in_flight -= 1
+        message_row = delivered.message_id
+        self.context.on_commit()
+        log.info(
+            "accepted",
+            extra={
+                "queue_id": queue_id,
+                "message_row": message_row,
+                "recipients": len(envelope.resolved),
+                "size": len(content),
+                "dkim": dkim.result,
+            },
+        )
+        return f"250 2.0.0 Ok: queued as {queue_id}"
+
+    def _same_professional(self, first: str, second: str) -> bool:
+        with self.context.database.reading() as db:
+            return same_professional(db, first, second)
+
+    async def handle_exception(self, error: Exception) -> str:
+        """Never echo an exception's text (it may quote content): log its type, say 451."""
+        log.error("session error", exc_info=error)
+        return "451 4.3.0 Local error; try again later"

@@ -1,0 +1,174 @@
+"""Our adapter over aiosmtpd's protocol: enhanced codes everywhere, strict DATA, our state.
+
+aiosmtpd parses commands and runs STARTTLS and AUTH well; three things are ours:
+
+* every reply carries an enhanced status code (RFC 2034/3463) — aiosmtpd's own
+  replies ("503 Error: need RCPT command") get the standard one for their code;
+* DATA is read by :mod:`caducee.gateway.smtp.dotreader` (CRLF only, big chunks),
+  and a bare CR or LF ends the session after the data (B4);
+* the session and envelope carry the facts our stages gather.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from caducee.gateway.smtp.dotreader import ConnectionClosedDuringData, read_data
+from caducee.mailboxes.delivery import Recipient
+from caducee.policies.inbound import BARE_LINE_ENDING
+
+log = logging.getLogger("caducee.smtp")
+
+_HAS_ENHANCED = re.compile(r"^\d{3}[ -]\d\.\d{1,3}\.\d{1,3}( |$)")
+DEFAULT_ENHANCED = {
+    221: "2.0.0",
+    235: "2.7.0",
+    250: "2.0.0",
+    251: "2.1.5",
+    252: "2.0.0",
+    421: "4.3.2",
+    450: "4.2.0",
+    451: "4.3.0",
+    452: "4.5.3",
+    454: "4.7.0",
+    500: "5.5.2",
+    501: "5.5.4",
+    502: "5.5.1",
+    503: "5.5.1",
+    504: "5.5.4",
+    530: "5.7.0",
+    534: "5.7.9",
+    535: "5.7.8",
+    538: "5.7.11",
+    550: "5.0.0",
+    552: "5.3.4",
+    553: "5.1.3",
+    554: "5.0.0",
+    555: "5.5.4",
+}
+_NO_ENHANCED = {220, 334, 354}
+
+
+def with_enhanced_code(reply: str) -> str:
+    """Insert the standard enhanced status code into a reply that lacks one."""
+    if len(reply) < 3 or not reply[:3].isdigit() or _HAS_ENHANCED.match(reply):
+        return reply
+    code = int(reply[:3])
+    enhanced = DEFAULT_ENHANCED.get(code)
+    if code in _NO_ENHANCED or enhanced is None:
+        return reply
+    separator = reply[3:4] or " "
+    return f"{reply[:3]}{separator}{enhanced} {reply[4:]}".rstrip()
+
+
+@dataclass
+class PeerIdentity:
+    """Who is at the other end of the connection, established at TLS time."""
+
+    tls: bool = False
+    client_certificate: bool = False
+    certificate_domains: tuple[str, ...] = ()
+    subject: str | None = None
+    cipher: str | None = None
+    tls_version: str | None = None
+
+
+class CaduceeSession(Session):
+    """aiosmtpd's session plus the peer's identity."""
+
+    def __init__(self, loop: Any) -> None:
+        super().__init__(loop)
+        self.identity = PeerIdentity()
+
+
+class CaduceeEnvelope(Envelope):
+    """aiosmtpd's envelope plus the recipients our RCPT stage resolved."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resolved: list[Recipient] = []
+        self.size_hint: int | None = None
+
+
+class CaduceeSMTP(SMTP):
+    """The SMTP protocol of every Caducée listener."""
+
+    def __init__(self, handler: Any, *, max_message_bytes: int, **kwargs: Any) -> None:
+        # SIZE is advertised and enforced by our handler (with enhanced codes), so
+        # aiosmtpd's own data_size_limit is off.
+        super().__init__(handler, data_size_limit=None, **kwargs)
+        self.max_message_bytes = max_message_bytes
+        self._raw_replies = False
+        self.on_close: Callable[[CaduceeSMTP], None] | None = None
+
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        if self.on_close is not None:
+            self.on_close(self)
+
+    def _create_session(self) -> Session:
+        return CaduceeSession(self.loop)
+
+    def _create_envelope(self) -> Envelope:
+        return CaduceeEnvelope()
+
+    async def push(self, status: Any) -> None:
+        if isinstance(status, str) and not self._raw_replies:
+            status = with_enhanced_code(status)
+        await super().push(status)
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        # Replies to EHLO carry no enhanced codes (RFC 2034 §3).
+        self._raw_replies = True
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._raw_replies = False
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._raw_replies = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._raw_replies = False
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Need RCPT command first")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            received = await read_data(self._reader, self.max_message_bytes)
+        except ConnectionClosedDuringData:
+            log.info("connection closed during DATA")
+            return
+        if received.bare_line_ending:
+            log.info("message refused: bare line ending", extra={"rule": "B4.crlf-only"})
+            await self.push(
+                f"{BARE_LINE_ENDING.code} {BARE_LINE_ENDING.enhanced} {BARE_LINE_ENDING.text}"
+            )
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self.envelope.content = received.content
+        self.envelope.original_content = received.content
+        assert isinstance(self.envelope, CaduceeEnvelope)
+        self.envelope.size_hint = received.size
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push(status)

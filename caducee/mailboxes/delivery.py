@@ -1,0 +1,333 @@
+"""Delivery: everything an accepted message implies, written in one transaction (B5, D1–D3).
+
+The SMTP DATA stage calls :func:`deliver` inside a transaction and answers
+``250`` only after that transaction commits, so an acknowledged message always
+has its blob, its message row, one mailbox entry per recipient, its
+conversation and contact effects and its follow-up jobs — or, after a crash,
+none of them and no ``250``.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
+
+from caducee.mailboxes.models import (
+    INBOX,
+    STANDARD_FOLDERS,
+    Conversation,
+    ConversationMessage,
+    Folder,
+    KnownProfessional,
+    MailboxEntry,
+    StoredMessage,
+)
+from caducee.storage.blobs import BlobStore, SealedBlob
+from caducee.storage.db import table_of, utcnow
+from caducee.storage.jobs import JobQueue
+from caducee.storage.upsert import upsert_insert
+
+FILE_DOCUMENTS_JOB = "file-documents"
+NOTIFY_PATIENT_JOB = "notify-patient"
+
+
+class RecipientRole(enum.StrEnum):
+    """How the delivery treats a recipient."""
+
+    PATIENT = "patient"
+    PROFESSIONAL = "professional"
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A hosted recipient accepted at RCPT."""
+
+    address: str
+    account_id: int
+    role: RecipientRole
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What the gateway learnt of a message before storing it."""
+
+    content: bytes
+    direction: str
+    envelope_from: str
+    header_from: str | None
+    message_id: str | None
+    thread_ids: tuple[str, ...]
+    reply_to: str | None
+    ends_exchange: bool
+    sender_is_professional: bool
+    has_attachments: bool
+    dkim_result: str = "none"
+    recipients: Sequence[Recipient] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """Where a message went: its row id and, per recipient address, its INBOX UID."""
+
+    message_id: int
+    uids: dict[str, int]
+    duplicate: bool = False
+
+
+def ensure_folders(session: Session, account_id: int) -> dict[str, Folder]:
+    """The standard folders of an account, created on first use (UIDVALIDITY fixed then)."""
+    existing = {
+        folder.name: folder
+        for folder in session.scalars(select(Folder).where(Folder.account_id == account_id))
+    }
+    validity = int(utcnow().timestamp())
+    for name, special_use in STANDARD_FOLDERS:
+        if name not in existing:
+            folder = Folder(
+                account_id=account_id,
+                name=name,
+                special_use=special_use,
+                uid_validity=validity,
+                uid_next=1,
+                highest_modseq=1,
+                subscribed=True,
+            )
+            session.add(folder)
+            existing[name] = folder
+    session.flush()
+    return existing
+
+
+_MESSAGES = table_of(StoredMessage)
+_ENTRIES = table_of(MailboxEntry)
+_FOLDERS = table_of(Folder)
+_CONVERSATIONS = table_of(Conversation)
+_THREADS = table_of(ConversationMessage)
+_CONTACTS = table_of(KnownProfessional)
+
+# Statements built once: building them per message costs more than running them.
+_ALLOCATE_UID = (
+    _FOLDERS.update()
+    .where(_FOLDERS.c.id == bindparam("folder"))
+    .values(uid_next=_FOLDERS.c.uid_next + 1, highest_modseq=_FOLDERS.c.highest_modseq + 1)
+    .returning(_FOLDERS.c.uid_next, _FOLDERS.c.highest_modseq)
+)
+_INSERT_ENTRY = _ENTRIES.insert()
+_FIND_DUPLICATE = select(_MESSAGES.c.id).where(_MESSAGES.c.dedupe_key == bindparam("key"))
+_INSERT_MESSAGE = _MESSAGES.insert().returning(_MESSAGES.c.id)
+_FIND_THREAD = (
+    select(_THREADS.c.conversation_id)
+    .join(_CONVERSATIONS, _CONVERSATIONS.c.id == _THREADS.c.conversation_id)
+    .where(
+        _CONVERSATIONS.c.patient_account_id == bindparam("account"),
+        _THREADS.c.message_id_header.in_(bindparam("ids", expanding=True)),
+    )
+    .order_by(_THREADS.c.conversation_id)
+    .limit(1)
+)
+_INSERT_CONVERSATION = _CONVERSATIONS.insert().returning(_CONVERSATIONS.c.id)
+_TOUCH_CONVERSATION = (
+    _CONVERSATIONS.update()
+    .where(_CONVERSATIONS.c.id == bindparam("conversation"))
+    .values(last_message_at=bindparam("now"))
+)
+_INSERT_THREAD_MEMBER = _THREADS.insert()
+
+
+def append_to_folder(
+    session: Session, folder_id: int, message_id: int, flags: str = ""
+) -> int | None:
+    """Give the message the folder's next UID; the row lock serialises concurrent appends.
+
+    Returns None when the folder does not exist (any more).
+    """
+    connection = session.connection()
+    allocated = connection.execute(_ALLOCATE_UID, {"folder": folder_id}).first()
+    if allocated is None:
+        return None
+    uid = int(allocated[0]) - 1
+    connection.execute(
+        _INSERT_ENTRY,
+        {
+            "folder_id": folder_id,
+            "message_id": message_id,
+            "uid": uid,
+            "flags": flags,
+            "modseq": int(allocated[1]),
+            "internal_date": utcnow(),
+        },
+    )
+    return uid
+
+
+def dedupe_key(envelope: Envelope) -> str | None:
+    """Same sender, same recipients, same Message-ID: the same message sent again.
+
+    A client that lost our ``250`` (connection cut after the commit) sends the
+    message again; this key makes the second copy a no-op (B5: no duplicate).
+    """
+    if not envelope.message_id:
+        return None
+    recipients = ",".join(sorted(r.address for r in envelope.recipients))
+    material = (
+        f"{envelope.direction}\n{envelope.envelope_from}\n{recipients}\n{envelope.message_id}"
+    )
+    return hashlib.sha256(material.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+class MailDelivery:
+    """Writes accepted messages and their effects; keeps the INBOX id of each account at hand.
+
+    Statements are Core inserts and updates (no ORM unit of work): delivery is
+    the hot path of every SMTP session, and each statement it saves is paid
+    once per message.
+    """
+
+    def __init__(self, blobs: BlobStore, queue: JobQueue) -> None:
+        self.blobs = blobs
+        self.queue = queue
+        self._inbox: dict[int, int] = {}
+
+    def _inbox_of(self, session: Session, account_id: int) -> int:
+        folder_id = self._inbox.get(account_id)
+        if folder_id is None:
+            folder_id = ensure_folders(session, account_id)[INBOX].id
+            self._inbox[account_id] = folder_id
+        return folder_id
+
+    def _append_inbox(self, session: Session, account_id: int, message_id: int) -> int:
+        uid = append_to_folder(session, self._inbox_of(session, account_id), message_id)
+        if uid is None:  # the cached folder went away: look again
+            self._inbox.pop(account_id, None)
+            uid = append_to_folder(session, self._inbox_of(session, account_id), message_id)
+        assert uid is not None
+        return uid
+
+    def deliver(
+        self, session: Session, envelope: Envelope, sealed: SealedBlob | None = None
+    ) -> Delivered:
+        """Store the message and every effect it implies; the caller commits, then answers 250.
+
+        ``sealed`` is the message already encrypted (and its file written)
+        outside the transaction, which keeps the transaction short.
+        """
+        now = utcnow()
+        connection = session.connection()
+        key = dedupe_key(envelope)
+        if key is not None:
+            already = connection.execute(_FIND_DUPLICATE, {"key": key}).scalar()
+            if already is not None:
+                return Delivered(message_id=int(already), uids={}, duplicate=True)
+        blob_id = self.blobs.record(session, sealed or self.blobs.seal(envelope.content))
+        message_id = int(
+            connection.execute(
+                _INSERT_MESSAGE,
+                {
+                    "blob_id": blob_id,
+                    "size": len(envelope.content),
+                    "received_at": now,
+                    "direction": envelope.direction,
+                    "envelope_from": envelope.envelope_from,
+                    "header_from": envelope.header_from,
+                    "message_id_header": envelope.message_id,
+                    "dkim_result": envelope.dkim_result,
+                    "end_of_exchange": envelope.ends_exchange,
+                    "mss_problems": None,
+                    "dedupe_key": key,
+                },
+            ).scalar_one()
+        )
+        uids: dict[str, int] = {}
+        for recipient in envelope.recipients:
+            uids[recipient.address] = self._append_inbox(session, recipient.account_id, message_id)
+            if recipient.role is not RecipientRole.PATIENT:
+                continue
+            if envelope.sender_is_professional:
+                _record_conversation(session, recipient, envelope, message_id, now)
+                _record_contact(session, recipient, envelope, now)
+            if envelope.has_attachments:
+                self.queue.enqueue(
+                    session,
+                    FILE_DOCUMENTS_JOB,
+                    {"message_id": message_id, "account_id": recipient.account_id},
+                )
+            self.queue.enqueue(
+                session,
+                NOTIFY_PATIENT_JOB,
+                {
+                    "event": "new-message",
+                    "account_id": recipient.account_id,
+                    "message_id": message_id,
+                },
+            )
+        return Delivered(message_id=message_id, uids=uids)
+
+
+def _record_conversation(
+    session: Session, patient: Recipient, envelope: Envelope, message_id: int, now: datetime
+) -> None:
+    """D1: join the thread the message answers, or start one rooted at it."""
+    connection = session.connection()
+    conversation_id = None
+    if envelope.thread_ids:
+        conversation_id = connection.execute(
+            _FIND_THREAD, {"account": patient.account_id, "ids": list(envelope.thread_ids)}
+        ).scalar()
+    if conversation_id is None:
+        conversation_id = connection.execute(
+            _INSERT_CONVERSATION,
+            {
+                "patient_account_id": patient.account_id,
+                "professional_address": envelope.envelope_from,
+                "root_message_id": message_id,
+                "started_at": now,
+                "last_message_at": now,
+            },
+        ).scalar_one()
+    else:
+        connection.execute(_TOUCH_CONVERSATION, {"conversation": conversation_id, "now": now})
+    connection.execute(
+        _INSERT_THREAD_MEMBER,
+        {
+            "conversation_id": conversation_id,
+            "message_id": message_id,
+            "message_id_header": envelope.message_id,
+        },
+    )
+
+
+def _record_contact(
+    session: Session, patient: Recipient, envelope: Envelope, now: datetime
+) -> None:
+    """D2: the professional becomes (or stays) known; D3: [FIN] ends, any other message restores."""
+    reply_address = envelope.reply_to or envelope.envelope_from
+    can_reply = not envelope.ends_exchange
+    ended_at = now if envelope.ends_exchange else None
+    statement = upsert_insert(session, _CONTACTS).values(
+        patient_account_id=patient.account_id,
+        professional_address=envelope.envelope_from,
+        reply_address=reply_address,
+        first_contact_at=now,
+        last_message_at=now,
+        can_reply=can_reply,
+        ended_at=ended_at,
+        status="authorised",
+        medecin_traitant=False,
+    )
+    session.connection().execute(
+        statement.on_conflict_do_update(
+            index_elements=["patient_account_id", "professional_address"],
+            set_={
+                "reply_address": reply_address,
+                "last_message_at": now,
+                "can_reply": can_reply,
+                "ended_at": ended_at,
+            },
+        )
+    )
