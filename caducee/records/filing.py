@@ -1,0 +1,872 @@
+"""The filing job: the attachments of a message delivered to a patient enter their record.
+
+Delivery (``mailboxes.delivery``) commits the message and, for every patient recipient of a
+message with attachments, a ``file-documents`` job. This module is that job's handler. It
+reads the stored message, walks its attachments, reads each with the reader its content
+calls for, and in ONE transaction, which also completes the job (exactly once):
+
+- stores each document found, encrypted, with its metadata and its source message (E1, E2;
+  from the mail — sender, date, subject, file name — when the document has none);
+- checks the identity a structured document names against the mailbox's (E3, rules in
+  :mod:`caducee.policies.identity`): a failure quarantines the document, with its code;
+- files a document once per patient (E4: identity = document unique id, else the SHA-256 of
+  its bytes; a PDF equal to the rendition of a filed CDA is that CDA), and lets a CDA
+  replacement (``RPLC``, same ``setId``) supersede the version it replaces, in either
+  arrival order;
+- applies the author's visibility flags (E5);
+- under the ``patient-choice`` policy, offers documents instead of filing them, until the
+  patient adds them (:func:`add_offered_document`); a document its author made invisible to
+  the patient is filed directly, since the patient could not choose it;
+- checks the ``X-MSS-CODECDA``/``X-MSS-INS``/``X-MSS-NIL`` headers against the attachment
+  they describe and records mismatches on the message as codes (D4; never blocks);
+- records attachments the record does not take as not filed, with the reason (E1);
+- queues the integration receipt the sender asked for (G3, :mod:`caducee.records.receipts`).
+
+Bad input never raises: a bad attachment is recorded as not filed and the message stays as
+it is. Only infrastructure errors (database, blob store) raise, and the job is retried.
+Logs carry ids and counts, never names, INS, subjects, titles or file names (J2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import unicodedata
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from email import message_from_bytes, policy
+from email.message import EmailMessage, Message
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol, cast
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from caducee.config import Settings
+from caducee.policies.identity import (
+    ERROR_CODES,
+    OTHER_ERROR,
+    IdentityVerdict,
+    identity_verdict,
+    message_verdicts,
+    receipt_error,
+)
+from caducee.records.identity import (
+    MailboxPatient,
+    identity_facts,
+    is_structured,
+    load_mailbox_patient,
+)
+from caducee.records.model import (
+    Document,
+    ProblemCode,
+    ReaderLimits,
+    ReadResult,
+    SourceFormat,
+    VisibilityFlag,
+)
+from caducee.records.models import (
+    MAIL_MESSAGES,
+    AttachmentOutcome,
+    DocumentState,
+    RecordAttachment,
+    RecordDocument,
+    VersionStatus,
+)
+from caducee.records.readers import read_attachment
+from caducee.records.readers.cda import french_time
+from caducee.records.receipts import (
+    MDN_PURPOSE,
+    build_mdn,
+    is_xdm_subject,
+    receipt_recipients,
+)
+from caducee.storage.blobs import BlobStore
+from caducee.storage.db import Database, utcnow
+from caducee.storage.jobs import ClaimedJob, JobQueue
+from caducee.storage.worker import JobHandler, PermanentJobError
+
+log = logging.getLogger("caducee.records.filing")
+
+FILE_DOCUMENTS_JOB = "file-documents"
+"""The job kind ``mailboxes.delivery`` enqueues (same string; the layers are independent)."""
+
+MAX_ATTACHMENTS = 200
+"""Attachments beyond this many are recorded as not filed (a 25 MB message has far fewer)."""
+
+_BODY_TYPES = frozenset({"text/plain", "text/html"})
+
+
+class OutboundQueue(Protocol):
+    """How filing sends mail: ``caducee.mailboxes.outbound.queue_outbound``, injected."""
+
+    def __call__(
+        self,
+        session: Session,
+        blobs: BlobStore,
+        queue: JobQueue,
+        /,
+        *,
+        envelope_from: str,
+        recipients: Sequence[str],
+        content: bytes,
+        purpose: str,
+    ) -> object: ...
+
+
+class LeaseLostError(RuntimeError):
+    """Another worker owns the job now; this attempt's effects are rolled back."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers on untrusted values
+
+
+def _clip(value: object, limit: int) -> str | None:
+    """Text fit for a column: no control characters, collapsed spaces, at most ``limit``."""
+    if value is None:
+        return None
+    text = "".join(
+        char if unicodedata.category(char)[0] != "C" else " " for char in str(value)
+    ).strip()
+    text = " ".join(text.split())
+    return text[:limit] or None
+
+
+def _as_utc(value: datetime | date | None) -> datetime | None:
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=french_time())
+        return aware.astimezone(UTC)
+    if isinstance(value, date):
+        return datetime.combine(value, time(), tzinfo=french_time()).astimezone(UTC)
+    return None
+
+
+def _header(message: Message, name: str) -> str | None:
+    try:
+        value = message.get(name)
+    except (ValueError, TypeError, IndexError):
+        return None
+    return None if value is None else " ".join(str(value).split())
+
+
+def _mail_date(message: Message) -> datetime | None:
+    raw = _header(message, "Date")
+    if not raw:
+        return None
+    try:
+        return _as_utc(parsedate_to_datetime(raw))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _codes_json(codes: Sequence[str]) -> str | None:
+    unique = list(dict.fromkeys(codes))
+    return json.dumps(unique) if unique else None
+
+
+def _sha1(data: bytes) -> str:
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def dedupe_key(document_uid: str | None, sha256: str) -> str:
+    """E4: a document's identity in one record — its unique id, else its content hash."""
+    basis = f"uid:{document_uid}" if document_uid else f"sha256:{sha256}"
+    return _sha256(basis.encode("utf-8"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Attachments of a message
+
+
+@dataclass(frozen=True)
+class MailAttachment:
+    """One attachment of a message, decoded."""
+
+    position: int
+    file_name: str | None = field(repr=False)
+    content_type: str
+    data: bytes = field(repr=False)
+
+
+MAX_DEPTH = 20
+MAX_PARTS = 1000
+
+
+def _leaves(message: Message) -> Iterator[Message]:
+    """Leaf parts in order, without descending into attached messages (``message/*``).
+
+    Iterative and bounded: a hostile message may nest multiparts without end.
+    """
+    stack: list[tuple[Message, int]] = [(message, 0)]
+    seen = 0
+    while stack and seen < MAX_PARTS:
+        part, depth = stack.pop()
+        seen += 1
+        if part.is_multipart() and part.get_content_maintype() == "multipart":
+            if depth < MAX_DEPTH:
+                children = cast(list[Message], part.get_payload())
+                stack.extend((child, depth + 1) for child in reversed(children))
+        else:
+            yield part
+
+
+def _is_attachment(part: Message) -> bool:
+    """An attachment is named or declared so; unnamed inline parts are the body's own."""
+    try:
+        disposition = part.get_content_disposition()
+        file_name = part.get_filename()
+    except (ValueError, TypeError, IndexError):
+        disposition, file_name = None, None
+    if disposition == "attachment" or file_name:
+        return True
+    if disposition == "inline" or part.get("Content-ID") is not None:
+        return False
+    return part.get_content_type() not in _BODY_TYPES
+
+
+def mail_attachments(message: Message) -> list[MailAttachment]:
+    """The attachments of a message, in order: leaf parts that are not its body."""
+    found: list[MailAttachment] = []
+    for part in _leaves(message):
+        if not _is_attachment(part):
+            continue
+        try:
+            data = part.get_payload(decode=True)
+            file_name = part.get_filename()
+        except (ValueError, TypeError, IndexError, LookupError):
+            data, file_name = None, None
+        found.append(
+            MailAttachment(
+                position=len(found),
+                file_name=file_name,
+                content_type=part.get_content_type(),
+                data=data if isinstance(data, bytes) else b"",
+            )
+        )
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass(frozen=True)
+class FoundDocument:
+    """A document a reader found, with the attachment it came from and its own findings."""
+
+    attachment: MailAttachment
+    source_format: SourceFormat
+    document: Document
+    problems: tuple[str, ...]
+
+    @property
+    def structured(self) -> bool:
+        return is_structured(self.source_format)
+
+
+@dataclass(frozen=True)
+class ReadAttachment:
+    """What reading one attachment gave."""
+
+    attachment: MailAttachment
+    source_format: SourceFormat
+    documents: tuple[FoundDocument, ...]
+    problems: tuple[str, ...]
+
+
+def reader_limits(settings: Settings) -> ReaderLimits:
+    """The readers' bounds on untrusted input, from the ``[records]`` settings (E6)."""
+    records = settings.records
+    return ReaderLimits(
+        max_entries=records.max_archive_entries,
+        max_total_bytes=records.max_archive_bytes,
+        max_ratio=records.max_compression_ratio,
+    )
+
+
+def read_one(attachment: MailAttachment, limits: ReaderLimits) -> ReadAttachment:
+    """Run the reader for one attachment; a reader bug is recorded, never raised."""
+    if not attachment.data:
+        return ReadAttachment(attachment, SourceFormat.UNKNOWN, (), ("NO_DOCUMENT",))
+    try:
+        result: ReadResult = read_attachment(
+            attachment.file_name or "attachment",
+            attachment.content_type,
+            attachment.data,
+            limits=limits,
+        )
+    except Exception as error:  # readers promise not to raise; a bug must not lose the job
+        log.warning("attachment reader failed", extra={"reason": type(error).__name__})
+        return ReadAttachment(attachment, SourceFormat.UNKNOWN, (), ("READER_ERROR",))
+    documents = tuple(
+        FoundDocument(
+            attachment=attachment,
+            source_format=result.format,
+            document=document,
+            problems=tuple(
+                str(problem.code)
+                for problem in result.problems
+                if problem.where is not None and problem.where == document.file_name
+            ),
+        )
+        for document in result.documents
+    )
+    problems = tuple(str(problem.code) for problem in result.problems)
+    return ReadAttachment(attachment, result.format, documents, problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# D4: MSSanté headers against the attachment they describe
+
+
+def _split_codes(values: Sequence[str]) -> set[str]:
+    return {code.strip() for value in values for code in value.split(",") if code.strip()}
+
+
+def mss_header_problems(message: Message, read: Sequence[ReadAttachment]) -> list[str]:
+    """D4 mismatch codes for ``X-MSS-CODECDA``, ``X-MSS-INS`` and ``X-MSS-NIL``.
+
+    The headers describe the CDA documents of the ``IHE_XDM.zip`` (ECO.2.4.1–2.4.3):
+    ``X-MSS-CODECDA`` lists their type codes, ``X-MSS-INS`` says ``O`` when they carry a
+    qualified INS (matricule, OID and identity traits) and ``N`` otherwise, ``X-MSS-NIL`` is
+    the sending software's reference. Codes say which header and how, nothing else.
+    """
+    try:
+        code_headers = [str(v) for v in message.get_all("X-MSS-CODECDA") or []]
+        ins_headers = [str(v).strip().upper() for v in message.get_all("X-MSS-INS") or []]
+        nil_headers = [str(v).strip() for v in message.get_all("X-MSS-NIL") or []]
+    except (ValueError, TypeError, IndexError):
+        return ["X-MSS:unreadable"]
+    cdas = [
+        found.document
+        for item in read
+        if item.source_format is SourceFormat.XDM
+        for found in item.documents
+        if found.document.metadata.type_code and "xml" in found.document.mime_type
+    ]
+    problems: list[str] = []
+    if code_headers:
+        if not cdas:
+            problems.append("X-MSS-CODECDA:unexpected")
+        elif _split_codes(code_headers) != {str(d.metadata.type_code) for d in cdas}:
+            problems.append("X-MSS-CODECDA:mismatch")
+    elif cdas:
+        problems.append("X-MSS-CODECDA:missing")
+    if ins_headers:
+        if len(ins_headers) > 1 or ins_headers[0] not in ("O", "N"):
+            problems.append("X-MSS-INS:invalid")
+        elif not cdas:
+            problems.append("X-MSS-INS:unexpected")
+        else:
+            qualified = all(
+                d.metadata.patient is not None
+                and d.metadata.patient.ins
+                and not d.metadata.patient.missing_traits()
+                for d in cdas
+            )
+            if (ins_headers[0] == "O") != qualified:
+                problems.append("X-MSS-INS:mismatch")
+    elif cdas:
+        problems.append("X-MSS-INS:missing")
+    if nil_headers and (len(nil_headers) > 1 or not nil_headers[0] or len(nil_headers[0]) > 100):
+        problems.append("X-MSS-NIL:invalid")
+    return problems
+
+
+def _record_mss_problems(session: Session, message_id: int, codes: Sequence[str]) -> None:
+    """Merge D4 codes into ``messages.mss_problems`` (a JSON list; other jobs may add)."""
+    if not codes:
+        return
+    current = session.scalar(
+        select(MAIL_MESSAGES.c.mss_problems).where(MAIL_MESSAGES.c.id == message_id)
+    )
+    merged: list[str] = []
+    if current:
+        try:
+            loaded = json.loads(current)
+        except ValueError:
+            loaded = []
+        if isinstance(loaded, list):
+            merged = [str(code) for code in loaded]
+    merged = sorted(set(merged) | set(codes))
+    session.execute(
+        update(MAIL_MESSAGES)
+        .where(MAIL_MESSAGES.c.id == message_id)
+        .values(mss_problems=json.dumps(merged))
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Versions and duplicates (E4)
+
+
+def find_duplicate(
+    session: Session, account_id: int, document_uid: str | None, sha256: str
+) -> RecordDocument | None:
+    """The document of this record that ``(uid, content)`` is a copy of, if any."""
+    same = [RecordDocument.document_uid == document_uid] if document_uid else []
+    same.append(RecordDocument.sha256 == sha256)
+    if not document_uid:
+        same.append(RecordDocument.rendition_sha256 == sha256)
+    return session.scalar(
+        select(RecordDocument)
+        .where(
+            RecordDocument.account_id == account_id,
+            RecordDocument.state.in_((DocumentState.FILED.value, DocumentState.OFFERED.value)),
+            or_(*same),
+        )
+        .order_by(RecordDocument.id)
+        .limit(1)
+    )
+
+
+def _same_set(one: str | None, other: str | None) -> bool:
+    return one is None or other is None or one == other
+
+
+def apply_versions(session: Session, document: RecordDocument) -> None:
+    """E4: a filed replacement supersedes the version it names (same ``setId``); a version
+    filed after its replacement (out-of-order arrival) is filed superseded."""
+    session.flush()
+    if document.replaces_uid:
+        older = session.scalars(
+            select(RecordDocument).where(
+                RecordDocument.account_id == document.account_id,
+                RecordDocument.document_uid == document.replaces_uid,
+                RecordDocument.state == DocumentState.FILED.value,
+                RecordDocument.status == VersionStatus.CURRENT.value,
+                RecordDocument.id != document.id,
+            )
+        ).all()
+        for old in older:
+            if _same_set(old.set_id, document.set_id):
+                old.status = VersionStatus.SUPERSEDED.value
+                old.superseded_by_id = document.id
+                old.updated_at = utcnow()
+    if document.document_uid:
+        newer = session.scalar(
+            select(RecordDocument)
+            .where(
+                RecordDocument.account_id == document.account_id,
+                RecordDocument.replaces_uid == document.document_uid,
+                RecordDocument.state == DocumentState.FILED.value,
+                RecordDocument.id != document.id,
+            )
+            .order_by(RecordDocument.id.desc())
+            .limit(1)
+        )
+        if newer is not None and _same_set(newer.set_id, document.set_id):
+            document.status = VersionStatus.SUPERSEDED.value
+            document.superseded_by_id = newer.id
+
+
+def add_offered_document(
+    session: Session, account_id: int, public_id: str
+) -> RecordDocument | None:
+    """Policy ``patient-choice``: the patient adds an offered document to their record."""
+    document = session.scalar(
+        select(RecordDocument).where(
+            RecordDocument.account_id == account_id,
+            RecordDocument.public_id == public_id,
+            RecordDocument.state == DocumentState.OFFERED.value,
+        )
+    )
+    if document is None:
+        return None
+    now = utcnow()
+    document.state = DocumentState.FILED.value
+    document.filed_at = now
+    document.updated_at = now
+    apply_versions(session, document)
+    return document
+
+
+def set_hidden_from_professionals(
+    session: Session, account_id: int, public_id: str, hidden: bool
+) -> bool:
+    """E5: the patient hides (or shows again) one of their documents from professionals."""
+    document = session.scalar(
+        select(RecordDocument).where(
+            RecordDocument.account_id == account_id,
+            RecordDocument.public_id == public_id,
+            RecordDocument.state.in_((DocumentState.FILED.value, DocumentState.OFFERED.value)),
+            RecordDocument.hidden_from_patient.is_(False),
+        )
+    )
+    if document is None:
+        return False
+    document.hidden_from_professionals = hidden
+    document.updated_at = utcnow()
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Filing one message for one patient
+
+
+@dataclass
+class FilingSummary:
+    """What one run of the job did: counts and codes only (safe to log)."""
+
+    message_id: int
+    account_id: int
+    states: Counter[str] = field(default_factory=Counter)
+    not_filed: int = 0
+    receipt_error: int | None = None
+    receipt_queued: bool = False
+    mss_problems: tuple[str, ...] = ()
+    skipped: str | None = None
+
+    def log_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "message_row": self.message_id,
+            "account_id": self.account_id,
+            "not_filed": self.not_filed,
+            "receipt_queued": self.receipt_queued,
+        }
+        fields.update({f"documents_{state}": count for state, count in self.states.items()})
+        if self.receipt_error is not None:
+            fields["receipt_error"] = self.receipt_error
+        if self.skipped:
+            fields["skipped"] = self.skipped
+        return fields
+
+
+@dataclass(frozen=True)
+class _MailContext:
+    message_id: int
+    received_at: datetime
+    sender: str | None
+    subject: str | None
+    message_id_header: str | None
+    mail_date: datetime | None
+
+
+class Filing:
+    """Files the documents of one message into one patient's record, in the caller's session."""
+
+    def __init__(
+        self,
+        session: Session,
+        blobs: BlobStore,
+        queue: JobQueue,
+        settings: Settings,
+        outbound: OutboundQueue,
+    ) -> None:
+        self.session = session
+        self.blobs = blobs
+        self.queue = queue
+        self.settings = settings
+        self.outbound = outbound
+        self.limits = reader_limits(settings)
+
+    def _already_filed(self, message_id: int, account_id: int) -> bool:
+        existing = self.session.scalar(
+            select(RecordAttachment.id)
+            .where(
+                RecordAttachment.account_id == account_id,
+                RecordAttachment.message_id == message_id,
+            )
+            .limit(1)
+        )
+        return existing is not None
+
+    def run(self, message_id: int, account_id: int) -> FilingSummary:
+        summary = FilingSummary(message_id=message_id, account_id=account_id)
+        if self._already_filed(message_id, account_id):
+            summary.skipped = "already-filed"
+            return summary
+        row = self.session.execute(
+            select(
+                MAIL_MESSAGES.c.blob_id,
+                MAIL_MESSAGES.c.received_at,
+                MAIL_MESSAGES.c.envelope_from,
+                MAIL_MESSAGES.c.header_from,
+                MAIL_MESSAGES.c.message_id_header,
+            ).where(MAIL_MESSAGES.c.id == message_id)
+        ).one_or_none()
+        mailbox = load_mailbox_patient(self.session, account_id)
+        if row is None or mailbox is None:
+            summary.skipped = "message-or-account-gone"
+            return summary
+        raw = self.blobs.read(self.session, str(row.blob_id))
+        try:
+            message: Message = message_from_bytes(raw, policy=policy.default)
+        except Exception as error:  # the parser is lenient; never lose the job to it
+            log.warning("message could not be parsed", extra={"reason": type(error).__name__})
+            summary.skipped = "unparsable"
+            return summary
+        context = _MailContext(
+            message_id=message_id,
+            received_at=row.received_at or utcnow(),
+            sender=row.header_from or row.envelope_from or None,
+            subject=_header(message, "Subject"),
+            message_id_header=row.message_id_header or _header(message, "Message-ID"),
+            mail_date=_mail_date(message),
+        )
+        try:
+            attachments = mail_attachments(message)
+        except Exception as error:  # ``email`` does no I/O: anything raised is bad input
+            log.warning("attachments could not be listed", extra={"reason": type(error).__name__})
+            attachments = []
+        read = [read_one(a, self.limits) for a in attachments[:MAX_ATTACHMENTS]]
+        found = [document for item in read for document in item.documents]
+        verdicts = self._verdicts(mailbox, found)
+        order = sorted(range(len(found)), key=lambda i: (not found[i].structured, i))
+        for index in order:
+            state = self._store(mailbox, context, found[index], verdicts[index])
+            summary.states[state] += 1
+        summary.not_filed = self._record_attachments(
+            mailbox.account_id, message_id, attachments, read
+        )
+        summary.mss_problems = tuple(mss_header_problems(message, read))
+        _record_mss_problems(self.session, message_id, summary.mss_problems)
+        self._receipt(summary, message, raw, row.envelope_from or "", mailbox, read, verdicts)
+        return summary
+
+    def _verdicts(
+        self, mailbox: MailboxPatient, found: Sequence[FoundDocument]
+    ) -> list[IdentityVerdict | None]:
+        test_mode = self.settings.gateway.test_mode
+        own = [
+            identity_verdict(
+                identity_facts(mailbox, f.document, f.source_format, test_mode=test_mode)
+            )
+            for f in found
+        ]
+        return message_verdicts(own, [f.structured for f in found])
+
+    def _store(
+        self,
+        mailbox: MailboxPatient,
+        context: _MailContext,
+        found: FoundDocument,
+        verdict: IdentityVerdict | None,
+    ) -> str:
+        document = found.document
+        metadata = document.metadata
+        uid = _clip(metadata.document_id, 255)
+        sha256 = _sha256(document.content)
+        now = utcnow()
+        row = self._new_row(mailbox.account_id, context, found, uid, sha256)
+        if verdict is not None:
+            row.state = DocumentState.QUARANTINED.value
+            row.error_code = verdict.code
+            row.identity_rule = verdict.rule
+        else:
+            original = find_duplicate(self.session, mailbox.account_id, uid, sha256)
+            if original is not None:
+                row.state = DocumentState.DUPLICATE.value
+                row.duplicate_of_id = original.id
+                self.session.add(row)
+                return row.state
+            # E5: a document the patient may not see cannot wait for the patient's choice
+            auto = self.settings.records.filing_policy == "auto" or row.hidden_from_patient
+            row.state = (DocumentState.FILED if auto else DocumentState.OFFERED).value
+            row.dedupe_key = dedupe_key(uid, sha256)
+            row.filed_at = now if auto else None
+        row.content_blob_id = self.blobs.write(self.session, document.content)
+        if document.rendition is not None:
+            row.rendition_blob_id = self.blobs.write(self.session, document.rendition)
+            row.rendition_mime_type = _clip(document.rendition_mime_type, 100)
+            row.rendition_size = len(document.rendition)
+            row.rendition_sha1 = _sha1(document.rendition)
+            row.rendition_sha256 = _sha256(document.rendition)
+        self.session.add(row)
+        if row.state == DocumentState.FILED.value:
+            apply_versions(self.session, row)
+        else:
+            self.session.flush()
+        return row.state
+
+    def _new_row(
+        self,
+        account_id: int,
+        context: _MailContext,
+        found: FoundDocument,
+        uid: str | None,
+        sha256: str,
+    ) -> RecordDocument:
+        document = found.document
+        metadata = document.metadata
+        author = metadata.author
+        flags = tuple(dict.fromkeys(metadata.visibility))
+        title = metadata.title or found.attachment.file_name or document.file_name
+        return RecordDocument(
+            public_id=uuid.uuid4().hex,
+            account_id=account_id,
+            message_id=context.message_id,
+            attachment_position=found.attachment.position,
+            entry_name=_clip(document.file_name, 255),
+            source_format=found.source_format.value,
+            status=VersionStatus.CURRENT.value,
+            problems=_codes_json(found.problems),
+            mime_type=_clip(document.mime_type, 100) or "application/octet-stream",
+            size=len(document.content),
+            sha1=_sha1(document.content),
+            sha256=sha256,
+            document_uid=uid,
+            xds_entry_id=_clip(metadata.xds_entry_id, 255),
+            set_id=_clip(metadata.set_id, 255),
+            version=metadata.version,
+            replaces_uid=_clip(metadata.replaces, 255),
+            type_code=_clip(metadata.type_code, 64),
+            type_system=_clip(metadata.type_code_system, 128),
+            type_display=_clip(metadata.type_display, 255),
+            class_code=_clip(metadata.class_code, 64),
+            format_code=_clip(metadata.format_code, 255),
+            title=_clip(title, 500),
+            document_date=(
+                _as_utc(metadata.effective_time) or context.mail_date or context.received_at
+            ),
+            confidentiality=_clip(metadata.confidentiality, 8),
+            language=_clip(metadata.language, 16),
+            author_national_id=_clip(author.national_id if author else None, 64),
+            author_family=_clip(author.family if author else None, 200),
+            author_given=_clip(author.given if author else None, 200),
+            organisation_id=_clip(author.organisation_id if author else None, 64),
+            organisation_name=_clip(author.organisation_name if author else None, 255),
+            sender=_clip(context.sender, 320),
+            mail_subject=_clip(context.subject, 998),
+            mail_message_id=_clip(context.message_id_header, 998),
+            author_flags=",".join(flag.value for flag in flags)[:200],
+            hidden_from_patient=VisibilityFlag.INVISIBLE_PATIENT in flags,
+            hidden_from_representatives=VisibilityFlag.INVISIBLE_REPRESENTANTS_LEGAUX in flags,
+            hidden_from_professionals=VisibilityFlag.MASQUE_PS in flags,
+            received_at=context.received_at,
+            updated_at=utcnow(),
+        )
+
+    def _record_attachments(
+        self,
+        account_id: int,
+        message_id: int,
+        attachments: Sequence[MailAttachment],
+        read: Sequence[ReadAttachment],
+    ) -> int:
+        """One row per attachment; returns how many were not filed at all (E1)."""
+        not_filed = 0
+        for position, attachment in enumerate(attachments):
+            item = read[position] if position < len(read) else None
+            problems = item.problems if item is not None else ("TOO_MANY_ATTACHMENTS",)
+            documents = len(item.documents) if item is not None else 0
+            if not documents:
+                not_filed += 1
+            self.session.add(
+                RecordAttachment(
+                    account_id=account_id,
+                    message_id=message_id,
+                    position=attachment.position,
+                    file_name=_clip(attachment.file_name, 255),
+                    content_type=_clip(attachment.content_type, 255),
+                    size=len(attachment.data),
+                    source_format=(item.source_format if item else SourceFormat.UNKNOWN).value,
+                    outcome=(
+                        AttachmentOutcome.READ if documents else AttachmentOutcome.NOT_FILED
+                    ).value,
+                    reason=None if documents else _not_filed_reason(problems),
+                    problems=_codes_json(problems),
+                    document_count=documents,
+                )
+            )
+        return not_filed
+
+    def _receipt(
+        self,
+        summary: FilingSummary,
+        message: Message,
+        raw: bytes,
+        envelope_from: str,
+        mailbox: MailboxPatient,
+        read: Sequence[ReadAttachment],
+        verdicts: Sequence[IdentityVerdict | None],
+    ) -> None:
+        """G3: queue the integration receipt of an XDM report that asked for one."""
+        email_message = cast(EmailMessage, message)
+        xdm = [item for item in read if item.source_format is SourceFormat.XDM]
+        if not xdm and not is_xdm_subject(email_message):
+            return
+        recipients = receipt_recipients(email_message, envelope_from)
+        if not recipients:
+            return
+        code = receipt_error(verdicts)
+        if code is None and not any(item.documents for item in xdm):
+            code = OTHER_ERROR
+        try:
+            content = build_mdn(
+                email_message,
+                raw,
+                from_address=mailbox.address,
+                recipients=recipients,
+                final_recipient=mailbox.address,
+                reporting_host=self.settings.gateway.hostname,
+                error=ERROR_CODES[code] if code is not None else None,
+            )
+        except Exception as error:  # building mail does no I/O: the original is malformed
+            log.warning("receipt could not be built", extra={"reason": type(error).__name__})
+            return
+        self.outbound(
+            self.session,
+            self.blobs,
+            self.queue,
+            envelope_from="",
+            recipients=recipients,
+            content=content,
+            purpose=MDN_PURPOSE,
+        )
+        summary.receipt_error = code
+        summary.receipt_queued = True
+
+
+def _not_filed_reason(problems: Sequence[str]) -> str:
+    """The one reason shown for an attachment that gave no document."""
+    if ProblemCode.UNSUPPORTED_FORMAT.value in problems:
+        return ProblemCode.UNSUPPORTED_FORMAT.value
+    return problems[0][:32] if problems else ProblemCode.NO_DOCUMENT.value
+
+
+# ---------------------------------------------------------------------------------------------
+# The job handler
+
+
+def _job_target(job: ClaimedJob) -> tuple[int, int]:
+    try:
+        message_id = int(job.payload["message_id"])
+        account_id = int(job.payload["account_id"])
+    except (KeyError, TypeError, ValueError):
+        raise PermanentJobError("file-documents job payload is malformed") from None
+    return message_id, account_id
+
+
+def make_filing_handler(
+    database: Database,
+    blobs: BlobStore,
+    queue: JobQueue,
+    settings: Settings,
+    *,
+    outbound: OutboundQueue,
+) -> JobHandler:
+    """The handler of ``file-documents`` jobs.
+
+    ``outbound`` is ``caducee.mailboxes.outbound.queue_outbound``: records may not import
+    mailboxes, so the gateway passes it in.
+    """
+
+    def handle(job: ClaimedJob) -> None:
+        message_id, account_id = _job_target(job)
+        with database.transaction() as session:
+            summary = Filing(session, blobs, queue, settings, outbound).run(message_id, account_id)
+            if not queue.complete(job, session):
+                raise LeaseLostError("the job's lease was lost; filing rolled back")
+        log.info("documents filed", extra={"job_id": job.id, **summary.log_fields()})
+
+    return handle

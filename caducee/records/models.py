@@ -1,0 +1,205 @@
+"""Tables of the patient's document record (E1–E5), and the mail tables as the record sees them.
+
+``record_documents`` holds one row per document found in a message delivered to a patient:
+filed (in the record), offered (policy ``patient-choice``: on the message until the patient
+adds it), quarantined (E3: kept for the operator, never shown to the patient) or duplicate
+(E4: the same document was already in the record; the row only says where it came from
+again). The bytes are encrypted blobs (J1); the row keeps what search and the FHIR
+``DocumentReference`` need. ``record_attachments`` says what filing did with each attachment
+of a message, so that a format the record does not take stays on the message, marked not
+filed, with the reason (E1).
+
+``records`` and ``mailboxes`` are independent layers (the import contract forbids either to
+import the other), yet filing reads the stored message, the patient's identity and writes the
+D4 findings on the message. It does so through the lightweight table clauses at the end of
+this module, which name only the columns it uses; ``tests/documents`` checks they match the
+tables ``mailboxes`` declares. For the same reason the foreign keys to ``accounts`` and
+``messages`` (cascade on account deletion; a document outlives its message) exist in the
+migration only: declared here, they would make this module unusable unless ``mailboxes`` had
+been imported first.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    column,
+    table,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from caducee.storage.blobs import BlobRow
+from caducee.storage.db import Base, UtcDateTime, utcnow
+
+BIG_ID = BigInteger().with_variant(Integer, "sqlite")
+
+
+class DocumentState(enum.StrEnum):
+    """Where a document stands in the record."""
+
+    FILED = "filed"
+    OFFERED = "offered"
+    QUARANTINED = "quarantined"
+    DUPLICATE = "duplicate"
+
+
+class VersionStatus(enum.StrEnum):
+    """XDS availability status: the latest version of a document, or an older one (E4)."""
+
+    CURRENT = "current"
+    SUPERSEDED = "superseded"
+
+
+class AttachmentOutcome(enum.StrEnum):
+    """What filing did with one attachment of a message."""
+
+    READ = "read"
+    NOT_FILED = "not-filed"
+
+
+class RecordDocument(Base):
+    """One document of a patient's record, with its metadata (E2) and visibility (E5)."""
+
+    __tablename__ = "record_documents"
+    __table_args__ = (
+        UniqueConstraint("account_id", "dedupe_key", name="uq_record_documents_dedupe"),
+        Index("ix_record_documents_listing", "account_id", "state", "status", "document_date"),
+        Index("ix_record_documents_uid", "account_id", "document_uid"),
+        Index("ix_record_documents_sha256", "account_id", "sha256"),
+        Index("ix_record_documents_replaces", "account_id", "replaces_uid"),
+    )
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    account_id: Mapped[int] = mapped_column(BIG_ID)
+    message_id: Mapped[int | None] = mapped_column(BIG_ID, index=True)
+    attachment_position: Mapped[int] = mapped_column(Integer)
+    entry_name: Mapped[str | None] = mapped_column(String(255))
+    source_format: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=VersionStatus.CURRENT.value)
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    identity_rule: Mapped[str | None] = mapped_column(String(64))
+    problems: Mapped[str | None] = mapped_column(Text)
+
+    content_blob_id: Mapped[str | None] = mapped_column(ForeignKey(BlobRow.id))
+    mime_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BIG_ID)
+    sha1: Mapped[str] = mapped_column(String(40))
+    sha256: Mapped[str] = mapped_column(String(64))
+    rendition_blob_id: Mapped[str | None] = mapped_column(ForeignKey(BlobRow.id))
+    rendition_mime_type: Mapped[str | None] = mapped_column(String(100))
+    rendition_size: Mapped[int | None] = mapped_column(BIG_ID)
+    rendition_sha1: Mapped[str | None] = mapped_column(String(40))
+    rendition_sha256: Mapped[str | None] = mapped_column(String(64))
+
+    document_uid: Mapped[str | None] = mapped_column(String(255))
+    xds_entry_id: Mapped[str | None] = mapped_column(String(255))
+    set_id: Mapped[str | None] = mapped_column(String(255))
+    version: Mapped[int | None] = mapped_column(Integer)
+    replaces_uid: Mapped[str | None] = mapped_column(String(255))
+    superseded_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("record_documents.id", ondelete="SET NULL")
+    )
+    duplicate_of_id: Mapped[int | None] = mapped_column(
+        ForeignKey("record_documents.id", ondelete="SET NULL")
+    )
+    dedupe_key: Mapped[str | None] = mapped_column(String(64))
+
+    type_code: Mapped[str | None] = mapped_column(String(64))
+    type_system: Mapped[str | None] = mapped_column(String(128))
+    type_display: Mapped[str | None] = mapped_column(String(255))
+    class_code: Mapped[str | None] = mapped_column(String(64))
+    format_code: Mapped[str | None] = mapped_column(String(255))
+    title: Mapped[str | None] = mapped_column(String(500))
+    document_date: Mapped[datetime] = mapped_column(UtcDateTime())
+    confidentiality: Mapped[str | None] = mapped_column(String(8))
+    language: Mapped[str | None] = mapped_column(String(16))
+    author_national_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    author_family: Mapped[str | None] = mapped_column(String(200))
+    author_given: Mapped[str | None] = mapped_column(String(200))
+    organisation_id: Mapped[str | None] = mapped_column(String(64))
+    organisation_name: Mapped[str | None] = mapped_column(String(255))
+    sender: Mapped[str | None] = mapped_column(String(320))
+    mail_subject: Mapped[str | None] = mapped_column(String(998))
+    mail_message_id: Mapped[str | None] = mapped_column(String(998))
+
+    author_flags: Mapped[str] = mapped_column(String(200), default="")
+    hidden_from_patient: Mapped[bool] = mapped_column(Boolean, default=False)
+    hidden_from_representatives: Mapped[bool] = mapped_column(Boolean, default=False)
+    hidden_from_professionals: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    filed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class RecordAttachment(Base):
+    """What filing did with one attachment of one message, for one patient (E1)."""
+
+    __tablename__ = "record_attachments"
+    __table_args__ = (
+        UniqueConstraint(
+            "account_id", "message_id", "position", name="uq_record_attachments_position"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BIG_ID, index=True)
+    message_id: Mapped[int] = mapped_column(BIG_ID, index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    file_name: Mapped[str | None] = mapped_column(String(255))
+    content_type: Mapped[str | None] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BIG_ID)
+    source_format: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(32))
+    problems: Mapped[str | None] = mapped_column(Text)
+    document_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+# ---------------------------------------------------------------------------------------------
+# The mail tables, as far as the record reads or writes them (owned by ``mailboxes``)
+
+MAIL_MESSAGES = table(
+    "messages",
+    column("id", BIG_ID),
+    column("blob_id", String(32)),
+    column("received_at", UtcDateTime()),
+    column("envelope_from", String(320)),
+    column("header_from", String(320)),
+    column("message_id_header", String(998)),
+    column("mss_problems", Text),
+)
+MAIL_ACCOUNTS = table(
+    "accounts",
+    column("id", BIG_ID),
+    column("address", String(320)),
+    column("kind", String(16)),
+    column("state", String(16)),
+)
+MAIL_PATIENTS = table(
+    "patients",
+    column("account_id", BIG_ID),
+    column("ins", String(15)),
+    column("ins_oid", String(64)),
+    column("birth_name", String(200)),
+    column("given_name", String(200)),
+    column("birth_date", Date()),
+    column("sex", String(1)),
+    column("birthplace", String(5)),
+)
+PATIENT_ACCOUNT_KIND = "patient"
+CLOSED_ACCOUNT_STATE = "closed"

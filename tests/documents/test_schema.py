@@ -1,0 +1,66 @@
+"""K2 for the record: the 0004 migration builds exactly the tables the models declare, and the
+mail columns filing reads through its lightweight clauses are the ones ``mailboxes`` owns."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+import caducee.mailboxes.accounts
+import caducee.mailboxes.models
+from caducee.mailboxes.delivery import FILE_DOCUMENTS_JOB as DELIVERY_JOB
+from caducee.records.filing import FILE_DOCUMENTS_JOB
+from caducee.records.models import MAIL_ACCOUNTS, MAIL_MESSAGES, MAIL_PATIENTS
+from caducee.storage.db import Base, Database
+
+RECORD_TABLES = {"record_documents", "record_attachments"}
+
+
+def test_k2_records_migration_matches_the_models(database: Database) -> None:
+    """Only difference allowed: the foreign keys to ``mailboxes`` tables, migration-only."""
+    with database.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": False})
+        differences = compare_metadata(context, Base.metadata)
+    flat = [d for item in differences for d in (item if isinstance(item, list) else [item])]
+    about_records = [d for d in flat if any(name in repr(d) for name in RECORD_TABLES)]
+    cross_layer = set()
+    for difference in about_records:
+        assert difference[0] == "remove_fk", difference
+        constraint = difference[1]
+        cross_layer.add(
+            (constraint.table.name, constraint.referred_table.name, constraint.ondelete)
+        )
+    assert cross_layer == {
+        ("record_documents", "accounts", "CASCADE"),
+        ("record_documents", "messages", "SET NULL"),
+        ("record_attachments", "accounts", "CASCADE"),
+        ("record_attachments", "messages", "CASCADE"),
+    }
+
+
+def test_e1_records_models_usable_without_mailboxes_loaded(tmp_path: Path) -> None:
+    """The independent layers: filing works in a process that never imported ``mailboxes``."""
+    script = (
+        "import sys, caducee.records.filing, caducee.records.service\n"
+        "from caducee.storage.db import Base\n"
+        "assert 'messages' not in Base.metadata.tables, 'mailboxes was imported'\n"
+        "from sqlalchemy.orm import configure_mappers; configure_mappers()\n"
+        "from caducee.records.models import RecordDocument\n"
+        "RecordDocument.__mapper__._sorted_tables\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=60)
+
+
+def test_e1_mail_columns_read_by_filing_exist_in_mailboxes() -> None:
+    assert caducee.mailboxes.accounts.Account.__tablename__ == "accounts"
+    for clause in (MAIL_MESSAGES, MAIL_ACCOUNTS, MAIL_PATIENTS):
+        owned = Base.metadata.tables[clause.name]
+        assert {c.name for c in clause.columns} <= {c.name for c in owned.columns}, clause.name
+
+
+def test_e1_job_kind_is_the_one_delivery_enqueues() -> None:
+    assert FILE_DOCUMENTS_JOB == DELIVERY_JOB
