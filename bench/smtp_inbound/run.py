@@ -1,0 +1,1094 @@
+"""Caducée's inbound SMTP throughput against Postfix, in one run.
+
+Run as root from the repository root::
+
+    .venv/bin/python bench/smtp_inbound/run.py [--messages-small 3000] [--messages-large 300]
+        [--sizes small,large] [--sessions 20] [--no-append]
+
+Both servers run on the loopback, one after the other (never at the same time), and are
+driven by Postfix's own load generator ``smtp-source`` with the same options:
+
+* **Postfix** is configured from scratch in a temporary folder (its own ``config_directory``,
+  ``queue_directory``, ``data_directory``; the system instance and ``/etc/postfix`` are never
+  touched) and delivers every recipient of the virtual domain ``bench.example`` into one
+  Maildir. Postfix answers ``250`` once the message is queued, before the local delivery, so
+  its figure is messages **delivered into the Maildir** per second: the clock starts when
+  ``smtp-source`` starts and stops when ``Maildir/new`` holds all N messages.
+* **Caducée** runs from a fresh ``caducee init --demo`` home with TLS and DKIM requirements
+  off (``smtp-source`` speaks neither) and no job workers. Caducée answers ``250`` only after
+  its durable commit, so its figure is messages **acknowledged** per second: the clock stops
+  when ``smtp-source`` exits (it aborts on any non-2xx reply). The count is then checked with
+  ``caducee mailbox list``.
+
+Two message sizes: 4 KiB (``smtp-source -l 4096``) and ~1 MiB (a multipart/mixed message with
+a PDF attachment, sent with ``smtp-source -F``). The table is printed and, unless
+``--no-append``, appended as a section of ``bench/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import pwd
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS_FILE = REPO / "bench" / "RESULTS.md"
+SBIN_PATH = os.pathsep.join(
+    [os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/bin"]
+)
+
+POSTFIX_DOMAIN = "bench.example"
+POSTFIX_SENDER = f"sender@{POSTFIX_DOMAIN}"
+POSTFIX_RECIPIENT = f"bench@{POSTFIX_DOMAIN}"
+SMALL_PAYLOAD = 4096
+PDF_RAW_BYTES = 750 * 1024
+POLL_SECONDS = 0.02
+TARGET_RATIO = 1.0
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on; the message says why and what to do."""
+
+
+# Small helpers ------------------------------------------------------------------------------
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def run(
+    command: Sequence[str],
+    *,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command with a timeout; on failure raise :class:`BenchError` with its output."""
+    try:
+        result = subprocess.run(
+            list(command),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"timed out after {timeout:.0f} s: {' '.join(command)}") from None
+    if check and result.returncode != 0:
+        output = (result.stderr or result.stdout).strip()
+        raise BenchError(f"exit {result.returncode}: {' '.join(command)}\n{tail_text(output, 20)}")
+    return result
+
+
+def tail_text(text: str, lines: int) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def tail_file(path: Path, lines: int) -> str:
+    try:
+        return tail_text(path.read_text(errors="replace"), lines)
+    except OSError:
+        return f"({path} unreadable)"
+
+
+def find_tool(name: str) -> str:
+    found = shutil.which(name, path=SBIN_PATH)
+    if found is None:
+        raise BenchError(
+            f"'{name}' not found: install Postfix (apt-get install postfix), which ships "
+            "postfix, postconf and smtp-source"
+        )
+    return found
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports (all sockets held open until every port is chosen)."""
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def wait_for_banner(port: int, timeout: float, alive: Callable[[], bool]) -> None:
+    """Wait until an SMTP server on the loopback port answers with its 220 greeting."""
+    deadline = time.monotonic() + timeout
+    last_error = "no answer"
+    while time.monotonic() < deadline:
+        if not alive():
+            raise BenchError(f"the server on port {port} exited before answering")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                banner = sock.recv(512)
+                sock.sendall(b"QUIT\r\n")
+            if banner.startswith(b"220"):
+                return
+            last_error = f"banner {banner!r}"
+        except OSError as error:
+            last_error = str(error)
+        time.sleep(0.2)
+    raise BenchError(f"no SMTP greeting on 127.0.0.1:{port} after {timeout:.0f} s ({last_error})")
+
+
+# The 1 MiB message ----------------------------------------------------------------------------
+
+
+def minimal_pdf(raw_bytes: int) -> bytes:
+    """A valid one-page PDF whose size is about ``raw_bytes``: a text line and a noise image.
+
+    The image is uncompressed random RGB (incompressible, like a scanned report), which pads
+    the document to the wanted size. The bytes are the same on every run (fixed seed).
+    """
+    width = 640
+    height = max(1, (raw_bytes - 1024) // (width * 3))
+    pixels = random.Random(20260101).randbytes(width * height * 3)
+    text = b"BT /F1 18 Tf 72 780 Td (Caducee benchmark - compte rendu de biologie) Tj ET\n"
+    content = text + b"q 480 0 0 360 57 380 cm /Im1 Do Q\n"
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> /XObject << /Im1 6 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceRGB "
+        b"/BitsPerComponent 8 /Length %d >>\nstream\n"
+        % (width, height, len(pixels))
+        + pixels
+        + b"\nendstream",
+    ]
+    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    for offset in offsets:
+        out += b"%010d 00000 n \n" % offset
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
+    return bytes(out)
+
+
+def large_message(sender: str, recipient: str, pdf: bytes) -> bytes:
+    """A multipart/mixed message (text + PDF), LF line endings, and no Message-ID.
+
+    ``smtp-source -F`` sends each line of the file followed by CRLF (a CR already in the file
+    would be sent as a bare CR), so the file must use bare LF. No Message-ID: the same file is
+    sent N times and Caducée suppresses duplicates by Message-ID.
+    """
+    boundary = "=_caducee_bench_boundary_7f3a"
+    encoded = base64.encodebytes(pdf).decode("ascii")  # 76-character lines, LF
+    date = dt.datetime.now(dt.UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+    lines = [
+        f"From: {sender}",
+        f"To: {recipient}",
+        f"Date: {date}",
+        "Subject: Compte rendu de biologie (benchmark)",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/mixed; boundary="{boundary}"',
+        "",
+        "This is a multi-part message in MIME format.",
+        "",
+        f"--{boundary}",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: 8bit",
+        "",
+        "Bonjour,",
+        "",
+        "Veuillez trouver ci-joint le compte rendu de biologie.",
+        "",
+        f"--{boundary}",
+        'Content-Type: application/pdf; name="compte-rendu.pdf"',
+        "Content-Transfer-Encoding: base64",
+        'Content-Disposition: attachment; filename="compte-rendu.pdf"',
+        "",
+    ]
+    text = "\n".join(lines) + "\n" + encoded + f"\n--{boundary}--\n"
+    return text.encode("utf-8")
+
+
+def wire_size(message_file: Path) -> int:
+    """Bytes of the message as smtp-source sends it (every LF becomes CRLF)."""
+    data = message_file.read_bytes()
+    return len(data) + data.count(b"\n")
+
+
+# Load generation ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Size:
+    name: str  # "small" or "large"
+    label: str
+    messages: int
+
+
+@dataclass
+class LoadResult:
+    messages: int
+    seconds: float  # until the figure's end condition
+    ack_seconds: float  # until smtp-source exited (every message answered 250)
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def ack_rate(self) -> float:
+        return self.messages / self.ack_seconds if self.ack_seconds > 0 else 0.0
+
+
+@dataclass
+class SmtpSource:
+    binary: str
+    sessions: int
+    workdir: Path
+
+    def command(
+        self, port: int, sender: str, recipient: str, count: int, sessions: int, payload: list[str]
+    ) -> list[str]:
+        counts = ["-s", str(sessions), "-m", str(count)]
+        envelope = ["-f", sender, "-t", recipient]
+        return [self.binary, *counts, *payload, *envelope, f"127.0.0.1:{port}"]
+
+    def drive(
+        self,
+        *,
+        port: int,
+        sender: str,
+        recipient: str,
+        count: int,
+        payload: list[str],
+        done: Callable[[], bool] | None,
+        timeout: float,
+        what: str,
+        sessions: int | None = None,
+    ) -> LoadResult:
+        """Run smtp-source; return when it exited and ``done()`` holds (None: exit only)."""
+        command = self.command(port, sender, recipient, count, sessions or self.sessions, payload)
+        out_path = self.workdir / "smtp-source.out"
+        with out_path.open("w+") as output:
+            start = time.monotonic()
+            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+            ack: float | None = None
+            try:
+                while True:
+                    now = time.monotonic()
+                    if ack is None and process.poll() is not None:
+                        ack = now - start
+                        if process.returncode != 0:
+                            output.seek(0)
+                            raise BenchError(
+                                f"{what}: smtp-source exited {process.returncode}: "
+                                f"{tail_text(output.read().strip(), 5)}"
+                            )
+                    if ack is not None and (done is None or done()):
+                        return LoadResult(count, now - start, ack)
+                    if now - start > timeout:
+                        state = "still sending" if ack is None else "sent, not all delivered"
+                        raise BenchError(f"{what}: not finished after {timeout:.0f} s ({state})")
+                    time.sleep(POLL_SECONDS)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait(timeout=10)
+
+
+# Postfix ------------------------------------------------------------------------------------
+
+
+MASTER_CF = """\
+# service type  private unpriv  chroot  wakeup  maxproc command + args
+127.0.0.1:{port} inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+virtual   unix  -       n       n       -       -       virtual
+lmtp      unix  -       -       n       -       -       lmtp
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+MAIN_CF = """\
+# Benchmark instance written by bench/smtp_inbound/run.py; removed at the end of the run.
+compatibility_level = 3.6
+config_directory = {config}
+queue_directory = {queue}
+data_directory = {data}
+syslog_name = postfix-bench
+maillog_file = {log}
+maillog_file_prefixes = {root}
+myhostname = mx.bench.example
+mydomain = bench.example
+myorigin = $myhostname
+mydestination =
+relayhost =
+alias_maps =
+alias_database =
+local_recipient_maps =
+biff = no
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_client_restrictions = permit_mynetworks, reject
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_peername_lookup = no
+smtpd_tls_security_level = none
+smtp_tls_security_level = none
+smtp_dns_support_level = disabled
+default_process_limit = 200
+message_size_limit = 25000000
+virtual_mailbox_domains = {domain}
+virtual_mailbox_base = {mail}
+virtual_mailbox_maps = static:Maildir/
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
+"""
+
+
+@dataclass
+class Postfix:
+    """A throw-away Postfix instance living entirely under ``root``."""
+
+    postfix: str
+    root: Path
+    port: int
+    started: bool = False
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config"
+
+    @property
+    def queue(self) -> Path:
+        return self.root / "queue"
+
+    @property
+    def maildir_new(self) -> Path:
+        return self.root / "mail" / "Maildir" / "new"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "postfix.log"
+
+    def write_config(self) -> None:
+        owner = pwd.getpwnam("postfix")
+        for folder in (self.root, self.config, self.queue):
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(0o755)
+        data = self.root / "data"
+        mail = self.root / "mail"
+        for folder in (data, mail):
+            folder.mkdir(exist_ok=True)
+            os.chown(folder, owner.pw_uid, owner.pw_gid)
+            folder.chmod(0o700)
+        (self.config / "master.cf").write_text(MASTER_CF.format(port=self.port))
+        (self.config / "main.cf").write_text(
+            MAIN_CF.format(
+                config=self.config,
+                queue=self.queue,
+                data=data,
+                log=self.log_file,
+                root=self.root,
+                domain=POSTFIX_DOMAIN,
+                mail=mail,
+                uid=owner.pw_uid,
+                gid=owner.pw_gid,
+            )
+        )
+
+    def start(self) -> None:
+        self.write_config()
+        self.started = True  # from here on, always try to stop it
+        result = run([self.postfix, "-c", str(self.config), "start"], timeout=120, check=False)
+        if result.returncode != 0:
+            raise BenchError(
+                f"postfix -c {self.config} start failed (exit {result.returncode}):\n"
+                f"{tail_text((result.stderr + result.stdout).strip(), 15)}\n"
+                f"--- {self.log_file}\n{tail_file(self.log_file, 15)}"
+            )
+        wait_for_banner(self.port, 30, lambda: True)
+
+    def master_pid(self) -> int | None:
+        try:
+            return int((self.queue / "pid" / "master.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def stop(self) -> None:
+        if not self.started:
+            return
+        self.started = False
+        pid = self.master_pid()
+        result = run([self.postfix, "-c", str(self.config), "stop"], timeout=60, check=False)
+        if result.returncode != 0:
+            log(f"postfix stop: exit {result.returncode}: {result.stderr.strip()}")
+        if pid is None:
+            return
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and pid_alive(pid):
+            time.sleep(0.1)
+        if pid_alive(pid):
+            log("Postfix master still running after stop: postfix abort")
+            run([self.postfix, "-c", str(self.config), "abort"], timeout=60, check=False)
+
+    def log_tail(self) -> str:
+        return f"--- {self.log_file}\n{tail_file(self.log_file, 15)}"
+
+    def holds(self, count: int) -> Callable[[], bool]:
+        """A check that the Maildir holds at least ``count`` messages."""
+        return lambda: self.delivered() >= count
+
+    def delivered(self) -> int:
+        try:
+            with os.scandir(self.maildir_new) as entries:
+                return sum(1 for _ in entries)
+        except FileNotFoundError:
+            return 0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# Caducée ------------------------------------------------------------------------------------
+
+
+LISTENERS = ("smtp", "submission", "submissions", "imap", "imaps", "http")
+
+
+@dataclass
+class Caducee:
+    """A fresh demo home and its ``caducee serve`` process."""
+
+    binary: str
+    root: Path
+    ports: dict[str, int]
+    process: subprocess.Popen[bytes] | None = None
+    patient: str = ""
+    sender: str = ""
+    reinitialised: bool = False
+    stderr_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stderr_path = self.root / "serve.stderr.log"
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CADUCEE_")}
+        env.update(
+            {
+                "CADUCEE_SMTP__ALLOW_PLAINTEXT": "true",
+                "CADUCEE_SMTP__REQUIRE_DKIM": "false",
+                "CADUCEE_QUEUE__WORKERS": "0",
+            }
+        )
+        for name in LISTENERS:
+            env[f"CADUCEE_LISTENERS__{name.upper()}"] = str(self.ports[name])
+        return env
+
+    def init(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        run([self.binary, "init", "--demo", "--home", str(self.home)], timeout=300)
+        credentials = json.loads((self.home / "demo" / "credentials.json").read_text())
+        self.patient = credentials["patient"]["address"]
+        self.sender = credentials["peer"]["professional"]
+
+    def _serve(self) -> None:
+        with self.stderr_path.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                [self.binary, "serve", "--home", str(self.home)],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=self.environment(),
+                start_new_session=True,
+            )
+        try:
+            self.wait_ready(90)
+        except BenchError as error:
+            raise BenchError(f"{error}\n--- caducee serve stderr\n{self.log_tail()}") from None
+
+    def start(self) -> None:
+        """Serve the home; if the schema moved since init (code edited meanwhile), init again."""
+        try:
+            self._serve()
+        except BenchError as error:
+            if "database schema is at" not in str(error):
+                raise
+            log("caducee serve: the schema changed since init; running init again, once")
+            self.reinitialised = True
+            self.stop()
+            run([self.binary, "init", "--demo", "--home", str(self.home)], timeout=300)
+            self._serve()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.ports['http']}/readyz"
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise BenchError("caducee serve exited during start-up")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        else:
+            raise BenchError(f"caducee serve not ready ({url}) after {timeout:.0f} s")
+        wait_for_banner(self.ports["smtp"], max(5.0, deadline - time.monotonic()), self.alive)
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after 60 s; return the exit status."""
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                log("caducee serve did not stop within 60 s of SIGTERM: SIGKILL")
+                process.kill()
+                process.wait(timeout=30)
+        return process.returncode
+
+    def stored(self) -> int:
+        """``caducee mailbox list <patient> --json | wc -l``."""
+        result = run(
+            [self.binary, "mailbox", "list", self.patient, "--home", str(self.home), "--json"],
+            timeout=600,
+            env=self.environment(),
+        )
+        return sum(1 for line in result.stdout.splitlines() if line.strip())
+
+    def log_tail(self, lines: int = 20) -> str:
+        return tail_file(self.stderr_path, lines)
+
+    def log_problems(self) -> list[str]:
+        """The warning and error lines of the server's JSON log."""
+        problems = []
+        try:
+            text = self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return []
+        for line in text.splitlines():
+            try:
+                level = str(json.loads(line).get("level", "")).lower()
+            except (json.JSONDecodeError, AttributeError):
+                level = "raw"  # a traceback or other non-JSON output
+            if level in {"warning", "error", "critical", "raw"}:
+                problems.append(line)
+        return problems
+
+
+# The run ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    size: Size
+    wire_bytes: int | None  # None: smtp-source -l (4096-byte body + its own 4 header lines)
+    postfix: LoadResult | None = None
+    caducee: LoadResult | None = None
+    caducee_stored: int | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.postfix is None or self.caducee is None or self.postfix.rate == 0:
+            return None
+        return self.caducee.rate / self.postfix.rate
+
+
+def payload_for(size: Size, files: dict[str, Path]) -> list[str]:
+    return ["-l", str(SMALL_PAYLOAD)] if size.name == "small" else ["-F", str(files[size.name])]
+
+
+def bench_postfix(
+    source: SmtpSource, postfix: Postfix, rows: list[Row], files: dict[str, Path], timeout: float
+) -> None:
+    postfix.start()
+    log(f"Postfix {postfix_version()} listening on 127.0.0.1:{postfix.port} ({postfix.root})")
+    for row in rows:
+        size = row.size
+        payload = payload_for(size, _only(files, "postfix"))
+        # One message first: proves the set-up and warms the process pools.
+        base = postfix.delivered()
+        try:
+            source.drive(
+                port=postfix.port,
+                sender=POSTFIX_SENDER,
+                recipient=POSTFIX_RECIPIENT,
+                count=1,
+                sessions=1,
+                payload=payload,
+                done=postfix.holds(base + 1),
+                timeout=60,
+                what=f"Postfix probe ({size.label})",
+            )
+        except BenchError as error:
+            raise BenchError(f"{error}\n{postfix.log_tail()}") from None
+        base = postfix.delivered()
+        log(f"Postfix, {size.label}: {size.messages} messages, {source.sessions} sessions")
+        try:
+            row.postfix = source.drive(
+                port=postfix.port,
+                sender=POSTFIX_SENDER,
+                recipient=POSTFIX_RECIPIENT,
+                count=size.messages,
+                payload=payload,
+                done=postfix.holds(base + size.messages),
+                timeout=timeout,
+                what=f"Postfix ({size.label})",
+            )
+        except BenchError as error:
+            raise BenchError(f"{error}\n{postfix.log_tail()}") from None
+        log(
+            f"  delivered to Maildir: {row.postfix.rate:.1f} msg/s ({row.postfix.seconds:.2f} s); "
+            f"acknowledged: {row.postfix.ack_rate:.1f} msg/s ({row.postfix.ack_seconds:.2f} s)"
+        )
+
+
+def _only(files: dict[str, Path], target: str) -> dict[str, Path]:
+    """The message files of one target, keyed by size name."""
+    prefix = f"{target}-"
+    return {k.removeprefix(prefix): v for k, v in files.items() if k.startswith(prefix)}
+
+
+def bench_caducee(
+    source: SmtpSource, caducee: Caducee, rows: list[Row], files: dict[str, Path], timeout: float
+) -> None:
+    caducee.start()
+    log(f"caducee serve ready, SMTP on 127.0.0.1:{caducee.ports['smtp']} ({caducee.home})")
+    expected = 0
+    for row in rows:
+        size = row.size
+        payload = payload_for(size, _only(files, "caducee"))
+        try:
+            source.drive(
+                port=caducee.ports["smtp"],
+                sender=caducee.sender,
+                recipient=caducee.patient,
+                count=1,
+                sessions=1,
+                payload=payload,
+                done=None,
+                timeout=60,
+                what=f"Caducée probe ({size.label})",
+            )
+        except BenchError as error:
+            hint = (
+                "Caducée refused a single message: check the message file's line endings "
+                "(smtp-source -F appends CRLF to every line, so the file must use bare LF) "
+                "and the refusal logged below."
+                if size.name == "large"
+                else "Caducée refused a single smtp-source message (see the log below)."
+            )
+            raise BenchError(
+                f"{error}\n{hint}\n--- caducee serve stderr\n{caducee.log_tail()}"
+            ) from None
+        expected += 1
+        log(f"Caducée, {size.label}: {size.messages} messages, {source.sessions} sessions")
+        try:
+            row.caducee = source.drive(
+                port=caducee.ports["smtp"],
+                sender=caducee.sender,
+                recipient=caducee.patient,
+                count=size.messages,
+                payload=payload,
+                done=None,
+                timeout=timeout,
+                what=f"Caducée ({size.label})",
+            )
+        except BenchError as error:
+            state = "running" if caducee.alive() else "EXITED"
+            raise BenchError(
+                f"{error}\n--- caducee serve ({state}) stderr\n{caducee.log_tail()}"
+            ) from None
+        expected += size.messages
+        log(
+            f"  acknowledged (250 after commit): {row.caducee.rate:.1f} msg/s "
+            f"({row.caducee.seconds:.2f} s)"
+        )
+        stored = caducee.stored()
+        row.caducee_stored = stored - (expected - size.messages)
+        check = "OK" if stored == expected else f"MISMATCH (expected {expected})"
+        log(f"  caducee mailbox list {caducee.patient} --json | wc -l: {stored} {check}")
+
+
+def postfix_version() -> str:
+    try:
+        result = run([find_tool("postconf"), "-d", "-h", "mail_version"], timeout=30)
+        return result.stdout.strip()
+    except BenchError:
+        return "unknown"
+
+
+def machine() -> dict[str, str]:
+    meminfo = Path("/proc/meminfo").read_text()
+    total_kib = next(
+        (int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal:")),
+        0,
+    )
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
+    nproc = run(["nproc"], timeout=10, check=False).stdout.strip() or str(os.cpu_count())
+    distro = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                distro = line.split("=", 1)[1].strip('"')
+    return {
+        "cpus": nproc,
+        "memory": f"{total_kib / 1024 / 1024:.1f} GiB",
+        "cpu": model,
+        "kernel": platform.release(),
+        "os": distro,
+        "python": platform.python_version(),
+    }
+
+
+def filesystem_of(path: Path) -> str:
+    """``fstype (device)`` of the mount holding ``path`` (both servers' files live there)."""
+    best: tuple[int, str] = (-1, "unknown")
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) < 3:
+                continue
+            mount = fields[1].replace("\\040", " ")
+            inside = str(path) == mount or str(path).startswith(mount.rstrip("/") + "/")
+            if inside and len(mount) > best[0]:
+                best = (len(mount), f"{fields[2]} ({fields[0]})")
+    return best[1]
+
+
+def git_commit() -> str:
+    head = run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], timeout=30, check=False)
+    commit = head.stdout.strip() or "unknown"
+    status = run(["git", "-C", str(REPO), "status", "--porcelain"], timeout=60, check=False)
+    if status.stdout.strip():
+        commit += " + uncommitted changes"
+    return commit
+
+
+def table(rows: list[Row]) -> list[str]:
+    lines = [
+        "| size | messages | Postfix msg/s (delivered to Maildir) "
+        "| Caducée msg/s (acknowledged after commit) | Caducée/Postfix | target ≥ 1.0 |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        postfix = f"{row.postfix.rate:.1f}" if row.postfix else "—"
+        caducee = f"{row.caducee.rate:.1f}" if row.caducee else "—"
+        ratio = row.ratio
+        ratio_text = f"{ratio:.2f}" if ratio is not None else "—"
+        met = "—" if ratio is None else ("met" if ratio >= TARGET_RATIO else "not met")
+        lines.append(
+            f"| {row.size.label} | {row.size.messages} | {postfix} | {caducee} "
+            f"| {ratio_text} | {met} |"
+        )
+    return lines
+
+
+def details(rows: list[Row]) -> list[str]:
+    lines = []
+    for row in rows:
+        wire = (
+            f"{row.wire_bytes} bytes on the wire"
+            if row.wire_bytes is not None
+            else f"`-l {SMALL_PAYLOAD}` body + From/To/Date/Message-Id"
+        )
+        parts = [f"{row.size.label} ({wire})"]
+        if row.postfix:
+            parts.append(
+                f"Postfix {row.postfix.seconds:.2f} s to the last Maildir file, "
+                f"smtp-source done after {row.postfix.ack_seconds:.2f} s "
+                f"({row.postfix.ack_rate:.1f} msg/s acknowledged)"
+            )
+        if row.caducee:
+            stored = (
+                f", {row.caducee_stored} stored (caducee mailbox list)"
+                if row.caducee_stored is not None
+                else ""
+            )
+            parts.append(f"Caducée {row.caducee.seconds:.2f} s{stored}")
+        lines.append("- " + "; ".join(parts))
+    return lines
+
+
+def report(
+    rows: list[Row],
+    args: argparse.Namespace,
+    info: dict[str, str],
+    version: str,
+    commit: str,
+    notes: list[str],
+) -> str:
+    now = dt.datetime.now().astimezone()
+    lines = [
+        f"## SMTP inbound (bench/smtp_inbound) — {now:%Y-%m-%d %H:%M %Z}",
+        "",
+        f"- Machine: {info['cpus']} CPUs ({info['cpu']}), {info['memory']} RAM, "
+        f"kernel {info['kernel']}, {info['os']}, Python {info['python']}; "
+        f"temporary folder on {info['filesystem']}",
+        f"- Postfix {version}; Caducée commit {commit}",
+        f"- Load: `smtp-source -s {args.sessions}` (one message per connection, no TLS), "
+        "4 KiB = `-l 4096`, 1 MiB = `-F` multipart/mixed with a 750 KiB PDF (base64); "
+        "one probe message per size before timing",
+        "- Postfix: fresh instance in a temporary folder, virtual domain into one Maildir; "
+        "figure = messages delivered to `Maildir/new` per second (Postfix answers 250 before "
+        "delivery)",
+        "- Caducée: fresh `caducee init --demo` home (SQLite), `ALLOW_PLAINTEXT=true`, "
+        "`REQUIRE_DKIM=false`, `QUEUE__WORKERS=0`; figure = messages acknowledged per second "
+        "(250 only after the durable commit), count checked with `caducee mailbox list`",
+        f"- Command: `{' '.join(['.venv/bin/python', 'bench/smtp_inbound/run.py', *args.argv])}`",
+        "",
+        *table(rows),
+        "",
+        *details(rows),
+    ]
+    if notes:
+        lines += ["", *[f"- {note}" for note in notes]]
+    return "\n".join(lines) + "\n"
+
+
+def append_results(section: str) -> None:
+    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError), RESULTS_FILE.open("x") as new:
+        new.write("# Caducée benchmark results\n")
+    with RESULTS_FILE.open("a+") as results:
+        results.seek(0, os.SEEK_END)
+        size = results.tell()
+        prefix = ""
+        if size:
+            results.seek(max(0, size - 2))
+            ending = results.read()
+            prefix = "" if ending.endswith("\n\n") else ("\n" if ending.endswith("\n") else "\n\n")
+        results.seek(0, os.SEEK_END)
+        results.write(prefix + section)
+
+
+def caducee_binary(explicit: str | None) -> str:
+    candidates = [explicit] if explicit else []
+    candidates += [str(Path(sys.executable).parent / "caducee"), str(REPO / ".venv/bin/caducee")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which("caducee")
+    if found is None:
+        raise BenchError("'caducee' not found: run 'make install' (or pass --caducee PATH)")
+    return found
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Caducée's inbound SMTP throughput against Postfix (smtp-source load)."
+    )
+    parser.add_argument("--messages-small", type=int, default=3000, help="4 KiB messages (3000)")
+    parser.add_argument("--messages-large", type=int, default=300, help="1 MiB messages (300)")
+    parser.add_argument("--sessions", type=int, default=20, help="parallel SMTP sessions (20)")
+    parser.add_argument(
+        "--sizes", default="small,large", help="comma-separated: small, large (both)"
+    )
+    parser.add_argument(
+        "--no-append", action="store_true", help="print only; do not append to RESULTS.md"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=600, help="limit of one timed load, seconds (600)"
+    )
+    parser.add_argument("--caducee", help="the caducee command (default: the venv's)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args(argv)
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    unknown = [s for s in sizes if s not in {"small", "large"}]
+    if unknown or not sizes:
+        parser.error(f"--sizes: expected small and/or large, got {args.sizes!r}")
+    if min(args.messages_small, args.messages_large, args.sessions) < 1:
+        parser.error("--messages-small, --messages-large and --sessions must be at least 1")
+    args.size_list = sizes
+    args.argv = argv
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    try:
+        return bench(args)
+    except BenchError as error:
+        print(f"\nbench/smtp_inbound: {error}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("\nbench/smtp_inbound: interrupted", file=sys.stderr)
+        return 130
+
+
+def bench(args: argparse.Namespace) -> int:
+    postfix_bin = find_tool("postfix")
+    smtp_source_bin = find_tool("smtp-source")
+    find_tool("postconf")
+    caducee_bin = caducee_binary(args.caducee)
+    if os.geteuid() != 0:
+        raise BenchError("run as root: a Postfix instance's master process needs root")
+    try:
+        pwd.getpwnam("postfix")
+    except KeyError:
+        raise BenchError("no 'postfix' user: apt-get install postfix") from None
+
+    sizes = {
+        "small": Size("small", "4 KiB", args.messages_small),
+        "large": Size("large", "1 MiB + PDF", args.messages_large),
+    }
+    info = machine()
+    info["filesystem"] = filesystem_of(Path(tempfile.gettempdir()).resolve())
+    version = postfix_version()
+    commit = git_commit()
+    root = Path(tempfile.mkdtemp(prefix="caducee-bench-smtp-"))
+    root.chmod(0o755)  # Postfix's unprivileged processes must traverse it
+    ports = free_ports(len(LISTENERS) + 1)
+    postfix = Postfix(postfix_bin, root / "postfix", ports[0])
+    caducee = Caducee(caducee_bin, root / "caducee", dict(zip(LISTENERS, ports[1:], strict=True)))
+    source = SmtpSource(smtp_source_bin, args.sessions, root)
+    notes: list[str] = []
+    exit_status: int | None = None
+    try:
+        log(f"work folder {root}")
+        pdf = minimal_pdf(PDF_RAW_BYTES)
+        files: dict[str, Path] = {"postfix-large": root / "postfix-large.eml"}
+        files["postfix-large"].write_bytes(large_message(POSTFIX_SENDER, POSTFIX_RECIPIENT, pdf))
+        rows = []
+        for name in args.size_list:
+            size = sizes[name]
+            wire = None if name == "small" else wire_size(files["postfix-large"])
+            rows.append(Row(size, wire))
+        try:
+            bench_postfix(source, postfix, rows, files, args.timeout)
+        finally:
+            postfix.stop()
+        log("Postfix stopped")
+        # The home is made just before serving it: the product code may change meanwhile
+        # (other engineers edit it), and init and serve must agree on the schema.
+        log("caducee init --demo ...")
+        caducee.init()
+        files["caducee-large"] = root / "caducee-large.eml"
+        files["caducee-large"].write_bytes(large_message(caducee.sender, caducee.patient, pdf))
+        for row in rows:
+            if row.wire_bytes is not None:
+                row.wire_bytes = wire_size(files["caducee-large"])
+        try:
+            bench_caducee(source, caducee, rows, files, args.timeout)
+        finally:
+            exit_status = caducee.stop()
+        log(f"caducee serve stopped (exit {exit_status})")
+    finally:
+        with contextlib.suppress(Exception):
+            postfix.stop()
+        with contextlib.suppress(Exception):
+            caducee.stop()
+        problems = caducee.log_problems()
+        if problems:
+            print(
+                f"\ncaducee serve logged {len(problems)} warning/error line(s); last ones:\n"
+                + "\n".join(problems[-10:]),
+                file=sys.stderr,
+            )
+        if args.keep:
+            log(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+    if problems:
+        notes.append(
+            f"caducee serve logged {len(problems)} warning/error line(s), last: "
+            f"`{problems[-1][:300]}`"
+        )
+    if caducee.reinitialised:
+        notes.append(
+            "the Caducée code changed during the run (schema moved between init and serve); "
+            "the home was initialised again before serving"
+        )
+    if exit_status not in (0, None):
+        notes.append(f"caducee serve exited {exit_status} on SIGTERM")
+    for row in rows:
+        if row.caducee is not None and row.caducee_stored != row.size.messages:
+            notes.append(
+                f"{row.size.label}: Caducée acknowledged {row.size.messages} messages but "
+                f"`caducee mailbox list` shows {row.caducee_stored} new ones"
+            )
+    section = report(rows, args, info, version, commit, notes)
+    print()
+    print(section)
+    if args.no_append:
+        log("--no-append: RESULTS.md left as it is")
+    else:
+        append_results(section)
+        log(f"appended to {RESULTS_FILE.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
