@@ -20,11 +20,12 @@ from caducee.gateway.commands import (
     init,
     keys,
     mailbox,
+    patient,
     serve,
     trust,
 )
 
-COMMAND_GROUPS = (init, serve, doctor, config_cmd, keys, trust, mailbox, directory)
+COMMAND_GROUPS = (init, serve, doctor, config_cmd, keys, trust, mailbox, directory, patient)
 
 
 def build_parser() -> argparse.ArgumentParser:

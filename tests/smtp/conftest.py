@@ -58,9 +58,11 @@ class RunningGateway:
             stderr=open(self.home / "serve.log", "a"),  # noqa: SIM115 - closed with the process
             text=True,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
+                with socket.create_connection(("127.0.0.1", self.ports["submissions"]), timeout=1):
+                    pass
                 with socket.create_connection(("127.0.0.1", self.ports["smtp"]), timeout=1) as s:
                     if s.recv(100).startswith(b"220"):
                         return
@@ -137,6 +139,21 @@ class RunningGateway:
         )
         return signature.replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n") + raw
 
+    def submit(self, who: str, *, implicit: bool = False, login: bool = True) -> smtplib.SMTP:
+        """A logged-in submission client for the demo patient, professional or pharmacy."""
+        context = ssl.create_default_context(cafile=self.credentials["ca_cert"])
+        client: smtplib.SMTP
+        if implicit:
+            client = smtplib.SMTP_SSL(
+                "127.0.0.1", self.ports["submissions"], context=context, timeout=30
+            )
+        else:
+            client = smtplib.SMTP("127.0.0.1", self.ports["submission"], timeout=30)
+            client.starttls(context=context)
+        if login:
+            client.login(self.credentials[who]["address"], self.credentials[who]["password"])
+        return client
+
     def mailbox(self, address: str | None = None) -> list[dict[str, Any]]:
         """``caducee mailbox list --json`` as a user would run it."""
         result = subprocess.run(
@@ -193,11 +210,16 @@ def _make_env(pg_url: str | None, workers: int = 0) -> tuple[dict[str, str], dic
 
 
 def serve_demo(
-    tmp_path_factory: pytest.TempPathFactory, pg_schemas: Any, *, workers: int = 0
+    tmp_path_factory: pytest.TempPathFactory,
+    pg_schemas: Any,
+    *,
+    workers: int = 0,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[RunningGateway]:
     """``caducee init --demo`` and ``caducee serve`` on free ports; stopped with SIGTERM."""
     home = tmp_path_factory.mktemp("smtp") / "home"
     env, ports = _make_env(pg_schemas.new() if pg_schemas is not None else None, workers)
+    env.update(extra_env or {})
     init = subprocess.run(
         [*CADUCEE, "init", "--demo", "--home", str(home)],
         env=env,

@@ -25,8 +25,9 @@ from caducee.gateway.http.directory_api import directory_routes
 from caducee.gateway.http.fhir_api import fhir_routes
 from caducee.gateway.logs import configure_logging
 from caducee.gateway.runtime import Gateway, build_gateway
+from caducee.gateway.smtp.auth import Authenticator
 from caducee.gateway.smtp.context import SmtpContext, TrustCache
-from caducee.gateway.smtp.listener import OperatorListener
+from caducee.gateway.smtp.listener import OperatorListener, SubmissionListener
 from caducee.gateway.tls import TLS12_CIPHERS
 from caducee.mailboxes.delivery import MailDelivery
 from caducee.storage import schema
@@ -147,11 +148,30 @@ async def serve(gateway: Gateway, role: str = ROLE_MAIN) -> None:
     host = settings.listeners.host
     services: list[Service] = []
     banner: list[str] = []
-    if settings.listeners.smtp:
-        services.append(OperatorListener(smtp_context, host, settings.listeners.smtp))
+    listeners = settings.listeners
+    if listeners.smtp:
+        services.append(OperatorListener(smtp_context, host, listeners.smtp))
         banner.append(
-            f"  SMTP from operators (STARTTLS + client certificate)  "
-            f"{host}:{settings.listeners.smtp}"
+            f"  SMTP from operators (STARTTLS + client certificate)  {host}:{listeners.smtp}"
+        )
+    authenticator = Authenticator(settings, gateway.database)
+    if listeners.submission:
+        services.append(
+            SubmissionListener(
+                smtp_context, host, listeners.submission, authenticator, implicit=False
+            )
+        )
+        banner.append(
+            f"  Submission (STARTTLS, AUTH)                          {host}:{listeners.submission}"
+        )
+    if listeners.submissions:
+        services.append(
+            SubmissionListener(
+                smtp_context, host, listeners.submissions, authenticator, implicit=True
+            )
+        )
+        banner.append(
+            f"  Submission (implicit TLS, AUTH)                      {host}:{listeners.submissions}"
         )
     for service in services:
         await service.start()

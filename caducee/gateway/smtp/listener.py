@@ -1,9 +1,12 @@
 """Open the SMTP sockets and stop them gracefully.
 
-One asyncio server per port; each connection gets a fresh protocol object with
-the TLS context of the current trust anchors (rebuilt when they change). On
-shutdown the socket stops accepting, sessions in the middle of storing a
-message finish and get their reply, then the remaining sessions are closed.
+One asyncio server per port (SO_REUSEPORT, so several processes can share
+it); each connection gets a fresh protocol object. The operators' port asks
+for client certificates verified against the current trust anchors (its TLS
+context is rebuilt when they change); the submission ports authenticate users
+(AUTH only over TLS: after STARTTLS on one, implicit TLS on the other). On
+shutdown a socket stops accepting, sessions in the middle of storing a message
+finish and get their reply, then the remaining sessions are closed.
 """
 
 from __future__ import annotations
@@ -12,47 +15,56 @@ import asyncio
 import hashlib
 import logging
 import ssl
+from collections.abc import Callable
+from typing import Any
 
+from caducee.gateway.smtp.auth import Authenticator
 from caducee.gateway.smtp.connection import operator_tls_context
 from caducee.gateway.smtp.context import SmtpContext
 from caducee.gateway.smtp.inbound import InboundHandler
 from caducee.gateway.smtp.protocol import CaduceeSMTP
+from caducee.gateway.smtp.submission import SubmissionHandler
+from caducee.gateway.tls import server_context
 
 log = logging.getLogger("caducee.smtp")
 
 IDENT = "Caducée ESMTP"
 
 
-class OperatorListener:
-    """The operators' SMTP port (25 in production, 2525 in development)."""
+class SmtpListener:
+    """One SMTP port: a protocol factory, a socket, graceful stop."""
 
-    def __init__(self, context: SmtpContext, host: str, port: int) -> None:
+    def __init__(self, context: SmtpContext, host: str, port: int, name: str) -> None:
         self.context = context
         self.host = host
         self.port = port
+        self.name = name
         self.server: asyncio.Server | None = None
-        self.handler = InboundHandler(context)
-        self._tls: tuple[str, ssl.SSLContext] | None = None
         self._sessions: set[CaduceeSMTP] = set()
 
-    def _tls_context(self) -> ssl.SSLContext:
-        anchors = self.context.trust.anchors_pem
-        digest = hashlib.sha256(anchors.encode()).hexdigest()
-        if self._tls is None or self._tls[0] != digest:
-            self._tls = (digest, operator_tls_context(self.context.settings, anchors))
-        return self._tls[1]
+    def protocol_options(self) -> dict[str, Any]:
+        """aiosmtpd options of this port (TLS context, authentication)."""
+        raise NotImplementedError
+
+    def handler(self) -> Any:
+        """The aiosmtpd handler of this port."""
+        raise NotImplementedError
+
+    def implicit_tls(self) -> ssl.SSLContext | None:
+        """The TLS context wrapping every connection, for implicit-TLS ports."""
+        return None
 
     def _protocol(self) -> CaduceeSMTP:
         settings = self.context.settings
         protocol = CaduceeSMTP(
-            self.handler,
+            self._handler,
             max_message_bytes=settings.smtp.max_message_bytes,
             hostname=settings.gateway.hostname,
             ident=IDENT,
-            tls_context=self._tls_context(),
             timeout=settings.smtp.timeout_seconds,
             enable_SMTPUTF8=True,
             loop=asyncio.get_running_loop(),
+            **self.protocol_options(),
         )
         protocol.on_close = self._sessions.discard
         self._sessions.add(protocol)
@@ -61,25 +73,83 @@ class OperatorListener:
     async def start(self) -> None:
         """Load the trust space and start accepting connections."""
         await self.context.trust.fresh()
+        self._handler = self.handler()
+        factory: Callable[[], CaduceeSMTP] = self._protocol
         self.server = await asyncio.get_running_loop().create_server(
-            self._protocol, self.host, self.port, reuse_address=True, reuse_port=True
+            factory,
+            self.host,
+            self.port,
+            ssl=self.implicit_tls(),
+            reuse_address=True,
+            reuse_port=True,
         )
-        log.info("smtp listening", extra={"port": self.port, "listener": "operators"})
-
-    async def refresh_trust(self) -> None:
-        """Reload the trust space if stale (new connections then use it)."""
-        await self.context.trust.fresh()
+        log.info("smtp listening", extra={"port": self.port, "listener": self.name})
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop accepting; let messages being stored finish; close the rest."""
         if self.server is None:
             return
         self.server.close()
-        deadline = asyncio.get_running_loop().time() + grace
-        while self.context.in_flight and asyncio.get_running_loop().time() < deadline:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.context.in_flight and loop.time() < deadline:
             await asyncio.sleep(0.05)
         for session in list(self._sessions):
             if session.transport is not None:
                 session.transport.close()
         await asyncio.sleep(0)
         self.server = None
+
+
+class OperatorListener(SmtpListener):
+    """The operators' port (25 in production): mutual TLS, no AUTH."""
+
+    def __init__(self, context: SmtpContext, host: str, port: int) -> None:
+        super().__init__(context, host, port, "operators")
+        self._tls: tuple[str, ssl.SSLContext] | None = None
+
+    def handler(self) -> Any:
+        return InboundHandler(self.context)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        anchors = self.context.trust.anchors_pem
+        digest = hashlib.sha256(anchors.encode()).hexdigest()
+        if self._tls is None or self._tls[0] != digest:
+            self._tls = (digest, operator_tls_context(self.context.settings, anchors))
+        return self._tls[1]
+
+    def protocol_options(self) -> dict[str, Any]:
+        return {"tls_context": self._tls_context()}
+
+
+class SubmissionListener(SmtpListener):
+    """A submission port: STARTTLS (587-style) or implicit TLS (465-style); AUTH required."""
+
+    def __init__(
+        self,
+        context: SmtpContext,
+        host: str,
+        port: int,
+        authenticator: Authenticator,
+        *,
+        implicit: bool,
+    ) -> None:
+        super().__init__(context, host, port, "submissions" if implicit else "submission")
+        self.authenticator = authenticator
+        self.implicit = implicit
+        self._context = server_context(context.settings)
+
+    def handler(self) -> Any:
+        return SubmissionHandler(self.context, self.authenticator)
+
+    def implicit_tls(self) -> ssl.SSLContext | None:
+        return self._context if self.implicit else None
+
+    def protocol_options(self) -> dict[str, Any]:
+        return {
+            # STARTTLS port: AUTH only after STARTTLS. Implicit TLS: the transport is TLS
+            # from the first byte (aiosmtpd cannot see it, hence require_tls off there).
+            "tls_context": None if self.implicit else self._context,
+            "auth_required": True,
+            "auth_require_tls": not self.implicit,
+        }

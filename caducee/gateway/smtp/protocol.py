@@ -11,6 +11,7 @@ aiosmtpd parses commands and runs STARTTLS and AUTH well; three things are ours:
 
 from __future__ import annotations
 
+import collections
 import logging
 import re
 from collections.abc import Callable
@@ -93,16 +94,26 @@ class CaduceeEnvelope(Envelope):
     def __init__(self) -> None:
         super().__init__()
         self.resolved: list[Recipient] = []
+        self.outgoing: list[str] = []
         self.size_hint: int | None = None
+
+
+AUTH_LINE_LIMIT = 12288  # RFC 4954 §4: an AUTH line may carry a long token (XOAUTH2, OAUTHBEARER)
 
 
 class CaduceeSMTP(SMTP):
     """The SMTP protocol of every Caducée listener."""
 
+    # The command reader's line limit; other commands keep aiosmtpd's 512 (below).
+    line_length_limit = AUTH_LINE_LIMIT
+
     def __init__(self, handler: Any, *, max_message_bytes: int, **kwargs: Any) -> None:
         # SIZE is advertised and enforced by our handler (with enhanced codes), so
         # aiosmtpd's own data_size_limit is off.
         super().__init__(handler, data_size_limit=None, **kwargs)
+        self.command_size_limits = collections.defaultdict(
+            lambda: self.command_size_limit, {"AUTH": AUTH_LINE_LIMIT}
+        )
         self.max_message_bytes = max_message_bytes
         self._raw_replies = False
         self.on_close: Callable[[CaduceeSMTP], None] | None = None

@@ -1,0 +1,219 @@
+"""The submission ports (C1–C5): users send; the patient's rules hold; mail is delivered or relayed.
+
+After authentication (``auth.py``), MAIL checks that the sender belongs to the
+account (C2), each RCPT is judged by the submission rule table (C4 and the B2
+checks for hosted recipients), and DATA checks the header ``From`` and the
+size with the same strict reader as the operators' port. Hosted recipients get
+the message through the same delivery as inbound mail (conversations, contacts,
+[FIN], filing jobs); other recipients of the trust space get it through the
+outbound queue — both in the one transaction committed before ``250``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from email.utils import format_datetime
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from caducee.directory.lookup import bal_type_of
+from caducee.gateway.smtp import data as data_stage
+from caducee.gateway.smtp.auth import AuthenticatedUser, Authenticator, AuthMechanisms
+from caducee.gateway.smtp.context import SmtpContext
+from caducee.gateway.smtp.mail import local_domains, split_address
+from caducee.gateway.smtp.protocol import CaduceeEnvelope, CaduceeSession
+from caducee.gateway.smtp.rcpt import resolve_recipient
+from caducee.mailboxes.accounts import AccountKind
+from caducee.mailboxes.contacts import patient_may_write
+from caducee.mailboxes.delivery import Envelope as DeliveryEnvelope
+from caducee.mailboxes.outbound import queue_outbound
+from caducee.policies.submission import (
+    RECIPIENT_CHAIN,
+    SENDER_CHAIN,
+    SenderFacts,
+    SubmittedRecipientFacts,
+)
+from caducee.policies.verdict import first_refusal
+from caducee.storage.db import utcnow
+
+log = logging.getLogger("caducee.smtp.submission")
+
+
+def _user(session: Session) -> AuthenticatedUser:
+    user = session.auth_data
+    assert isinstance(user, AuthenticatedUser), "aiosmtpd's auth_required guarantees a user"
+    return user
+
+
+class SubmissionHandler(AuthMechanisms):
+    """aiosmtpd handler of the submission ports (587-style and 465-style)."""
+
+    def __init__(self, context: SmtpContext, authenticator: Authenticator) -> None:
+        self.context = context
+        self.settings = context.settings
+        self.authenticator = authenticator
+        self.local_domains = local_domains(
+            context.settings.gateway.patient_domain, context.settings.gateway.hosted_domains
+        )
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        return [responses[0], f"250-SIZE {self.settings.smtp.max_message_bytes}", *responses[1:]]
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        user = _user(session)
+        declared = next((o[5:] for o in options if o.upper().startswith("SIZE=")), None)
+        limit = self.settings.smtp.max_message_bytes
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return "552 5.3.4 Message size exceeds the maximum accepted here"
+        facts = SenderFacts(address=address, owned=address.strip().lower() == user.address)
+        verdict = first_refusal(SENDER_CHAIN, facts)
+        if verdict is not None:
+            log.info("refused", extra={"stage": "MAIL", "rule": verdict.rule})
+            return verdict.smtp_reply()
+        envelope.mail_from = user.address
+        envelope.mail_options.extend(options)
+        assert isinstance(envelope, CaduceeEnvelope)
+        envelope.outgoing = []
+        return "250 2.1.0 Sender OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        assert isinstance(envelope, CaduceeEnvelope)
+        if len(envelope.rcpt_tos) >= self.settings.smtp.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        user = _user(session)
+        is_patient = user.kind == AccountKind.PATIENT.value
+        trust = await self.context.trust.fresh()
+        parts = split_address(address)
+
+        def judge() -> tuple[Any, Any]:
+            with self.context.database.reading() as db:
+                classified, recipient = resolve_recipient(db, self.settings, address, user.address)
+                in_trust = parts is not None and (
+                    parts[1] in self.local_domains or parts[1] in trust.domains
+                )
+                facts = SubmittedRecipientFacts(
+                    sender_is_patient=is_patient,
+                    sender_bal_type=None if is_patient else bal_type_of(db, user.address),
+                    kind=classified.kind,
+                    ins_key_valid=classified.ins_key_valid,
+                    patient_state=classified.patient_state,
+                    in_trust_space=in_trust,
+                    patient_may_write=is_patient
+                    and patient_may_write(db, user.account_id, address),
+                )
+            return first_refusal(RECIPIENT_CHAIN, facts), recipient
+
+        verdict, recipient = await asyncio.to_thread(judge)
+        if verdict is not None:
+            log.info("refused", extra={"stage": "RCPT", "rule": verdict.rule})
+            return str(verdict.smtp_reply())
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        if recipient is not None:
+            envelope.resolved.append(recipient)
+        else:
+            envelope.outgoing.append(address.strip().lower())
+        return "250 2.1.5 Recipient OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        assert isinstance(session, CaduceeSession)
+        assert isinstance(envelope, CaduceeEnvelope)
+        user = _user(session)
+        content = envelope.content
+        if content is None or envelope.size_hint is None:
+            return "552 5.3.4 Message too big"
+        assert isinstance(content, bytes)
+        headers = data_stage.read_headers(content)
+        if not headers.parses or not headers.from_addresses:
+            return "550 5.6.0 The message header is malformed or has no From field"
+        owned = all(address == user.address for address in headers.from_addresses)
+        verdict = first_refusal(SENDER_CHAIN, SenderFacts(user.address, owned))
+        if verdict is not None:
+            log.info("refused", extra={"stage": "DATA", "rule": verdict.rule})
+            return verdict.smtp_reply()
+        queue_id = secrets.token_hex(8)
+        received = (
+            f"Received: from {session.host_name or 'unknown'} (authenticated user)\r\n"
+            f"\tby {self.settings.gateway.hostname} (Caducée) with ESMTPSA id {queue_id};\r\n"
+            f"\t{format_datetime(utcnow())}\r\n"
+        ).encode()
+        message = received + content
+        trust = await self.context.trust.fresh()
+        reply_to = headers.reply_to
+        if reply_to is not None:
+            reply_parts = split_address(reply_to)
+            if reply_parts is None or not (
+                reply_parts[1] in trust.domains or reply_parts[1] in self.local_domains
+            ):
+                reply_to = None
+        is_patient = user.kind == AccountKind.PATIENT.value
+        delivery = DeliveryEnvelope(
+            content=message,
+            direction="submitted",
+            envelope_from=user.address,
+            header_from=headers.from_addresses[0],
+            message_id=headers.message_id,
+            thread_ids=headers.thread_ids,
+            reply_to=reply_to,
+            ends_exchange=headers.ends_exchange,
+            sender_is_professional=not is_patient,
+            has_attachments=headers.multipart,
+            recipients=tuple(envelope.resolved),
+        )
+        outgoing = list(envelope.outgoing)
+        blobs, queue, delivery_service = (
+            self.context.blobs,
+            self.context.queue,
+            self.context.delivery,
+        )
+
+        def commit(db: Any) -> None:
+            if delivery.recipients:
+                delivery_service.deliver(db, delivery)
+            if outgoing:
+                queue_outbound(
+                    db,
+                    blobs,
+                    queue,
+                    envelope_from=user.address,
+                    recipients=outgoing,
+                    content=message,
+                    purpose="submission",
+                )
+
+        self.context.in_flight += 1
+        try:
+            await self.context.committer.run(commit)
+        finally:
+            self.context.in_flight -= 1
+        self.context.on_commit()
+        log.info(
+            "submitted",
+            extra={
+                "queue_id": queue_id,
+                "local": len(delivery.recipients),
+                "relayed": len(outgoing),
+                "size": len(content),
+            },
+        )
+        return f"250 2.0.0 Ok: queued as {queue_id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        """Never echo an exception's text: log its type, answer 451."""
+        log.error("session error", exc_info=error)
+        return "451 4.3.0 Local error; try again later"
