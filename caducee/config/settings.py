@@ -118,11 +118,37 @@ class RecordsSettings(_Section):
 
 
 class DkimSettings(_Section):
-    """Our DKIM signing key, and the public keys of peers we verify without DNS."""
+    """Our DKIM signing keys, and the public keys of peers we verify without DNS."""
 
     selector: str = "caducee"
     private_key: Path = Path("dkim/caducee.key")
+    domain_keys: dict[str, str] = Field(default_factory=dict)
     key_table: dict[str, str] = Field(default_factory=dict)
+
+
+class RelaySettings(_Section):
+    """Outbound relay to other operators (C5, G4)."""
+
+    routes: dict[str, str] = Field(default_factory=dict)
+    port: Port = 25
+    retry_hours: float = Field(default=120.0, gt=0)
+    delay_warning_hours: float = Field(default=4.0, gt=0)
+    backoff_base_seconds: float = Field(default=60.0, gt=0)
+    backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    timeout_seconds: float = Field(default=60.0, gt=0)
+
+
+class SubmissionSettings(_Section):
+    """Submission by local users (C1): authentication and its rate limits."""
+
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    oidc_jwks_file: str = ""
+    oidc_jwks_url: str = ""
+    national_id_claim: str = "SubjectRefPro.codeNationalId"
+    max_failures_per_account: int = Field(default=5, ge=1)
+    max_failures_per_ip: int = Field(default=20, ge=1)
+    failure_window_seconds: int = Field(default=300, ge=10)
 
 
 class QueueSettings(_Section):
@@ -156,6 +182,8 @@ class Settings(_Section):
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     records: RecordsSettings = Field(default_factory=RecordsSettings)
     dkim: DkimSettings = Field(default_factory=DkimSettings)
+    relay: RelaySettings = Field(default_factory=RelaySettings)
+    submission: SubmissionSettings = Field(default_factory=SubmissionSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
