@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import socket
+import ssl
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -156,14 +157,26 @@ def _is_our_http(host: str, port: int) -> bool:
         return False
 
 
-def _is_our_smtp(host: str, port: int) -> bool:
+def _is_our_smtp(host: str, port: int, *, implicit_tls: bool = False) -> bool:
+    """True when the port greets like a Caducée SMTP server (through TLS for implicit TLS)."""
     try:
-        with socket.create_connection((host, port), timeout=2) as connection:
+        with socket.create_connection((host, port), timeout=2) as raw:
+            connection: socket.socket = raw
+            if implicit_tls:
+                # Only identifying the greeter here; certificates are checked above.
+                probe = ssl.create_default_context()
+                probe.check_hostname = False
+                probe.verify_mode = ssl.CERT_NONE
+                connection = probe.wrap_socket(raw, server_hostname=host)
             greeting = connection.recv(512).decode("utf-8", "replace")
             connection.sendall(b"QUIT\r\n")
     except OSError:
         return False
     return greeting.startswith("220 ") and "Caducée" in greeting
+
+
+def _is_our_smtps(host: str, port: int) -> bool:
+    return _is_our_smtp(host, port, implicit_tls=True)
 
 
 def _never_ours(host: str, port: int) -> bool:
@@ -201,7 +214,12 @@ def _check_ports(settings: Settings, report: Report) -> None:
         if not port:
             report.ok(f"listener {name}: disabled")
             continue
-        probes = {"http": _is_our_http, "smtp": _is_our_smtp}
+        probes = {
+            "http": _is_our_http,
+            "smtp": _is_our_smtp,
+            "submission": _is_our_smtp,
+            "submissions": _is_our_smtps,
+        }
         reason = _port_state(host, port, is_ours=probes.get(name, _never_ours))
         if reason is None:
             report.ok(f"listener {name}: {host}:{port} available")

@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import logging
 import ssl
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,12 @@ from caducee.gateway.smtp.submission import SubmissionHandler
 from caducee.gateway.tls import server_context
 
 log = logging.getLogger("caducee.smtp")
+
+# aiosmtpd cannot see TLS that wraps the transport from the first byte, so on the
+# implicit-TLS port it warns that AUTH is allowed "without TLS". It is not.
+warnings.filterwarnings(
+    "ignore", message="Requiring AUTH while not requiring TLS", category=UserWarning
+)
 
 IDENT = "Caducée ESMTP"
 
