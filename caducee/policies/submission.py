@@ -90,8 +90,10 @@ RECIPIENT_CHAIN: tuple[Rule[SubmittedRecipientFacts], ...] = (
     ),
     Rule(
         "B2.unknown-recipient",
-        lambda f: f.kind is RecipientKind.UNKNOWN
-        or (f.kind is RecipientKind.PATIENT and f.patient_state is PatientState.UNKNOWN),
+        lambda f: (
+            f.kind is RecipientKind.UNKNOWN
+            or (f.kind is RecipientKind.PATIENT and f.patient_state is PatientState.UNKNOWN)
+        ),
         Refusal(550, "5.1.1", "No such mailbox here"),
         "Unknown hosted mailboxes are refused.",
     ),
@@ -124,9 +126,11 @@ RECIPIENT_CHAIN: tuple[Rule[SubmittedRecipientFacts], ...] = (
     ),
     Rule(
         "B3.sender-not-listed",
-        lambda f: f.kind is RecipientKind.PATIENT
-        and not f.sender_is_patient
-        and f.sender_bal_type not in PROFESSIONAL_BAL_TYPES,
+        lambda f: (
+            f.kind is RecipientKind.PATIENT
+            and not f.sender_is_patient
+            and f.sender_bal_type not in PROFESSIONAL_BAL_TYPES
+        ),
         Refusal(
             550,
             "5.7.1",
