@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Protocol
 
 from caducee.policies.verdict import Refusal, Rule
 
@@ -50,6 +51,19 @@ class PatientState(enum.StrEnum):
     SUSPENDED = "suspended"
     CLOSED = "closed"
     UNKNOWN = "unknown"
+
+
+class HostedRecipient(Protocol):
+    """What the rules on a hosted recipient read (shared with submission)."""
+
+    @property
+    def kind(self) -> RecipientKind: ...
+
+    @property
+    def ins_key_valid(self) -> bool: ...
+
+    @property
+    def patient_state(self) -> PatientState: ...
 
 
 @dataclass(frozen=True)
@@ -124,19 +138,15 @@ MAIL_CHAIN: tuple[Rule[SessionFacts], ...] = (
 )
 
 
-RCPT_CHAIN: tuple[Rule[RecipientFacts], ...] = (
-    Rule(
-        "A1.ins-key",
-        lambda f: f.kind is RecipientKind.PATIENT and not f.ins_key_valid,
-        _refuse(550, "5.1.3", "Bad patient address: the INS key does not match"),
-        "A patient address whose INS key is wrong is a syntax error, not an unknown user.",
-    ),
-    Rule(
-        "B2.not-hosted",
-        lambda f: f.kind is RecipientKind.FOREIGN,
-        _refuse(550, "5.7.1", "Relaying denied: the recipient's domain is not hosted here"),
-        "The operators' port delivers only to mailboxes hosted here.",
-    ),
+INS_KEY_RULE: Rule[HostedRecipient] = Rule(
+    "A1.ins-key",
+    lambda f: f.kind is RecipientKind.PATIENT and not f.ins_key_valid,
+    _refuse(550, "5.1.3", "Bad patient address: the INS key does not match"),
+    "A patient address whose INS key is wrong is a syntax error, not an unknown user.",
+)
+
+# Whatever the port, a hosted recipient must exist and its space be open.
+RECIPIENT_STATE_RULES: tuple[Rule[HostedRecipient], ...] = (
     Rule(
         "B2.unknown-recipient",
         lambda f: (
@@ -158,6 +168,18 @@ RCPT_CHAIN: tuple[Rule[RecipientFacts], ...] = (
         _refuse(450, "4.2.1", "This patient's space is suspended; try again later"),
         "A suspended space defers mail.",
     ),
+)
+
+
+RCPT_CHAIN: tuple[Rule[RecipientFacts], ...] = (
+    INS_KEY_RULE,
+    Rule(
+        "B2.not-hosted",
+        lambda f: f.kind is RecipientKind.FOREIGN,
+        _refuse(550, "5.7.1", "Relaying denied: the recipient's domain is not hosted here"),
+        "The operators' port delivers only to mailboxes hosted here.",
+    ),
+    *RECIPIENT_STATE_RULES,
     Rule(
         "B3.patient-to-patient",
         lambda f: f.kind is RecipientKind.PATIENT and f.sender_is_patient,

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from caducee.policies.inbound import (
+    INS_KEY_RULE,
     PROFESSIONAL_BAL_TYPES,
+    RECIPIENT_STATE_RULES,
     PatientState,
     RecipientKind,
 )
@@ -82,33 +84,8 @@ RECIPIENT_CHAIN: tuple[Rule[SubmittedRecipientFacts], ...] = (
         ),
         "Mail leaves only for domains of the trust space.",
     ),
-    Rule(
-        "A1.ins-key",
-        lambda f: f.kind is RecipientKind.PATIENT and not f.ins_key_valid,
-        Refusal(550, "5.1.3", "Bad patient address: the INS key does not match"),
-        "A patient address whose INS key is wrong is a syntax error.",
-    ),
-    Rule(
-        "B2.unknown-recipient",
-        lambda f: (
-            f.kind is RecipientKind.UNKNOWN
-            or (f.kind is RecipientKind.PATIENT and f.patient_state is PatientState.UNKNOWN)
-        ),
-        Refusal(550, "5.1.1", "No such mailbox here"),
-        "Unknown hosted mailboxes are refused.",
-    ),
-    Rule(
-        "B2.patient-closed",
-        lambda f: f.kind is RecipientKind.PATIENT and f.patient_state is PatientState.CLOSED,
-        Refusal(550, "5.2.1", "This patient's space is closed"),
-        "A closed patient space receives nothing.",
-    ),
-    Rule(
-        "B2.patient-suspended",
-        lambda f: f.kind is RecipientKind.PATIENT and f.patient_state is PatientState.SUSPENDED,
-        Refusal(450, "4.2.1", "This patient's space is suspended; try again later"),
-        "A suspended space defers mail.",
-    ),
+    INS_KEY_RULE,
+    *RECIPIENT_STATE_RULES,
     Rule(
         "C4.not-a-correspondent",
         lambda f: f.sender_is_patient and not f.patient_may_write,

@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-FactsT = TypeVar("FactsT")
+# Contravariant: a rule written for a narrow protocol of facts serves any richer facts type.
+FactsT = TypeVar("FactsT", contravariant=True)
 
 
 @dataclass(frozen=True)

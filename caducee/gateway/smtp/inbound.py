@@ -21,6 +21,7 @@ from caducee.gateway import dkim_verify
 from caducee.gateway.smtp import data as data_stage
 from caducee.gateway.smtp.connection import peer_identity
 from caducee.gateway.smtp.context import SmtpContext
+from caducee.gateway.smtp.limits import declared_size_refusal, recipients_refusal
 from caducee.gateway.smtp.mail import judge_sender, local_domains, sender_facts, split_address
 from caducee.gateway.smtp.protocol import CaduceeEnvelope, CaduceeSession
 from caducee.gateway.smtp.rcpt import judge_recipient, resolve_recipient
@@ -85,13 +86,9 @@ class InboundHandler:
     ) -> str:
         assert isinstance(session, CaduceeSession)
         address = "" if address in ("", "<>") else address
-        declared = next((o[5:] for o in options if o.upper().startswith("SIZE=")), None)
-        if (
-            declared is not None
-            and declared.isdigit()
-            and int(declared) > self.settings.smtp.max_message_bytes
-        ):
-            return "552 5.3.4 Message size exceeds the maximum accepted here"
+        too_big = declared_size_refusal(options, self.settings.smtp.max_message_bytes)
+        if too_big is not None:
+            return too_big
         trust = await self.context.trust.fresh()
         facts = sender_facts(
             session.identity,
@@ -113,8 +110,9 @@ class InboundHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         assert isinstance(envelope, CaduceeEnvelope)
-        if len(envelope.rcpt_tos) >= self.settings.smtp.max_recipients:
-            return "452 4.5.3 Too many recipients"
+        too_many = recipients_refusal(envelope, self.settings.smtp.max_recipients)
+        if too_many is not None:
+            return too_many
         sender = _sender(envelope)
 
         def lookup() -> tuple[Any, Any]:

@@ -23,6 +23,7 @@ from caducee.directory.lookup import bal_type_of
 from caducee.gateway.smtp import data as data_stage
 from caducee.gateway.smtp.auth import AuthenticatedUser, Authenticator, AuthMechanisms
 from caducee.gateway.smtp.context import SmtpContext
+from caducee.gateway.smtp.limits import declared_size_refusal, recipients_refusal
 from caducee.gateway.smtp.mail import local_domains, split_address
 from caducee.gateway.smtp.protocol import CaduceeEnvelope, CaduceeSession
 from caducee.gateway.smtp.rcpt import resolve_recipient
@@ -74,10 +75,9 @@ class SubmissionHandler(AuthMechanisms):
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         user = _user(session)
-        declared = next((o[5:] for o in options if o.upper().startswith("SIZE=")), None)
-        limit = self.settings.smtp.max_message_bytes
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            return "552 5.3.4 Message size exceeds the maximum accepted here"
+        too_big = declared_size_refusal(options, self.settings.smtp.max_message_bytes)
+        if too_big is not None:
+            return too_big
         facts = SenderFacts(address=address, owned=address.strip().lower() == user.address)
         verdict = first_refusal(SENDER_CHAIN, facts)
         if verdict is not None:
@@ -93,8 +93,9 @@ class SubmissionHandler(AuthMechanisms):
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         assert isinstance(envelope, CaduceeEnvelope)
-        if len(envelope.rcpt_tos) >= self.settings.smtp.max_recipients:
-            return "452 4.5.3 Too many recipients"
+        too_many = recipients_refusal(envelope, self.settings.smtp.max_recipients)
+        if too_many is not None:
+            return too_many
         user = _user(session)
         is_patient = user.kind == AccountKind.PATIENT.value
         trust = await self.context.trust.fresh()
