@@ -13,9 +13,12 @@ Row mapping choices:
 - ``Extraction_Correspondance_MSSante`` (one row per mailbox, key = the address,
   lower-cased): PER/CAB rows carry the practitioner's id, checked against the
   type (``8`` = RPPS, ``0`` = ADELI, Luhn) and against the national id, which
-  must be the prefix plus the id. ORG/APP rows are keyed by the structure id;
-  FINESS (type ``1``) and SIRET (type ``3``) ids are checked for shape, other
-  structure id types are kept as published.
+  must be the prefix plus the id (other id types are kept as published). ORG
+  and APP mailboxes take the structure id as national id: FINESS (type ``1``)
+  and SIRET (type ``3``) ids are checked for shape, other types are kept as
+  published. The department comes from the file when it is a department code,
+  else from the postal code (``20xxx`` → ``2A``/``2B``); ORG mailboxes whose
+  name says "pharmacie" (not a hospital's) are guessed to be pharmacies (C4).
 - ``PS_LibreAcces_Personne_activite`` (one row per activity of a person, no
   mailbox): key = national id + a digest of what distinguishes one activity
   from another (profession, savoir-faire, mode of practice, structure), so that
@@ -342,7 +345,8 @@ def _national_id(
 
 # --- mapping of one row --------------------------------------------------------
 
-# The columns of a directory row filled from the files, in hash order.
+# The descriptive columns of a mailbox, in the order row_hash() reads them for a
+# hand-made entry (imported rows carry the digest of their line instead).
 ENTRY_DATA_COLUMNS: tuple[str, ...] = (
     "bal_type",
     "national_id",
@@ -369,40 +373,13 @@ ENTRY_DATA_COLUMNS: tuple[str, ...] = (
     "dematerialisation",
 )
 
-PRACTITIONER_DATA_COLUMNS: tuple[str, ...] = (
-    "national_id",
-    "id_type",
-    "pp_identifier",
-    "civility",
-    "family_name",
-    "given_name",
-    "profession_code",
-    "profession_label",
-    "category_code",
-    "category_label",
-    "speciality_code",
-    "speciality_label",
-    "practice_mode",
-    "structure_id",
-    "siret",
-    "finess",
-    "organisation_name",
-    "trade_name",
-    "address_lines",
-    "postal_code",
-    "city",
-    "department",
-    "country",
-    "sector_label",
-)
-
 
 def map_mss_row(raw: Mapping[str, str | None]) -> dict[str, object]:
     """Map one ``Extraction_Correspondance_MSSante`` row; raise :class:`RowError` if refused.
 
-    The result holds ``key`` (the lower-cased address), ``row_hash`` and the
-    directory columns, including the derived ``domain``, ``name_key``,
-    ``org_key`` and ``pharmacy``.
+    The result holds ``key`` (the lower-cased address) and the directory
+    columns, including the derived ``domain``, ``name_key``, ``org_key`` and
+    ``pharmacy``. The importer adds the line's digest as ``row_hash``.
     """
     bal_type = (raw.get("bal_type") or "").upper()
     if bal_type not in BAL_TYPES:
@@ -443,7 +420,7 @@ def map_mss_row(raw: Mapping[str, str | None]) -> dict[str, object]:
     organisation = raw.get("organisation_name")
     trade_name = raw.get("trade_name")
     family_name, given_name = raw.get("family_name"), raw.get("given_name")
-    data: dict[str, str | None] = {  # in ENTRY_DATA_COLUMNS order: the hashed columns
+    record: dict[str, object] = {
         "bal_type": bal_type,
         "national_id": national_id,
         "id_type": id_type,
@@ -479,8 +456,6 @@ def map_mss_row(raw: Mapping[str, str | None]) -> dict[str, object]:
         "country": raw.get("country"),
         "dematerialisation": raw.get("dematerialisation"),
     }
-    record: dict[str, object] = dict(data)
-    record["row_hash"] = row_hash(list(data.values()))
     record["key"] = address
     record["address"] = address
     record["domain"] = address.rpartition("@")[2]
@@ -537,7 +512,7 @@ def map_ps_row(raw: Mapping[str, str | None]) -> dict[str, object]:
     organisation = raw.get("organisation_name")
     trade_name = raw.get("trade_name")
     given_name = raw.get("given_name")
-    data: dict[str, str | None] = {  # in PRACTITIONER_DATA_COLUMNS order: the hashed columns
+    record: dict[str, object] = {
         "national_id": national_id,
         "id_type": id_type,
         "pp_identifier": pp_id,
@@ -574,8 +549,6 @@ def map_ps_row(raw: Mapping[str, str | None]) -> dict[str, object]:
         "country": raw.get("country"),
         "sector_label": raw.get("sector_label"),
     }
-    record: dict[str, object] = dict(data)
-    record["row_hash"] = row_hash(list(data.values()))
     record["key"] = record["activity_key"] = activity_key(national_id, raw)
     record.update(search_keys("PER", family_name, given_name, organisation, trade_name))
     return record
@@ -595,6 +568,45 @@ def activity_key(national_id: str, raw: Mapping[str, str | None]) -> str:
         ]
     )[:16]
     return f"{national_id}:{digest}"
+
+
+# The fields a row's key is made of, per kind of file.
+KEY_FIELDS: dict[SourceKind, tuple[str, ...]] = {
+    SourceKind.MSS_EXTRACTION: ("address",),
+    SourceKind.PS_LIBREACCES: (
+        "pp_national_id",
+        "profession_code",
+        "speciality_type_code",
+        "speciality_code",
+        "practice_mode_code",
+        "structure_technical_id",
+        "function_code",
+        "activity_kind_code",
+    ),
+}
+
+
+def line_key(line: str, layout: Layout) -> str | None:
+    """The key of a line, reading only the fields it is made of (None if not readable).
+
+    The fast path of a re-import, for lines already stored: it does not check
+    the line, which was checked when it was first imported.
+    """
+    fields = line.split("|")
+    if len(fields) not in (layout.width, layout.width + 1):
+        return None
+    raw = {
+        name: fields[index].strip() or None
+        for name in KEY_FIELDS[layout.kind]
+        if (index := layout.positions.get(name)) is not None
+    }
+    return row_key(layout.kind, raw)
+
+
+def layout_signature(layout: Layout) -> bytes:
+    """Bytes that change whenever the same line would be read differently (the header)."""
+    columns = ",".join(f"{name}={index}" for name, index in sorted(layout.positions.items()))
+    return f"{layout.kind}|{layout.width}|{columns}".encode()
 
 
 def row_key(kind: SourceKind, raw: Mapping[str, str | None]) -> str | None:

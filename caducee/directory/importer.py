@@ -3,41 +3,50 @@
 The mailbox extraction has about half a million lines and is published daily;
 an import must run in bounded memory, be idempotent, report every refused line
 with its number, and never let one bad line abort the rest. It works in two
-passes over a temporary *staging* table on the import's own connection:
+steps over temporary *staging* tables on the import's own connection:
 
 1. **Stage**: read the file line by line (``.txt``, or the ``.zip`` as
-   published), map and check each line (:mod:`caducee.directory.formats`), and
-   write the good rows (and the keys of refused ones) to the staging table in
-   batches: COPY on PostgreSQL, ``executemany`` on SQLite. For big files the
-   parsing runs in a second process, so that parsing and writing use two
-   cores. Nothing in the directory has changed yet, so a file that cannot be
-   read to the end changes nothing.
-2. **Apply**, in batches of ``batch_size`` lines, one transaction each (so a
+   published). Each line's digest is compared with the digests of the rows the
+   last import stored: a line seen before only *claims* its key (a small row in
+   ``directory_import_keys``); any other line is mapped and checked
+   (:mod:`caducee.directory.formats`) and, if good, written in full to
+   ``directory_import_stage``. Writes go in batches: COPY on PostgreSQL,
+   ``executemany`` on SQLite. For big files the reading runs in a second
+   process, so that parsing and writing use two cores. Nothing in the directory
+   has changed yet, so a file that cannot be read to the end changes nothing.
+2. **Apply**, in batches of ``batch_size`` keys, one transaction each (so a
    SQLite gateway keeps delivering mail between batches): resolve duplicated
-   keys, update rows whose ``row_hash`` differs, insert new ones, and, for a
-   full import, delete the rows *of the same source kind* that the file no
-   longer lists. The work is set-based SQL, so memory does not grow with the
-   file. A first load into a (nearly) empty table is one transaction that
-   rebuilds the search indexes instead (see :func:`_bulk_apply`).
+   keys, update the rows whose line changed, insert new ones, and, for a full
+   import, delete the rows *of the same source kind* that the file no longer
+   lists. The work is set-based SQL, so memory does not grow with the file. A
+   first load into a (nearly) empty table is one transaction that rebuilds the
+   search indexes instead (see :func:`_bulk_apply`).
 
-Duplicated keys (the mailbox extraction repeats some addresses) are resolved
-independently of line order: the row with the smallest content digest is kept,
-the others are reported as duplicates with the line that was kept, so
-re-importing a reordered file changes nothing. A refused line still *claims*
-its key, so an entry is never removed because today's line for it was
-malformed. Locally set flags (red list, hosted, pharmacy) survive re-imports.
+A row's ``row_hash`` is the digest of its line as published (plus a version of
+the mapping rules), so that the daily re-import of an unchanged file maps and
+writes almost nothing. Duplicated keys (the mailbox extraction repeats some
+addresses) are resolved independently of line order: the line with the
+smallest digest is kept, the others are reported as duplicates with the line
+that was kept, so re-importing a reordered file changes nothing. A refused line
+still claims its key, so an entry is never removed because today's line for
+it was malformed. Locally set flags (red list, hosted, pharmacy) survive
+re-imports.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import pickle
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 import zlib
+from array import array
+from bisect import bisect_left
 from collections.abc import Collection, Generator, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -69,6 +78,7 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 
 from caducee.directory.formats import (
     MAPPERS,
@@ -76,6 +86,8 @@ from caducee.directory.formats import (
     Layout,
     RowError,
     SourceKind,
+    layout_signature,
+    line_key,
     read_header,
     row_key,
     split_row,
@@ -90,6 +102,8 @@ __all__ = [
     "ImportSummary",
     "Rejection",
     "import_file",
+    "layout_salt",
+    "line_digest",
     "open_extraction",
 ]
 
@@ -99,12 +113,33 @@ MAX_LINE_BYTES = 64 * 1024
 DEFAULT_BATCH_SIZE = 5000
 PARALLEL_MIN_BYTES = 32 * 1024 * 1024
 STAGE_TABLE = "directory_import_stage"
+KEYS_TABLE = "directory_import_keys"
 # A load that adds rows to a table holding fewer than BULK_RATIO times as many
 # (and at least BULK_MIN_ROWS rows) rebuilds the indexes instead of updating them.
 BULK_RATIO = 0.5
 BULK_MIN_ROWS = 20_000
 # Page cache of the import's SQLite connection while it runs (the default is 2 MiB).
-SQLITE_CACHE_KIB = 64 * 1024
+SQLITE_CACHE_KIB = 32 * 1024
+PG_TEMP_BUFFERS = "128MB"
+# Part of every line digest: change it when the mapping of a line changes, so
+# that the next import maps every line again instead of trusting stored rows.
+MAPPING_VERSION = b"caducee-dir-1"
+
+
+def layout_salt(layout: Layout) -> bytes:
+    """The salt of the line digests of a file: its header's layout and the mapping version.
+
+    A line that reads differently (columns moved, mapping rules changed) must
+    not look like the stored one even if its bytes are the same.
+    """
+    return hashlib.blake2b(
+        layout_signature(layout), digest_size=16, person=MAPPING_VERSION
+    ).digest()
+
+
+def line_digest(line: bytes, salt: bytes) -> bytes:
+    """The digest of a line as published (without its line end), stored as ``row_hash``."""
+    return hashlib.blake2b(line, digest_size=16, salt=salt).digest()
 
 
 class ImportMode(StrEnum):
@@ -246,6 +281,8 @@ def _read_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
 
 # --- staging -------------------------------------------------------------------
 
+# --- staging -------------------------------------------------------------------
+
 _NOT_STAGED = frozenset({"id", "source", "red_list", "created_at", "updated_at"})
 # Columns whose value is the file's, unchanged (the others are computed and bounded).
 _FROM_FILE = frozenset(
@@ -282,6 +319,7 @@ def _target(kind: SourceKind) -> _Target:
 
 
 def _stage_table(target: _Target) -> Table:
+    """Full rows of the lines to apply (new or changed), with their line number."""
     columns: list[Column[Any]] = [
         Column("line_no", Integer, primary_key=True, autoincrement=False),
         Column("rejected", Boolean, nullable=False),
@@ -294,6 +332,20 @@ def _stage_table(target: _Target) -> Table:
     return Table(STAGE_TABLE, MetaData(), *columns, prefixes=["TEMPORARY"])
 
 
+def _keys_table(target: _Target) -> Table:
+    """Every key the file claims: lines to apply, lines seen before, refused lines."""
+    return Table(
+        KEYS_TABLE,
+        MetaData(),
+        Column("line_no", Integer, primary_key=True, autoincrement=False),
+        Column(target.key, target.table.c[target.key].type, nullable=True),
+        Column("row_hash", String(32), nullable=True),
+        Column("rejected", Boolean, nullable=False),
+        Column("known", Boolean, nullable=False),
+        prefixes=["TEMPORARY"],
+    )
+
+
 def _length_limits(table: Table) -> dict[str, int]:
     limits: dict[str, int] = {}
     for column in table.columns:
@@ -304,35 +356,32 @@ def _length_limits(table: Table) -> dict[str, int]:
 
 
 class _Stager:
-    """Writes batches of staged rows (tuples in stage column order) on the import connection."""
+    """Writes batches of rows (tuples in column order) to a staging table."""
 
-    def __init__(self, connection: Connection, stage: Table) -> None:
+    def __init__(self, connection: Connection, table: Table) -> None:
         self.connection = connection
-        self.names = [column.name for column in stage.columns]
+        self.table = table
+        self.names = [column.name for column in table.columns]
         self.postgres = connection.dialect.name == "postgresql"
         # The SQLite dialect renders positional "?" markers in column order.
-        self._insert_sql = str(insert(stage).compile(dialect=connection.dialect))
+        self._insert_sql = str(insert(table).compile(dialect=connection.dialect))
 
     def write(self, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
-        with self.connection.begin():
-            if self.postgres:
-                self._copy(rows)
-            else:
-                # Straight to the driver: tuples, no per-row statement compilation.
-                self.connection.exec_driver_sql(self._insert_sql, rows)
-
-    def _copy(self, rows: list[tuple[Any, ...]]) -> None:
-        driver = self.connection.connection.driver_connection
-        assert driver is not None
-        columns = ", ".join(f'"{name}"' for name in self.names)
-        with (
-            driver.cursor() as cursor,
-            cursor.copy(f"COPY {STAGE_TABLE} ({columns}) FROM STDIN") as copy,
-        ):
-            for row in rows:
-                copy.write_row(row)
+        if self.postgres:
+            driver = self.connection.connection.driver_connection
+            assert driver is not None
+            columns = ", ".join(f'"{name}"' for name in self.names)
+            with (
+                driver.cursor() as cursor,
+                cursor.copy(f"COPY {self.table.name} ({columns}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            # Straight to the driver: tuples, no per-row statement compilation.
+            self.connection.exec_driver_sql(self._insert_sql, rows)
 
 
 # --- parsing: a Layout, then batches of rows ------------------------------------
@@ -340,12 +389,16 @@ class _Stager:
 
 @dataclass
 class _Batch:
-    """Up to ``batch_size`` staged rows, and what was refused on the way."""
+    """What a stretch of the file gives: full rows, key claims, refusals."""
 
     rows: list[tuple[Any, ...]] = field(default_factory=list)
+    claims: list[tuple[Any, ...]] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     rejected: int = 0
     read: int = 0
+
+    def __len__(self) -> int:
+        return len(self.rows) + len(self.claims)
 
 
 def _header(lines: Iterator[tuple[int, bytes | None]], path: Path) -> tuple[Layout, str]:
@@ -368,16 +421,28 @@ def _header(lines: Iterator[tuple[int, bytes | None]], path: Path) -> tuple[Layo
     raise DirectoryImportError(f"{path}: empty file")
 
 
+def _is_known(known: array[int] | None, digest: bytes) -> bool:
+    if not known:
+        return False
+    prefix = int.from_bytes(digest[:8], "big")
+    index = bisect_left(known, prefix)
+    return index < len(known) and known[index] == prefix
+
+
 def _parse(
     path: Path,
     expected: SourceKind | None,
     hosted: frozenset[str],
     batch_size: int,
     max_details: int,
+    known: array[int] | None,
 ) -> Generator[Layout | _Batch]:
-    """Read and check the file: yields its :class:`Layout`, then batches of staged rows.
+    """Read and check the file: yields its :class:`Layout`, then batches.
 
-    Pure computation on the file, no database: it can run in another process.
+    ``known`` holds the sorted first 8 bytes of the digests of the rows stored
+    by earlier imports: a line with such a digest is unchanged and only claims
+    its key. Pure computation on the file, no database: it can run in another
+    process.
     """
     with open_extraction(path) as stream:
         lines = _read_lines(stream)
@@ -387,7 +452,6 @@ def _parse(
         yield layout
         target = _target(layout.kind)
         names = [column.name for column in _stage_table(target).columns]
-        key_index = names.index(target.key)
         mapper = MAPPERS[layout.kind]
         limits = _length_limits(target.table)
         key_limit = limits[target.key]
@@ -395,6 +459,7 @@ def _parse(
         checked = [(name, limit) for name, limit in limits.items() if name in _FROM_FILE]
         pick = itemgetter(*names)
         is_mss = layout.kind is SourceKind.MSS_EXTRACTION
+        salt = layout_salt(layout)
         details = 0
         batch = _Batch()
 
@@ -405,12 +470,10 @@ def _parse(
                 details += 1
                 batch.rejections.append(Rejection(number, reason))
             if key is not None and len(key) <= key_limit:
-                claim: list[Any] = [None] * len(names)
-                claim[0], claim[1], claim[key_index] = number, True, key
-                batch.rows.append(tuple(claim))
+                batch.claims.append((number, key, None, True, False))
 
         for number, raw in lines:
-            if len(batch.rows) >= batch_size:
+            if len(batch) >= batch_size:
                 yield batch
                 batch = _Batch()
             if raw is None:
@@ -420,11 +483,17 @@ def _parse(
             if not raw.strip():
                 continue
             batch.read += 1
+            digest = line_digest(raw, salt)
             try:
                 text = raw.decode(encoding)
             except UnicodeDecodeError:
                 reject(number, f"not valid {encoding.upper()} text", None)
                 continue
+            if _is_known(known, digest):  # the same line as a stored row: claim its key
+                key = line_key(text, layout)
+                if key is not None:
+                    batch.claims.append((number, key, digest.hex(), False, True))
+                    continue
             fields: dict[str, str | None] | None = None
             try:
                 if "\x00" in text:
@@ -442,6 +511,7 @@ def _parse(
                 continue
             record["line_no"] = number
             record["rejected"] = False
+            record["row_hash"] = digest.hex()
             if is_mss:
                 record["hosted"] = record["domain"] in hosted
             batch.rows.append(pick(record))
@@ -453,6 +523,11 @@ def _child_main() -> None:
     options = json.loads(sys.argv[1])
     path = Path(options["path"])
     expected = SourceKind(options["expected"]) if options["expected"] else None
+    known: array[int] | None = None
+    if options["known"]:
+        known = array("Q")
+        with open(options["known"], "rb") as handle:
+            known.frombytes(handle.read())
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the frames
     try:
@@ -462,6 +537,7 @@ def _child_main() -> None:
             frozenset(options["hosted"]),
             int(options["batch_size"]),
             int(options["max_details"]),
+            known,
         ):
             pickle.dump(("item", item), out, protocol=pickle.HIGHEST_PROTOCOL)
         pickle.dump(("end", None), out)
@@ -478,6 +554,7 @@ def _parse_in_child(
     hosted: frozenset[str],
     batch_size: int,
     max_details: int,
+    known: array[int] | None,
 ) -> Generator[Layout | _Batch]:
     """:func:`_parse` in a separate process, so that parsing and writing use two cores.
 
@@ -487,36 +564,43 @@ def _parse_in_child(
     pipe; the pipe's small buffer is the back-pressure that keeps memory
     bounded whichever side is slower. The child is killed if the import fails.
     """
-    options = {
-        "path": str(path),
-        "expected": str(expected) if expected else None,
-        "hosted": sorted(hosted),
-        "batch_size": batch_size,
-        "max_details": max_details,
-    }
-    command = [sys.executable, "-c", _CHILD_CODE, json.dumps(options)]
-    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
-    assert child.stdout is not None
-    try:
-        while True:
-            try:
-                # Frames come from our own child process, never from the file's author.
-                kind, item = pickle.load(child.stdout)  # noqa: S301
-            except EOFError:
-                child.wait()
-                raise DirectoryImportError(
-                    f"{path}: the parsing process stopped (exit code {child.returncode})"
-                ) from None
-            if kind == "end":
-                return
-            if kind == "error":
-                raise DirectoryImportError(item)
-            yield item
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait()
-        child.stdout.close()
+    with tempfile.TemporaryDirectory(prefix="caducee-import-") as folder:
+        known_file = None
+        if known:
+            known_file = str(Path(folder) / "known.bin")
+            with open(known_file, "wb") as handle:
+                known.tofile(handle)
+        options = {
+            "path": str(path),
+            "expected": str(expected) if expected else None,
+            "hosted": sorted(hosted),
+            "batch_size": batch_size,
+            "max_details": max_details,
+            "known": known_file,
+        }
+        command = [sys.executable, "-c", _CHILD_CODE, json.dumps(options)]
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        assert child.stdout is not None
+        try:
+            while True:
+                try:
+                    # Frames come from our own child process, never from the file's author.
+                    kind, item = pickle.load(child.stdout)  # noqa: S301
+                except EOFError:
+                    child.wait()
+                    raise DirectoryImportError(
+                        f"{path}: the parsing process stopped (exit code {child.returncode})"
+                    ) from None
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise DirectoryImportError(item)
+                yield item
+        finally:
+            if child.poll() is None:
+                child.kill()
+            child.wait()
+            child.stdout.close()
 
 
 _CHILD_CODE = "from caducee.directory.importer import _child_main; _child_main()"
@@ -545,7 +629,7 @@ def import_file(
     parses in a second process (default: for files of 32 MB or more).
     Raises :class:`DirectoryImportError` when the file cannot be imported at all;
     the directory is then unchanged, unless the failure came from the database
-    in the middle of the apply phase (then importing again finishes the work).
+    in the middle of the apply step (then importing again finishes the work).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be positive")
@@ -557,25 +641,52 @@ def import_file(
             parallel = path.stat().st_size >= PARALLEL_MIN_BYTES
         except OSError:
             parallel = False  # open_extraction reports the problem
-    arguments = (path, expected, hosted, batch_size, max_details)
-    parsed = _parse_in_child(*arguments) if parallel else _parse(*arguments)
-    try:
-        layout = next(parsed)
-        assert isinstance(layout, Layout)
-        summary = ImportSummary(
-            source=layout.kind, file=str(path), mode=mode, unknown_columns=layout.unknown_columns
-        )
-        target = _target(layout.kind)
-        with database.engine.connect() as connection:
+    with database.engine.connect() as connection:
+        # The kind is only known from the header: read it first (cheaply).
+        with open_extraction(path) as stream:
+            kind = _header(_read_lines(stream), path)[0].kind
+        if expected is not None and kind is not expected:
+            raise DirectoryImportError(f"{path}: this is a {kind} file, not {expected}")
+        target = _target(kind)
+        known = _known_digests(connection, target)
+        arguments = (path, expected, hosted, batch_size, max_details, known)
+        parsed = _parse_in_child(*arguments) if parallel else _parse(*arguments)
+        try:
+            layout = next(parsed)
+            assert isinstance(layout, Layout)
+            summary = ImportSummary(
+                source=layout.kind,
+                file=str(path),
+                mode=mode,
+                unknown_columns=layout.unknown_columns,
+            )
             _import(connection, parsed, target, summary, batch_size, max_details, now)
             if target.kind is SourceKind.MSS_EXTRACTION and hosted:
                 _mark_hosted(connection, hosted)
-    finally:
-        parsed.close()
+        finally:
+            parsed.close()
     summary.rejections.sort(key=lambda rejection: rejection.line)
     summary.seconds = time.monotonic() - started
     log.info("directory import done", extra={"summary": summary.to_dict()})
     return summary
+
+
+def _known_digests(connection: Connection, target: _Target) -> array[int] | None:
+    """The sorted first 8 bytes of the stored rows' digests (8 bytes per row)."""
+    table = target.table
+    query = (
+        select(table.c.row_hash)
+        .where(table.c.source == str(target.kind))
+        .order_by(table.c.row_hash)
+        .execution_options(stream_results=True, yield_per=10_000)
+    )
+    known: array[int] = array("Q")
+    row_hashes: Iterator[str] = connection.execute(query).scalars()
+    for row_hash in row_hashes:
+        with suppress(ValueError):  # a hand-made row may hold another kind of digest
+            known.append(int(row_hash[:16], 16))
+    connection.rollback()
+    return known or None
 
 
 def _import(
@@ -587,14 +698,23 @@ def _import(
     max_details: int,
     now: datetime,
 ) -> None:
-    stage = _stage_table(target)
+    stage, keys = _stage_table(target), _keys_table(target)
     sqlite = connection.dialect.name == "sqlite"
+    if not sqlite:
+        # Temporary tables live in per-session buffers (8 MB by default); more
+        # is only accepted before the session's first temporary table.
+        try:
+            with connection.begin():
+                connection.exec_driver_sql(f"SET temp_buffers = '{PG_TEMP_BUFFERS}'")
+        except DBAPIError:
+            log.debug("temp_buffers left as it was (this session used temporary tables)")
     with connection.begin():
         if sqlite:  # a bigger page cache for the joins of this connection, reset below
             connection.exec_driver_sql(f"PRAGMA main.cache_size=-{SQLITE_CACHE_KIB}")
             connection.exec_driver_sql(f"PRAGMA temp.cache_size=-{SQLITE_CACHE_KIB}")
-        stage.drop(connection, checkfirst=True)
-        stage.create(connection)
+        for table in (stage, keys):
+            table.drop(connection, checkfirst=True)
+            table.create(connection)
     clock = time.monotonic()
 
     def phase(name: str) -> None:
@@ -604,58 +724,79 @@ def _import(
         clock = now_
 
     try:
-        _stage_file(connection, parsed, stage, summary)
+        _stage_file(connection, parsed, stage, keys, summary)
         phase("stage")
-        _index_stage(connection, target)
-        _resolve_duplicates(connection, stage, target, summary, max_details)
+        _index_stage(connection, target, stage, keys)
+        _resolve_duplicates(connection, stage, keys, target, summary, max_details)
         phase("duplicates")
         had_rows = _source_rows(connection, target)
-        if summary.mode is ImportMode.FULL and had_rows and not _count(connection, stage, True):
+        valid = _count(connection, keys, valid_only=True)
+        if summary.mode is ImportMode.FULL and had_rows and not valid:
             raise DirectoryImportError(
                 f"{summary.file}: no valid line; a full import would remove all {had_rows} "
                 f"{target.kind} rows, refused (fix the file, or use --mode merge)"
             )
+        summary.unchanged += _count(connection, keys, known_only=True)
         _apply(connection, stage, target, summary, batch_size, max_details, now)
         phase("apply")
         if summary.mode is ImportMode.FULL and had_rows:
-            _remove_missing(connection, stage, target, summary, batch_size)
+            _remove_missing(connection, keys, target, summary, batch_size)
             phase("remove")
     finally:
         if connection.in_transaction():
             connection.rollback()
         with suppress(Exception), connection.begin():
-            stage.drop(connection, checkfirst=True)
+            for table in (stage, keys):
+                table.drop(connection, checkfirst=True)
             if sqlite:
                 connection.exec_driver_sql("PRAGMA main.cache_size=-2000")
                 connection.exec_driver_sql("PRAGMA temp.cache_size=-2000")
 
 
 def _stage_file(
-    connection: Connection, parsed: Iterator[Layout | _Batch], stage: Table, summary: ImportSummary
+    connection: Connection,
+    parsed: Iterator[Layout | _Batch],
+    stage: Table,
+    keys: Table,
+    summary: ImportSummary,
 ) -> None:
-    stager = _Stager(connection, stage)
+    rows, claims = _Stager(connection, stage), _Stager(connection, keys)
     for item in parsed:
         assert isinstance(item, _Batch)
         summary.read += item.read
         summary.rejected += item.rejected
         summary.rejections.extend(item.rejections)
-        stager.write(item.rows)
+        with connection.begin():
+            rows.write(item.rows)
+            claims.write(item.claims)
 
 
-def _index_stage(connection: Connection, target: _Target) -> None:
+def _index_stage(connection: Connection, target: _Target, stage: Table, keys: Table) -> None:
+    """Every line with a key claims it in ``keys``; index both tables by key."""
     with connection.begin():
-        connection.exec_driver_sql(
-            f"CREATE INDEX ix_{STAGE_TABLE}_key ON {STAGE_TABLE} ({target.key})"
+        connection.execute(
+            insert(keys).from_select(
+                ["line_no", target.key, "row_hash", "rejected", "known"],
+                select(stage.c.line_no, stage.c[target.key], stage.c.row_hash, false(), false()),
+            )
         )
-        if connection.dialect.name == "postgresql":
-            # Temporary tables are never analysed by autovacuum.
-            connection.exec_driver_sql(f"ANALYZE {STAGE_TABLE}")
+        for table in (stage, keys):
+            connection.exec_driver_sql(
+                f"CREATE INDEX ix_{table.name}_key ON {table.name} ({target.key})"
+            )
+            if connection.dialect.name == "postgresql":
+                # Temporary tables are never analysed by autovacuum.
+                connection.exec_driver_sql(f"ANALYZE {table.name}")
 
 
-def _count(connection: Connection, table: Table, valid_only: bool = False) -> int:
+def _count(
+    connection: Connection, table: Table, *, valid_only: bool = False, known_only: bool = False
+) -> int:
     query = select(func.count()).select_from(table)
     if valid_only:
         query = query.where(table.c.rejected == false())
+    if known_only:
+        query = query.where(table.c.known == true())
     count = int(connection.execute(query).scalar_one())
     connection.rollback()
     return count
@@ -673,15 +814,20 @@ def _source_rows(connection: Connection, target: _Target) -> int:
 
 
 def _resolve_duplicates(
-    connection: Connection, stage: Table, target: _Target, summary: ImportSummary, max_details: int
+    connection: Connection,
+    stage: Table,
+    keys: Table,
+    target: _Target,
+    summary: ImportSummary,
+    max_details: int,
 ) -> None:
-    """Keep one row per key: valid before refused, then smallest digest, then first line."""
-    key = stage.c[target.key]
+    """Keep one line per key: valid before refused, then smallest digest, then first."""
+    key = keys.c[target.key]
     repeated = select(key).group_by(key).having(func.count() > 1)
     rows = connection.execute(
-        select(stage.c.line_no, key, stage.c.rejected)
+        select(keys.c.line_no, key, keys.c.rejected)
         .where(key.in_(repeated))
-        .order_by(key, stage.c.rejected, stage.c.row_hash, stage.c.line_no)
+        .order_by(key, keys.c.rejected, keys.c.row_hash, keys.c.line_no)
     ).all()
     connection.rollback()
     dropped: list[int] = []
@@ -698,10 +844,10 @@ def _resolve_duplicates(
                 summary.duplicate_lines.append(Duplicate(line_no, key_value, kept_line))
     summary.duplicate_lines.sort(key=lambda duplicate: duplicate.line)
     for start in range(0, len(dropped), 500):
+        chunk = dropped[start : start + 500]
         with connection.begin():
-            connection.execute(
-                delete(stage).where(stage.c.line_no.in_(dropped[start : start + 500]))
-            )
+            for table in (stage, keys):
+                connection.execute(delete(table).where(table.c.line_no.in_(chunk)))
 
 
 def _refuse_type_changes(
@@ -751,7 +897,7 @@ def _apply(
     key order) are then sequential instead of random.
     """
     existing = _count(connection, target.table)
-    valid = _count(connection, stage, True)
+    valid = _count(connection, stage, valid_only=True)
     if valid >= BULK_MIN_ROWS and existing < valid * BULK_RATIO:
         with connection.begin():
             _refuse_type_changes(connection, stage, target, summary, max_details, true())
@@ -788,6 +934,10 @@ def _bulk_apply(
     indexes = sorted(target.table.indexes, key=lambda index: str(index.name))
     log.info("directory import: bulk load", extra={"table": target.table.name})
     with connection.begin():
+        if connection.dialect.name == "postgresql":
+            # Server-side memory for this transaction's sort and index builds only.
+            connection.exec_driver_sql("SET LOCAL work_mem = '128MB'")
+            connection.exec_driver_sql("SET LOCAL maintenance_work_mem = '256MB'")
         for index in indexes:
             index.drop(connection)
         _apply_rows(connection, stage, target, summary, now, true(), ordered=True)
@@ -815,9 +965,8 @@ def _apply_rows(
     timestamp = bindparam("now", now, type_=UtcDateTime())
     source = literal(str(target.kind), String(20))
     rows = and_(condition, stage.c.rejected == false())
-    valid = int(
-        connection.execute(select(func.count()).select_from(stage).where(rows)).scalar_one()
-    )
+    count = select(func.count()).select_from(stage).where(rows)
+    valid = int(connection.execute(count).scalar_one())
     if not valid:
         return
     changes: dict[str, Any] = {name: stage.c[name] for name in data if name != target.key}
@@ -853,7 +1002,7 @@ def _apply_rows(
 
 
 def _remove_missing(
-    connection: Connection, stage: Table, target: _Target, summary: ImportSummary, batch_size: int
+    connection: Connection, keys: Table, target: _Target, summary: ImportSummary, batch_size: int
 ) -> None:
     """Delete the rows of this source kind whose key the file no longer has."""
     table = target.table
@@ -866,7 +1015,7 @@ def _remove_missing(
                     .where(
                         table.c.source == str(target.kind),
                         table.c.id > last_id,
-                        ~exists().where(stage.c[target.key] == table.c[target.key]),
+                        ~exists().where(keys.c[target.key] == table.c[target.key]),
                     )
                     .order_by(table.c.id)
                     .limit(batch_size)

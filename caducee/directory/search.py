@@ -28,7 +28,19 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Row, Select, Table, false, func, literal, select, union_all
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    RowMapping,
+    Select,
+    Table,
+    and_,
+    false,
+    func,
+    literal,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from caducee.directory.models import DirectoryEntry, Practitioner
@@ -36,6 +48,7 @@ from caducee.directory.normalise import fold, prefix_upper_bound
 
 MAX_LIMIT = 100
 MAX_OFFSET = 10_000
+ORG_PREFIX_MIN = 3
 
 # Professions of the national nomenclature, so that "--profession médecin" works
 # as well as "--profession 10". Other codes are searched by code.
@@ -195,7 +208,7 @@ class SearchPage:
         }
 
 
-def hit_from_entry(entry: DirectoryEntry | Row[Any]) -> SearchHit:
+def hit_from_entry(entry: DirectoryEntry | Row[Any] | _Prefixed) -> SearchHit:
     """The search-result form of a mailbox (an ORM object or a row of its table)."""
     return SearchHit(
         kind=HitKind.MAILBOX,
@@ -209,14 +222,14 @@ def hit_from_entry(entry: DirectoryEntry | Row[Any]) -> SearchHit:
     )
 
 
-def hit_from_practitioner(row: Practitioner | Row[Any]) -> SearchHit:
+def hit_from_practitioner(row: Practitioner | Row[Any] | _Prefixed) -> SearchHit:
     """The search-result form of a practitioner's activity (ORM object or table row)."""
     return SearchHit(
         kind=HitKind.ACTIVITY, id=row.id, address=None, bal_type=None, service=None, **_shared(row)
     )
 
 
-def _shared(row: DirectoryEntry | Practitioner | Row[Any]) -> dict[str, Any]:
+def _shared(row: DirectoryEntry | Practitioner | Row[Any] | _Prefixed) -> dict[str, Any]:
     return {
         "national_id": row.national_id,
         "id_type": row.id_type,
@@ -301,8 +314,23 @@ def _plan(query: SearchQuery) -> _Plan:
     return _Plan(name_prefix, address_prefixes, national_ids)
 
 
-def _filters(table: Table, query: SearchQuery, plan: _Plan) -> list[ColumnElement[bool]]:
+def _filters(
+    table: Table, query: SearchQuery, plan: _Plan, code: str | None, *, residual: bool
+) -> list[ColumnElement[bool]]:
+    """The conditions of every branch of ``table`` (red list, filters).
+
+    ``residual`` wraps the filtered columns in ``coalesce(…, '')`` (same truth
+    for the non-empty values compared) so that no index on them is used: the
+    organisation branch must walk its ``org_key`` range, not, say, every
+    doctor of the profession index. SQLite has no statistics to find that alone.
+    """
+
+    def column(name: str) -> Any:
+        return func.coalesce(table.c[name], "") if residual else table.c[name]
+
     conditions: list[ColumnElement[bool]] = [table.c.red_list == false()]
+    if code is not None:
+        conditions.append(column("profession_code") == code)
     if query.speciality:
         speciality = query.speciality.strip()
         if _SPECIALITY_CODE.fullmatch(speciality):
@@ -315,12 +343,12 @@ def _filters(table: Table, query: SearchQuery, plan: _Plan) -> list[ColumnElemen
         postal = query.postal_code.strip()
         if not _POSTAL_PREFIX.fullmatch(postal):
             raise SearchError(f"postal code {postal!r}: 1 to 5 digits expected")
-        conditions += _prefix(table.c.postal_code, postal)
+        conditions += _prefix(column("postal_code"), postal)
     if query.department:
         department = query.department.strip().upper()
         if not _DEPARTMENT.fullmatch(department):
             raise SearchError(f"department {department!r}: a code such as 01, 2A or 974 expected")
-        conditions.append(table.c.department == department)
+        conditions.append(column("department") == department)
     if plan.national_ids is not None:
         conditions.append(table.c.national_id.in_(plan.national_ids))
     for address_prefix in plan.address_prefixes:
@@ -339,16 +367,20 @@ def _branch(
     rank: str,
     conditions: Sequence[ColumnElement[bool]],
     size: int,
+    *,
+    walk_key: bool = True,
 ) -> Select[Any]:
-    """At most ``size`` ids in ``key`` order; ``rank`` prefixes the sort key (name before org)."""
+    """At most ``size`` ids in ``key`` order; ``rank`` prefixes the sort key (name before org).
+
+    ``walk_key=False`` orders by an expression no index has, so that the
+    database finds the rows through a selective filter's index and sorts
+    them, instead of walking the whole key index in order while it filters.
+    """
+    sort_key = literal(rank) + key
     inner = (
-        select(
-            literal(str(kind)).label("kind"),
-            table.c.id.label("id"),
-            (literal(rank) + key).label("sort_key"),
-        )
+        select(literal(str(kind)).label("kind"), table.c.id.label("id"), sort_key.label("sort_key"))
         .where(*conditions)
-        .order_by(key, table.c.id)
+        .order_by(key if walk_key else sort_key, table.c.id)
         .limit(size)
         .subquery()
     )
@@ -376,52 +408,75 @@ def search(session: Session, query: SearchQuery) -> SearchPage:
     )
     for kind, table in tables:
         for code in codes:
-            conditions = _filters(table, query, plan)
-            if code is not None:
-                conditions.append(table.c.profession_code == code)
+            conditions = _filters(table, query, plan, code, residual=False)
             if plan.name_prefix is None:
-                branches.append(_branch(table, kind, table.c.name_key, "0", conditions, size))
+                # A postal code (a few hundred rows) is better found by its index and
+                # sorted than by walking every name until enough of them match.
+                walk = not query.postal_code
+                branches.append(
+                    _branch(table, kind, table.c.name_key, "0", conditions, size, walk_key=walk)
+                )
                 continue
-            # People whose name matches come first, then people of a matching organisation.
-            for key, rank in ((table.c.name_key, "0"), (table.c.org_key, "1")):
-                matching = [*conditions, *_prefix(key, plan.name_prefix)]
-                branches.append(_branch(table, kind, key, rank, matching, size))
+            # People whose name matches come first, then people of a matching
+            # organisation (from three letters on: "ch" would be every hospital).
+            matching = [*conditions, *_prefix(table.c.name_key, plan.name_prefix)]
+            branches.append(_branch(table, kind, table.c.name_key, "0", matching, size))
+            if len(plan.name_prefix) >= ORG_PREFIX_MIN:
+                residual = _filters(table, query, plan, code, residual=True)
+                matching = [*residual, *_prefix(table.c.org_key, plan.name_prefix)]
+                branches.append(_branch(table, kind, table.c.org_key, "1", matching, size))
     if not branches:
         return SearchPage(offset=query.offset, limit=query.limit)
     merged = union_all(*branches).subquery()
     sort_key = func.min(merged.c.sort_key).label("sort_key")
-    page = session.execute(
+    page = (
         select(merged.c.kind, merged.c.id, sort_key)
         .group_by(merged.c.kind, merged.c.id)
         .order_by(sort_key, merged.c.kind, merged.c.id)
         .limit(query.limit + 1)
         .offset(query.offset)
-    ).all()
-    order = [(HitKind(str(kind)), int(cast(int, row_id))) for kind, row_id, _key in page]
-    has_more = len(order) > query.limit
-    order = order[: query.limit]
-    hits = _load(session, order)
+        .subquery("page")
+    )
+    # The page's rows come back in the same statement (one round trip).
+    entries = cast(Table, DirectoryEntry.__table__).alias("e")
+    activities = cast(Table, Practitioner.__table__).alias("p")
+    statement = (
+        select(
+            page.c.kind,
+            *[column.label(f"e_{column.name}") for column in entries.columns],
+            *[column.label(f"p_{column.name}") for column in activities.columns],
+        )
+        .select_from(
+            page.outerjoin(
+                entries, and_(page.c.kind == str(HitKind.MAILBOX), entries.c.id == page.c.id)
+            ).outerjoin(
+                activities,
+                and_(page.c.kind == str(HitKind.ACTIVITY), activities.c.id == page.c.id),
+            )
+        )
+        .order_by(page.c.sort_key, page.c.kind, page.c.id)
+    )
+    hits = [_hit(row._mapping) for row in session.execute(statement)]
     return SearchPage(
-        items=[hits[item] for item in order if item in hits],
+        items=hits[: query.limit],
         offset=query.offset,
         limit=query.limit,
-        has_more=has_more,
+        has_more=len(hits) > query.limit,
     )
 
 
-def _load(
-    session: Session, order: list[tuple[HitKind, int]]
-) -> dict[tuple[HitKind, int], SearchHit]:
-    """Read the rows of a page (plain rows, not ORM objects: a page is read-only)."""
-    hits: dict[tuple[HitKind, int], SearchHit] = {}
-    entries = cast(Table, DirectoryEntry.__table__)
-    activities = cast(Table, Practitioner.__table__)
-    entry_ids = [row_id for kind, row_id in order if kind is HitKind.MAILBOX]
-    activity_ids = [row_id for kind, row_id in order if kind is HitKind.ACTIVITY]
-    if entry_ids:
-        for row in session.execute(select(entries).where(entries.c.id.in_(entry_ids))):
-            hits[(HitKind.MAILBOX, row.id)] = hit_from_entry(row)
-    if activity_ids:
-        for row in session.execute(select(activities).where(activities.c.id.in_(activity_ids))):
-            hits[(HitKind.ACTIVITY, row.id)] = hit_from_practitioner(row)
-    return hits
+class _Prefixed:
+    """Attribute access to the ``e_``/``p_`` columns of a joined page row."""
+
+    def __init__(self, mapping: RowMapping, prefix: str) -> None:
+        self._mapping = mapping
+        self._prefix = prefix
+
+    def __getattr__(self, name: str) -> Any:
+        return self._mapping[self._prefix + name]
+
+
+def _hit(mapping: RowMapping) -> SearchHit:
+    if mapping["kind"] == str(HitKind.MAILBOX):
+        return hit_from_entry(_Prefixed(mapping, "e_"))
+    return hit_from_practitioner(_Prefixed(mapping, "p_"))

@@ -199,27 +199,22 @@ def test_ps_rows_of_the_sample(ps_lines: list[str]) -> None:
     assert records[0]["family_name"] == "JOLY"
 
 
-def test_ps_row_hash_ignores_nothing_it_stores(ps_lines: list[str]) -> None:
+def test_ps_activity_key_survives_a_change_of_name(ps_lines: list[str]) -> None:
     layout = read_header(ps_lines[0])
     line = ps_lines[5]
     first = map_ps_row(split_row(line, layout))
     changed = map_ps_row(split_row(line.replace("JOBERT", "JOBERT-MARTIN"), layout))
     assert first["activity_key"] == changed["activity_key"]
-    assert first["row_hash"] != changed["row_hash"]
-    assert map_ps_row(split_row(line, layout))["row_hash"] == first["row_hash"]
+    assert changed["name_key"] == "jobert martin alexis"
 
 
-def test_row_hash_covers_exactly_the_data_columns(ps_lines: list[str]) -> None:
-    from caducee.directory.formats import (
-        ENTRY_DATA_COLUMNS,
-        PRACTITIONER_DATA_COLUMNS,
-        row_hash,
-    )
+def test_line_key_reads_only_the_key(ps_lines: list[str]) -> None:
+    from caducee.directory.formats import line_key
 
-    entry = mss(org_line("contact@pharma.fr", "010780054", "PHARMACIE DU CENTRE"))
-    values = [entry[column] for column in ENTRY_DATA_COLUMNS]
-    assert entry["row_hash"] == row_hash(values)  # type: ignore[arg-type]
     layout = read_header(ps_lines[0])
-    activity = map_ps_row(split_row(ps_lines[4], layout))
-    values = [activity[column] for column in PRACTITIONER_DATA_COLUMNS]
-    assert activity["row_hash"] == row_hash(values)  # type: ignore[arg-type]
+    for line in ps_lines[1:]:
+        assert line_key(line, layout) == map_ps_row(split_row(line, layout))["activity_key"]
+    line = per_line("Doc@Medecin.fr", 1, "A", "B")
+    assert line_key(line, MSS) == "doc@medecin.fr"
+    assert line_key(line + "|", MSS) == "doc@medecin.fr"
+    assert line_key("PER|doc@medecin.fr", MSS) is None

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, inspect, select
 
-from caducee.directory import importer
-from caducee.directory.formats import SourceKind
+from caducee.directory import formats, importer
+from caducee.directory.formats import MSS_HEADER, SourceKind, read_header
 from caducee.directory.importer import DirectoryImportError, ImportMode, import_file
 from caducee.directory.models import DirectoryEntry, Practitioner
 from caducee.directory.service import NewEntry, add_entry, find_by_address, set_red_list
@@ -382,12 +383,11 @@ def test_bulk_load_path_gives_the_same_result(
     lines = mss_lines(9)
     summary = import_file(database, write_mss(tmp_path / "v1.txt", lines))
     assert (summary.read, summary.added) == (10, 10)
+    table = cast(Table, DirectoryEntry.__table__)
     with database.transaction() as session:
-        indexes = {index.name for index in DirectoryEntry.__table__.indexes}
-        connection = session.connection()
-        from sqlalchemy import inspect
-
-        present = {index["name"] for index in inspect(connection).get_indexes("directory_entries")}
+        indexes = {index.name for index in table.indexes}
+        inspector = inspect(session.connection())
+        present = {index["name"] for index in inspector.get_indexes("directory_entries")}
     assert indexes <= present  # rebuilt
     again = import_file(database, write_mss(tmp_path / "v1.txt", lines))
     assert (again.unchanged, again.added) == (10, 0)
@@ -406,3 +406,58 @@ def test_parsing_in_a_child_process_gives_the_same_result(
         other = tmp_path / "other.txt"
         other.write_text("a|b\n")
         import_file(database, other, parallel=True)
+
+
+def test_k3_reimport_maps_only_the_lines_that_changed(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = mss_lines(6)
+    path = write_mss(tmp_path / "v1.txt", lines)
+    import_file(database, path)
+    with database.transaction() as session:
+        entry = find_by_address(session, "doc1@medecin.mssante.fr")
+        assert entry is not None
+        salt = importer.layout_salt(read_header(MSS_HEADER))
+        assert entry.row_hash == importer.line_digest(lines[0].encode(), salt).hex()
+    mapped: list[object] = []
+    original = formats.MAPPERS[SourceKind.MSS_EXTRACTION]
+
+    def counting(raw: dict[str, str | None]) -> dict[str, object]:
+        mapped.append(raw["address"])
+        return original(raw)
+
+    monkeypatch.setitem(formats.MAPPERS, SourceKind.MSS_EXTRACTION, counting)
+    lines[3] = lines[3].replace("FAMILLE4", "AUTRE")
+    summary = import_file(database, write_mss(tmp_path / "v2.txt", lines))
+    assert (summary.changed, summary.unchanged) == (1, 6)
+    assert mapped == ["doc4@medecin.mssante.fr"]
+
+
+def test_a_new_mapping_version_maps_every_line_again(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_mss(tmp_path / "v1.txt", mss_lines(3))
+    import_file(database, path)
+    monkeypatch.setattr(importer, "MAPPING_VERSION", b"caducee-dir-next")
+    summary = import_file(database, path)
+    assert (summary.changed, summary.unchanged) == (4, 0)
+    again = import_file(database, path)
+    assert (again.changed, again.unchanged) == (0, 4)
+
+
+def test_a_new_header_layout_maps_every_line_again(
+    database: Database, ps_lines: list[str], tmp_path: Path
+) -> None:
+    def reordered(line: str) -> str:
+        fields = line[:-1].split("|")  # without the trailing "|"
+        return "|".join(reversed(fields)) + "|"
+
+    first = tmp_path / "first.txt"
+    first.write_text("\n".join(ps_lines) + "\n", "utf-8")
+    import_file(database, first)
+    moved = tmp_path / "moved.txt"
+    moved.write_text("\n".join(reordered(line) for line in ps_lines) + "\n", "utf-8")
+    summary = import_file(database, moved)
+    assert (summary.added, summary.removed, summary.changed) == (0, 0, 22)
+    again = import_file(database, moved)
+    assert (again.changed, again.unchanged) == (0, 22)

@@ -123,7 +123,8 @@ def test_a3_red_list_by_address_or_national_id(database: Database, ps_sample: Pa
         assert set_red_list(session, "810106476764") == 2  # the mailbox and the activity
         found = lookup(session, "810106476764")
         assert len(found.entries) == 1 and len(found.practitioners) == 1
-        assert all(row.red_list for row in [*found.entries, *found.practitioners])
+        assert all(row.red_list for row in found.entries)
+        assert all(row.red_list for row in found.practitioners)
         assert set_red_list(session, "claire.martin@hopital-demo.mssante.fr", False) == 1
         entry = find_by_address(session, "claire.martin@hopital-demo.mssante.fr")
         assert entry is not None and entry.red_list is False
