@@ -9,6 +9,8 @@ finish, which is what a graceful shutdown (SIGTERM) needs.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable, Mapping
 
@@ -46,10 +48,13 @@ class WorkerPool:
 
     def start(self) -> None:
         """Start the threads; each claims jobs until :meth:`stop`."""
+        # Lease holders must be unique across processes and hosts sharing the queue:
+        # completing a job checks the holder's name.
+        prefix = f"{self.name}@{socket.gethostname()}:{os.getpid()}"
         for number in range(self.workers):
             thread = threading.Thread(
                 target=self._run,
-                args=(f"{self.name}-{number}",),
+                args=(f"{prefix}-{number}",),
                 name=f"{self.name}-{number}",
                 daemon=True,
             )
