@@ -1,4 +1,4 @@
-"""C3–C5, D2, D3 end to end: two operators on loopback, each with its own CA, each in the other's trust space.
+"""C3–C5, D2, D3 end to end: two operators on loopback, each with its own CA, trusting each other.
 
 Gateway A is the demo home (patient space ``279035121518989@patient.mssante.fr``).
 Gateway B is another operator hosting ``clinique-b.mssante.fr``, with its own
