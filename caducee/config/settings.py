@@ -162,6 +162,37 @@ class QueueSettings(_Section):
     backoff_max_seconds: float = Field(default=3600.0, gt=0)
 
 
+class NotificationsSettings(_Section):
+    """Out-of-band notifications to patients (G1): e-mail through a smarthost, SMS."""
+
+    enabled: bool = True
+    smarthost_host: str = ""
+    smarthost_port: Port = 587
+    smarthost_tls: Literal["starttls", "tls", "none"] = "starttls"
+    smarthost_username: str = ""
+    smarthost_password_file: str = ""
+    smarthost_ca_file: str = ""
+    smarthost_timeout_seconds: float = Field(default=30.0, gt=0)
+    from_address: str = ""
+    sms_sender: Literal["none", "file"] = "none"
+    sms_file: str = "notifications/sms.jsonl"
+    grouping_window_seconds: int = Field(default=300, ge=0)
+    default_new_message: bool = True
+    default_new_document: bool = True
+    default_record_access: bool = True
+    default_language: Literal["fr", "en"] = "fr"
+    portal_url: str = ""
+
+
+class AccessSettings(_Section):
+    """Professionals' access to the record (F1, F2) and the patient's history (F4)."""
+
+    emergency_access_default: bool = False
+    min_reason_length: int = Field(default=10, ge=1)
+    notify_record_access: bool = True
+    history_page_max: int = Field(default=200, ge=1, le=10_000)
+
+
 class LoggingSettings(_Section):
     """JSON log lines on stderr."""
 
@@ -184,6 +215,8 @@ class Settings(_Section):
     dkim: DkimSettings = Field(default_factory=DkimSettings)
     relay: RelaySettings = Field(default_factory=RelaySettings)
     submission: SubmissionSettings = Field(default_factory=SubmissionSettings)
+    notifications: NotificationsSettings = Field(default_factory=NotificationsSettings)
+    access: AccessSettings = Field(default_factory=AccessSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 

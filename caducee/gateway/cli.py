@@ -14,6 +14,8 @@ from caducee import __version__
 from caducee.config import ConfigError
 from caducee.gateway.commands import (
     CommandError,
+    access,
+    audit,
     config_cmd,
     directory,
     doctor,
@@ -21,11 +23,25 @@ from caducee.gateway.commands import (
     keys,
     mailbox,
     patient,
+    queue,
     serve,
     trust,
 )
 
-COMMAND_GROUPS = (init, serve, doctor, config_cmd, keys, trust, mailbox, directory, patient)
+COMMAND_GROUPS = (
+    init,
+    serve,
+    doctor,
+    config_cmd,
+    keys,
+    trust,
+    mailbox,
+    directory,
+    patient,
+    queue,
+    access,
+    audit,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from caducee.config import Settings
-from caducee.mailboxes.outbound import queue_outbound
+from caducee.gateway.notify import filing_hook, notify_handler
+from caducee.gateway.relay import make_relay_handler
+from caducee.mailboxes.delivery import NOTIFY_PATIENT_JOB
+from caducee.mailboxes.outbound import RELAY_JOB, queue_outbound
 from caducee.records.filing import FILE_DOCUMENTS_JOB, make_filing_handler
 from caducee.storage.blobs import BlobStore
 from caducee.storage.db import Database
@@ -49,13 +52,16 @@ class Gateway:
 def standard_handlers(gateway: Gateway) -> dict[str, JobHandler]:
     """The job handlers of a complete gateway: what each kind of queued work runs."""
     return {
+        RELAY_JOB: make_relay_handler(gateway),
         FILE_DOCUMENTS_JOB: make_filing_handler(
             gateway.database,
             gateway.blobs,
             gateway.queue,
             gateway.settings,
             outbound=queue_outbound,
+            on_filed=filing_hook(gateway.queue),
         ),
+        NOTIFY_PATIENT_JOB: notify_handler(gateway),
     }
 
 

@@ -847,6 +847,12 @@ def _job_target(job: ClaimedJob) -> tuple[int, int]:
     return message_id, account_id
 
 
+class FiledHook(Protocol):
+    """Called in the filing transaction after a message was filed (audit, notifications)."""
+
+    def __call__(self, session: Session, /, *, message_id: int, account_id: int) -> int: ...
+
+
 def make_filing_handler(
     database: Database,
     blobs: BlobStore,
@@ -854,17 +860,21 @@ def make_filing_handler(
     settings: Settings,
     *,
     outbound: OutboundQueue,
+    on_filed: FiledHook | None = None,
 ) -> JobHandler:
     """The handler of ``file-documents`` jobs.
 
     ``outbound`` is ``caducee.mailboxes.outbound.queue_outbound``: records may not import
-    mailboxes, so the gateway passes it in.
+    mailboxes, so the gateway passes it in. ``on_filed`` records the filing in the audit
+    trail and queues the patient's notification, in the same transaction (F4, G1).
     """
 
     def handle(job: ClaimedJob) -> None:
         message_id, account_id = _job_target(job)
         with database.transaction() as session:
             summary = Filing(session, blobs, queue, settings, outbound).run(message_id, account_id)
+            if on_filed is not None and summary.skipped is None:
+                on_filed(session, message_id=message_id, account_id=account_id)
             if not queue.complete(job, session):
                 raise LeaseLostError("the job's lease was lost; filing rolled back")
         log.info("documents filed", extra={"job_id": job.id, **summary.log_fields()})

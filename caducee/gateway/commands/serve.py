@@ -22,7 +22,7 @@ from caducee.config import Settings, load_settings
 from caducee.gateway.commands import CommandError, Subcommands, add_home_argument
 from caducee.gateway.http.app import build_http_app
 from caducee.gateway.http.directory_api import directory_routes
-from caducee.gateway.http.fhir_api import fhir_routes
+from caducee.gateway.http.patient_api import access_routes
 from caducee.gateway.logs import configure_logging
 from caducee.gateway.runtime import Gateway, build_gateway
 from caducee.gateway.smtp.auth import Authenticator
@@ -68,7 +68,7 @@ def _http_server(gateway: Gateway) -> _HttpServer | None:
             "ssl_keyfile": str(settings.path(settings.tls.key)),
             "ssl_ciphers": TLS12_CIPHERS,
         }
-    routes = [*directory_routes(gateway.database), *fhir_routes(gateway)]
+    routes = [*directory_routes(gateway.database), *access_routes(gateway)]
     config = uvicorn.Config(
         build_http_app(gateway, extra_routes=routes),
         host=settings.listeners.host,

@@ -1,0 +1,356 @@
+"""Who may read a patient's record, and which of its documents (F1, F2, F3, E5), as rule tables.
+
+Two tables decide, in this order, from facts gathered by the callers (the FHIR API, the
+patient API, the CLI); nothing here reads a database or a clock:
+
+1. :data:`ACCESS_RULES` decides whether the caller may open the record at all. The first line
+   whose condition holds decides; its id is the ``rule`` a refusal names (HTTP 403 with a FHIR
+   ``OperationOutcome``) and the audit trail records (F4).
+
+   ==========================  =======  ==============================================
+   rule                        outcome  when
+   ==========================  =======  ==============================================
+   I2-record-closed            deny     someone other than the patient, space closed
+   F2-own-record               allow    the patient reads their own record
+   F3-no-delegation            deny     a patient account acting for another, without
+                                        the operator's delegation
+   F3-age-unknown              deny     delegated, but the minor's birth date is unknown
+   F3-age-of-majority          deny     delegated, but the minor is 18 or older: the
+                                        representative loses access on the birthday
+   F3-representative           allow    delegated, the patient is a minor
+   F1-medecin-traitant         allow    the patient's médecin traitant (never blocked)
+   F1-blocked                  deny     a professional the patient blocked (even with
+                                        a break-glass reason: the patient's no wins)
+   F2-known-professional       allow    a professional who wrote to the patient (D2)
+   F2-emergency-access         allow    break-glass: a stated reason, and the patient
+                                        enabled emergency access
+   F2-emergency-disabled       deny     a reason was stated, emergency access is off
+   F2-unknown-professional     deny     a professional the patient does not know
+   F2-not-authorised           deny     anyone else (e.g. another patient)
+   ==========================  =======  ==============================================
+
+2. :data:`VISIBILITY_RULES` then decides, per document, whether the *basis* of the access
+   (own record, representative, médecin traitant, known professional, emergency) lets the
+   caller see a document with the given flags (E5). Hidden documents are simply absent from
+   what the caller gets: a search leaves them out, a read answers "not found".
+
+   ============================  ==============================  ==========================
+   rule                          document flag                   hidden from
+   ============================  ==============================  ==========================
+   E5-invisible-patient          ``INVISIBLE_PATIENT``           the patient and their
+                                                                 representatives
+   E5-invisible-representatives  ``INVISIBLE_REPRESENTANTS_...`` representatives
+   E5-hidden-from-professionals  ``MASQUE_PS`` or hidden by the  professionals, except the
+                                 patient                         médecin traitant
+   ============================  ==============================  ==========================
+
+:func:`hidden_flags` gives, for a basis, the set of flags that hide a document: the SQL
+filters of the callers are built from it, so the query and the table cannot disagree.
+
+:func:`status_change_refusal` is the one rule of the patient's own right changes (F1): the
+médecin traitant cannot be blocked.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import date
+
+AGE_OF_MAJORITY = 18
+
+
+class Actor(enum.StrEnum):
+    """Who is asking, relative to the record."""
+
+    PATIENT = "patient"
+    """The patient whose record it is."""
+    REPRESENTATIVE = "representative"
+    """A patient account acting for another patient (a parent for a minor, F3)."""
+    PROFESSIONAL = "professional"
+    """A health professional or organisation, authenticated as such."""
+    OTHER = "other"
+    """Anyone else (another patient acting for nobody, an unidentified account)."""
+
+
+class Basis(enum.StrEnum):
+    """Why an access was allowed: decides which documents the caller sees."""
+
+    OWN_RECORD = "own-record"
+    REPRESENTATIVE = "representative"
+    MEDECIN_TRAITANT = "medecin-traitant"
+    KNOWN_PROFESSIONAL = "known-professional"
+    EMERGENCY = "emergency"
+
+
+class DocumentFlag(enum.StrEnum):
+    """Visibility flags of a document (E5)."""
+
+    HIDDEN_FROM_PATIENT = "hidden-from-patient"
+    """``INVISIBLE_PATIENT``: set by the author."""
+    HIDDEN_FROM_REPRESENTATIVES = "hidden-from-representatives"
+    """``INVISIBLE_REPRESENTANTS_LEGAUX``: set by the author."""
+    HIDDEN_FROM_PROFESSIONALS = "hidden-from-professionals"
+    """``MASQUE_PS`` from the author, or hidden by the patient."""
+
+
+class ProfessionalStatus(enum.StrEnum):
+    """What the patient decided about a known professional (F1)."""
+
+    AUTHORISED = "authorised"
+    BLOCKED = "blocked"
+
+
+@dataclass(frozen=True)
+class AccessFacts:
+    """Everything the access table looks at, gathered by the caller.
+
+    ``today`` is the date in France when the request is judged (the caller's clock), used
+    with ``subject_birth_date`` for the age of majority (F3).
+    """
+
+    actor: Actor
+    record_open: bool = True
+    known: bool = False
+    blocked: bool = False
+    medecin_traitant: bool = False
+    emergency_enabled: bool = False
+    emergency_reason: bool = False
+    delegated: bool = False
+    subject_birth_date: date | None = field(default=None, repr=False)
+    today: date | None = None
+
+
+@dataclass(frozen=True)
+class AccessVerdict:
+    """The decision on opening a record: allowed or not, the rule that decided and why."""
+
+    allowed: bool
+    rule: str
+    summary: str
+    basis: Basis | None = None
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    """One line of :data:`ACCESS_RULES`."""
+
+    id: str
+    applies: Callable[[AccessFacts], bool]
+    basis: Basis | None
+    summary: str
+
+    @property
+    def allows(self) -> bool:
+        """A line allows exactly when it names a basis."""
+        return self.basis is not None
+
+
+def eighteenth_birthday(birth_date: date) -> date:
+    """The day a person born on ``birth_date`` comes of age (29 February: 1 March)."""
+    year = birth_date.year + AGE_OF_MAJORITY
+    try:
+        return birth_date.replace(year=year)
+    except ValueError:
+        return date(year, 3, 1)
+
+
+def is_minor(birth_date: date, today: date) -> bool:
+    """True until the day of the 18th birthday, from which the person is an adult."""
+    return today < eighteenth_birthday(birth_date)
+
+
+def _closed(facts: AccessFacts) -> bool:
+    return not facts.record_open and facts.actor is not Actor.PATIENT
+
+
+def _representative(facts: AccessFacts) -> bool:
+    return facts.actor is Actor.REPRESENTATIVE
+
+
+def _professional(facts: AccessFacts) -> bool:
+    return facts.actor is Actor.PROFESSIONAL
+
+
+def _adult(facts: AccessFacts) -> bool:
+    assert facts.subject_birth_date is not None and facts.today is not None
+    return not is_minor(facts.subject_birth_date, facts.today)
+
+
+ACCESS_RULES: tuple[AccessRule, ...] = (
+    AccessRule("I2-record-closed", _closed, None, "the patient's space is closed (I2)"),
+    AccessRule(
+        "F2-own-record",
+        lambda f: f.actor is Actor.PATIENT,
+        Basis.OWN_RECORD,
+        "the patient reads their own record",
+    ),
+    AccessRule(
+        "F3-no-delegation",
+        lambda f: _representative(f) and not f.delegated,
+        None,
+        "no legal representation of this patient is registered for the caller (F3)",
+    ),
+    AccessRule(
+        "F3-age-unknown",
+        lambda f: _representative(f) and (f.subject_birth_date is None or f.today is None),
+        None,
+        "the represented patient's birth date is unknown, so minority cannot be checked (F3)",
+    ),
+    AccessRule(
+        "F3-age-of-majority",
+        lambda f: _representative(f) and _adult(f),
+        None,
+        "the represented patient is 18 or older: legal representation has ended (F3)",
+    ),
+    AccessRule(
+        "F3-representative",
+        _representative,
+        Basis.REPRESENTATIVE,
+        "a legal representative acts for a minor (F3)",
+    ),
+    AccessRule(
+        "F1-medecin-traitant",
+        lambda f: _professional(f) and f.medecin_traitant,
+        Basis.MEDECIN_TRAITANT,
+        "the patient's médecin traitant (F1)",
+    ),
+    AccessRule(
+        "F1-blocked",
+        lambda f: _professional(f) and f.blocked,
+        None,
+        "the patient blocked this professional (F1)",
+    ),
+    AccessRule(
+        "F2-known-professional",
+        lambda f: _professional(f) and f.known,
+        Basis.KNOWN_PROFESSIONAL,
+        "a professional who wrote to the patient (F2, D2)",
+    ),
+    AccessRule(
+        "F2-emergency-access",
+        lambda f: _professional(f) and f.emergency_reason and f.emergency_enabled,
+        Basis.EMERGENCY,
+        "emergency access with a stated reason, enabled by the patient (F2)",
+    ),
+    AccessRule(
+        "F2-emergency-disabled",
+        lambda f: _professional(f) and f.emergency_reason,
+        None,
+        "the patient has not enabled emergency access (F2)",
+    ),
+    AccessRule(
+        "F2-unknown-professional",
+        _professional,
+        None,
+        "this professional has not written to the patient and is not their médecin "
+        "traitant; emergency access needs a stated reason (F2)",
+    ),
+    AccessRule(
+        "F2-not-authorised",
+        lambda f: True,
+        None,
+        "only the patient, their representatives and professionals may read a record (F2)",
+    ),
+)
+
+
+def access_verdict(facts: AccessFacts) -> AccessVerdict:
+    """The first line of :data:`ACCESS_RULES` that applies decides."""
+    for rule in ACCESS_RULES:
+        if rule.applies(facts):
+            return AccessVerdict(
+                allowed=rule.allows, rule=rule.id, summary=rule.summary, basis=rule.basis
+            )
+    raise AssertionError("the last rule always applies")  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------------------------
+# Document visibility (E5)
+
+
+@dataclass(frozen=True)
+class VisibilityRule:
+    """One line of :data:`VISIBILITY_RULES`: documents with ``flag`` are hidden from ``bases``."""
+
+    id: str
+    flag: DocumentFlag
+    hidden_from: frozenset[Basis]
+    summary: str
+
+
+VISIBILITY_RULES: tuple[VisibilityRule, ...] = (
+    VisibilityRule(
+        "E5-invisible-patient",
+        DocumentFlag.HIDDEN_FROM_PATIENT,
+        frozenset({Basis.OWN_RECORD, Basis.REPRESENTATIVE}),
+        "the author made the document invisible to the patient",
+    ),
+    VisibilityRule(
+        "E5-invisible-representatives",
+        DocumentFlag.HIDDEN_FROM_REPRESENTATIVES,
+        frozenset({Basis.REPRESENTATIVE}),
+        "the author made the document invisible to legal representatives",
+    ),
+    VisibilityRule(
+        "E5-hidden-from-professionals",
+        DocumentFlag.HIDDEN_FROM_PROFESSIONALS,
+        frozenset({Basis.KNOWN_PROFESSIONAL, Basis.EMERGENCY}),
+        "the document is hidden from professionals (only the médecin traitant sees it)",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class DocumentVerdict:
+    """Whether one document is visible on a basis, and the rule that hid it."""
+
+    visible: bool
+    rule: str | None = None
+
+
+def document_verdict(basis: Basis, flags: Collection[DocumentFlag]) -> DocumentVerdict:
+    """The first line of :data:`VISIBILITY_RULES` that hides the document decides."""
+    for rule in VISIBILITY_RULES:
+        if rule.flag in flags and basis in rule.hidden_from:
+            return DocumentVerdict(visible=False, rule=rule.id)
+    return DocumentVerdict(visible=True)
+
+
+def hidden_flags(basis: Basis) -> frozenset[DocumentFlag]:
+    """The flags that hide a document from a caller on ``basis`` (for building queries)."""
+    return frozenset(rule.flag for rule in VISIBILITY_RULES if basis in rule.hidden_from)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Record access and document visibility together: what the rule table test checks."""
+
+    allowed: bool
+    rule: str
+    basis: Basis | None
+
+
+def decide(facts: AccessFacts, flags: Collection[DocumentFlag] = ()) -> Decision:
+    """May this caller read a document with ``flags`` of this record? (both tables)."""
+    access = access_verdict(facts)
+    if not access.allowed or access.basis is None:
+        return Decision(allowed=False, rule=access.rule, basis=None)
+    document = document_verdict(access.basis, flags)
+    if not document.visible and document.rule is not None:
+        return Decision(allowed=False, rule=document.rule, basis=access.basis)
+    return Decision(allowed=True, rule=access.rule, basis=access.basis)
+
+
+# ---------------------------------------------------------------------------------------------
+# Right changes (F1)
+
+MEDECIN_TRAITANT_UNBLOCKABLE = "F1-medecin-traitant-unblockable"
+
+
+def status_change_refusal(*, medecin_traitant: bool, new_status: ProfessionalStatus) -> str | None:
+    """The rule refusing a status change, or None: the médecin traitant cannot be blocked."""
+    if medecin_traitant and new_status is ProfessionalStatus.BLOCKED:
+        return MEDECIN_TRAITANT_UNBLOCKABLE
+    return None

@@ -1,0 +1,252 @@
+"""F1, F2, F3, E5: the access decision as a table of (who, relationship, settings, document
+flags) → allowed or denied, with the rule that decided. Every rule of both tables appears."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from caducee.policies.access import (
+    ACCESS_RULES,
+    MEDECIN_TRAITANT_UNBLOCKABLE,
+    VISIBILITY_RULES,
+    AccessFacts,
+    Actor,
+    Basis,
+    DocumentFlag,
+    ProfessionalStatus,
+    access_verdict,
+    decide,
+    document_verdict,
+    eighteenth_birthday,
+    hidden_flags,
+    is_minor,
+    status_change_refusal,
+)
+
+TODAY = date(2026, 11, 25)
+CHILD = date(2015, 3, 2)
+ADULT = date(2008, 11, 25)  # 18 today
+ALMOST = date(2008, 11, 26)  # 18 tomorrow
+
+PATIENT = AccessFacts(actor=Actor.PATIENT)
+PRO = AccessFacts(actor=Actor.PROFESSIONAL)
+KNOWN = replace(PRO, known=True)
+BLOCKED = replace(PRO, known=True, blocked=True)
+MT = replace(PRO, known=True, medecin_traitant=True)
+REP = AccessFacts(actor=Actor.REPRESENTATIVE, delegated=True, subject_birth_date=CHILD, today=TODAY)
+
+HIDDEN_PRO = {DocumentFlag.HIDDEN_FROM_PROFESSIONALS}
+HIDDEN_PATIENT = {DocumentFlag.HIDDEN_FROM_PATIENT}
+HIDDEN_REP = {DocumentFlag.HIDDEN_FROM_REPRESENTATIVES}
+NONE: set[DocumentFlag] = set()
+
+# (case, facts, document flags, allowed, rule)
+TABLE: list[tuple[str, AccessFacts, set[DocumentFlag], bool, str]] = [
+    # the patient (F2 patient side, E5)
+    ("patient, plain document", PATIENT, NONE, True, "F2-own-record"),
+    ("patient, hidden from pros", PATIENT, HIDDEN_PRO, True, "F2-own-record"),
+    ("patient, INVISIBLE_PATIENT", PATIENT, HIDDEN_PATIENT, False, "E5-invisible-patient"),
+    ("patient, invisible to reps", PATIENT, HIDDEN_REP, True, "F2-own-record"),
+    ("patient, closed space", replace(PATIENT, record_open=False), NONE, True, "F2-own-record"),
+    # known professionals (F1, F2)
+    ("known pro", KNOWN, NONE, True, "F2-known-professional"),
+    ("known pro, INVISIBLE_PATIENT", KNOWN, HIDDEN_PATIENT, True, "F2-known-professional"),
+    ("known pro, hidden", KNOWN, HIDDEN_PRO, False, "E5-hidden-from-professionals"),
+    ("known pro, invisible to reps", KNOWN, HIDDEN_REP, True, "F2-known-professional"),
+    ("known pro, closed space", replace(KNOWN, record_open=False), NONE, False, "I2-record-closed"),
+    ("blocked pro", BLOCKED, NONE, False, "F1-blocked"),
+    (
+        "blocked pro, break-glass",
+        replace(BLOCKED, emergency_enabled=True, emergency_reason=True),
+        NONE,
+        False,
+        "F1-blocked",
+    ),
+    # médecin traitant (F1)
+    ("médecin traitant", MT, NONE, True, "F1-medecin-traitant"),
+    ("médecin traitant, hidden", MT, HIDDEN_PRO, True, "F1-medecin-traitant"),
+    ("médecin traitant, INVISIBLE_PATIENT", MT, HIDDEN_PATIENT, True, "F1-medecin-traitant"),
+    (
+        "médecin traitant marked blocked",
+        replace(MT, blocked=True),
+        HIDDEN_PRO,
+        True,
+        "F1-medecin-traitant",
+    ),
+    (
+        "médecin traitant who never wrote",
+        replace(PRO, medecin_traitant=True),
+        NONE,
+        True,
+        "F1-medecin-traitant",
+    ),
+    (
+        "médecin traitant, closed space",
+        replace(MT, record_open=False),
+        NONE,
+        False,
+        "I2-record-closed",
+    ),
+    # unknown professionals and emergency access (F2)
+    ("unknown pro", PRO, NONE, False, "F2-unknown-professional"),
+    (
+        "unknown pro, emergency on, no reason",
+        replace(PRO, emergency_enabled=True),
+        NONE,
+        False,
+        "F2-unknown-professional",
+    ),
+    (
+        "unknown pro, reason, emergency off",
+        replace(PRO, emergency_reason=True),
+        NONE,
+        False,
+        "F2-emergency-disabled",
+    ),
+    (
+        "break-glass",
+        replace(PRO, emergency_reason=True, emergency_enabled=True),
+        NONE,
+        True,
+        "F2-emergency-access",
+    ),
+    (
+        "break-glass, hidden",
+        replace(PRO, emergency_reason=True, emergency_enabled=True),
+        HIDDEN_PRO,
+        False,
+        "E5-hidden-from-professionals",
+    ),
+    (
+        "known pro with a reason",
+        replace(KNOWN, emergency_reason=True),
+        NONE,
+        True,
+        "F2-known-professional",
+    ),
+    # legal representatives (F3)
+    ("representative of a child", REP, NONE, True, "F3-representative"),
+    ("representative, invisible to reps", REP, HIDDEN_REP, False, "E5-invisible-representatives"),
+    ("representative, INVISIBLE_PATIENT", REP, HIDDEN_PATIENT, False, "E5-invisible-patient"),
+    ("representative, hidden from pros", REP, HIDDEN_PRO, True, "F3-representative"),
+    (
+        "representative, day before 18",
+        replace(REP, subject_birth_date=ALMOST),
+        NONE,
+        True,
+        "F3-representative",
+    ),
+    (
+        "representative, 18th birthday",
+        replace(REP, subject_birth_date=ADULT),
+        NONE,
+        False,
+        "F3-age-of-majority",
+    ),
+    ("no delegation", replace(REP, delegated=False), NONE, False, "F3-no-delegation"),
+    ("birth date unknown", replace(REP, subject_birth_date=None), NONE, False, "F3-age-unknown"),
+    ("no clock", replace(REP, today=None), NONE, False, "F3-age-unknown"),
+    (
+        "representative, closed space",
+        replace(REP, record_open=False),
+        NONE,
+        False,
+        "I2-record-closed",
+    ),
+    # anyone else
+    ("another patient", AccessFacts(actor=Actor.OTHER), NONE, False, "F2-not-authorised"),
+]
+
+
+@pytest.mark.parametrize(
+    ("facts", "flags", "allowed", "rule"),
+    [
+        pytest.param(facts, flags, allowed, rule, id=case)
+        for case, facts, flags, allowed, rule in TABLE
+    ],
+)
+def test_f2_access_table(
+    facts: AccessFacts, flags: set[DocumentFlag], allowed: bool, rule: str
+) -> None:
+    decision = decide(facts, flags)
+    assert (decision.allowed, decision.rule) == (allowed, rule)
+
+
+def test_f2_the_table_covers_every_rule() -> None:
+    covered = {rule for *_, rule in TABLE}
+    every = {rule.id for rule in ACCESS_RULES} | {rule.id for rule in VISIBILITY_RULES}
+    assert every <= covered, sorted(every - covered)
+
+
+def test_e5_hidden_flags_match_the_visibility_table() -> None:
+    assert hidden_flags(Basis.MEDECIN_TRAITANT) == frozenset()
+    assert hidden_flags(Basis.KNOWN_PROFESSIONAL) == {DocumentFlag.HIDDEN_FROM_PROFESSIONALS}
+    assert hidden_flags(Basis.EMERGENCY) == {DocumentFlag.HIDDEN_FROM_PROFESSIONALS}
+    assert hidden_flags(Basis.OWN_RECORD) == {DocumentFlag.HIDDEN_FROM_PATIENT}
+    assert hidden_flags(Basis.REPRESENTATIVE) == {
+        DocumentFlag.HIDDEN_FROM_PATIENT,
+        DocumentFlag.HIDDEN_FROM_REPRESENTATIVES,
+    }
+
+
+@given(
+    basis=st.sampled_from(list(Basis)),
+    flags=st.sets(st.sampled_from(list(DocumentFlag))),
+)
+def test_e5_a_document_is_hidden_exactly_by_the_hidden_flags(
+    basis: Basis, flags: set[DocumentFlag]
+) -> None:
+    verdict = document_verdict(basis, flags)
+    assert verdict.visible == (not (flags & hidden_flags(basis)))
+
+
+@given(
+    actor=st.sampled_from(list(Actor)),
+    booleans=st.lists(st.booleans(), min_size=8, max_size=8),
+    birth=st.one_of(st.none(), st.dates(min_value=date(1990, 1, 1), max_value=TODAY)),
+)
+def test_f1_invariants(actor: Actor, booleans: list[bool], birth: date | None) -> None:
+    record_open, known, blocked, mt, enabled, reason, delegated, with_today = booleans
+    facts = AccessFacts(
+        actor=actor,
+        record_open=record_open,
+        known=known,
+        blocked=blocked,
+        medecin_traitant=mt,
+        emergency_enabled=enabled,
+        emergency_reason=reason,
+        delegated=delegated,
+        subject_birth_date=birth,
+        today=TODAY if with_today else None,
+    )
+    verdict = access_verdict(facts)
+    assert verdict.allowed == (verdict.basis is not None)
+    if actor is Actor.PROFESSIONAL and record_open:
+        # the médecin traitant is never refused; a blocked one never allowed otherwise
+        assert verdict.allowed == (mt or (not blocked and (known or (reason and enabled))))
+    if actor is Actor.REPRESENTATIVE and verdict.allowed:
+        assert birth is not None and is_minor(birth, TODAY) and delegated
+    if actor is Actor.OTHER:
+        assert not verdict.allowed
+
+
+def test_f3_eighteenth_birthday() -> None:
+    assert eighteenth_birthday(date(2008, 11, 25)) == date(2026, 11, 25)
+    assert eighteenth_birthday(date(2008, 2, 29)) == date(2026, 3, 1)
+    assert is_minor(date(2008, 2, 29), date(2026, 2, 28))
+    assert not is_minor(date(2008, 2, 29), date(2026, 3, 1))
+    assert eighteenth_birthday(date(2012, 2, 29)) == date(2030, 3, 1)
+
+
+def test_f1_the_medecin_traitant_cannot_be_blocked() -> None:
+    refusal = status_change_refusal(medecin_traitant=True, new_status=ProfessionalStatus.BLOCKED)
+    assert refusal == MEDECIN_TRAITANT_UNBLOCKABLE
+    authorised = ProfessionalStatus.AUTHORISED
+    assert status_change_refusal(medecin_traitant=True, new_status=authorised) is None
+    blocked = ProfessionalStatus.BLOCKED
+    assert status_change_refusal(medecin_traitant=False, new_status=blocked) is None
