@@ -160,16 +160,7 @@ def _is_our_http(host: str, port: int) -> bool:
 def _is_our_smtp(host: str, port: int, *, implicit_tls: bool = False) -> bool:
     """True when the port greets like a Caducée SMTP server (through TLS for implicit TLS)."""
     try:
-        with socket.create_connection((host, port), timeout=2) as raw:
-            connection: socket.socket = raw
-            if implicit_tls:
-                # Only identifying the greeter here; certificates are checked above.
-                probe = ssl.create_default_context()
-                probe.check_hostname = False
-                probe.verify_mode = ssl.CERT_NONE
-                connection = probe.wrap_socket(raw, server_hostname=host)
-            greeting = connection.recv(512).decode("utf-8", "replace")
-            connection.sendall(b"QUIT\r\n")
+        greeting = _greeting(host, port, implicit_tls=implicit_tls)
     except OSError:
         return False
     return greeting.startswith("220 ") and "Caducée" in greeting
@@ -177,6 +168,30 @@ def _is_our_smtp(host: str, port: int, *, implicit_tls: bool = False) -> bool:
 
 def _is_our_smtps(host: str, port: int) -> bool:
     return _is_our_smtp(host, port, implicit_tls=True)
+
+
+def _greeting(host: str, port: int, *, implicit_tls: bool) -> str:
+    with socket.create_connection((host, port), timeout=2) as raw:
+        connection: socket.socket = raw
+        if implicit_tls:
+            # Only identifying the greeter here; certificates are checked above.
+            probe = ssl.create_default_context()
+            probe.check_hostname = False
+            probe.verify_mode = ssl.CERT_NONE
+            connection = probe.wrap_socket(raw, server_hostname=host)
+        return connection.recv(512).decode("utf-8", "replace")
+
+
+def _is_our_imap(host: str, port: int, *, implicit_tls: bool = False) -> bool:
+    try:
+        greeting = _greeting(host, port, implicit_tls=implicit_tls)
+    except OSError:
+        return False
+    return greeting.startswith("* OK") and "Caducee IMAP" in greeting
+
+
+def _is_our_imaps(host: str, port: int) -> bool:
+    return _is_our_imap(host, port, implicit_tls=True)
 
 
 def _never_ours(host: str, port: int) -> bool:
@@ -219,6 +234,8 @@ def _check_ports(settings: Settings, report: Report) -> None:
             "smtp": _is_our_smtp,
             "submission": _is_our_smtp,
             "submissions": _is_our_smtps,
+            "imap": _is_our_imap,
+            "imaps": _is_our_imaps,
         }
         reason = _port_state(host, port, is_ours=probes.get(name, _never_ours))
         if reason is None:

@@ -23,6 +23,7 @@ from caducee.gateway.commands import CommandError, Subcommands, add_home_argumen
 from caducee.gateway.http.app import build_http_app
 from caducee.gateway.http.directory_api import directory_routes
 from caducee.gateway.http.patient_api import access_routes
+from caducee.gateway.imap.server import ImapListeners
 from caducee.gateway.logs import configure_logging
 from caducee.gateway.runtime import Gateway, build_gateway
 from caducee.gateway.smtp.auth import Authenticator
@@ -173,6 +174,17 @@ async def serve(gateway: Gateway, role: str = ROLE_MAIN) -> None:
         banner.append(
             f"  Submission (implicit TLS, AUTH)                      {host}:{listeners.submissions}"
         )
+    if main and (listeners.imap or listeners.imaps):
+        imap = ImapListeners(gateway)
+        services.append(imap)
+        if listeners.imap:
+            banner.append(
+                f"  IMAP (STARTTLS)                                      {host}:{listeners.imap}"
+            )
+        if listeners.imaps:
+            banner.append(
+                f"  IMAP (implicit TLS)                                  {host}:{listeners.imaps}"
+            )
     for service in services:
         await service.start()
     children = await _spawn_smtp_workers(settings) if main else []

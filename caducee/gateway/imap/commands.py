@@ -1,0 +1,255 @@
+"""Command parsers pymap 0.36.7 lacks: ENABLE, NAMESPACE, CONDSTORE syntax (RFC 5161, 2342, 7162).
+
+pymap parses RFC 3501 well and already reads the RFC 4466 option lists that
+CONDSTORE uses (``SELECT INBOX (CONDSTORE)``, ``FETCH 1:* (FLAGS) (CHANGEDSINCE
+12)``, ``STORE 1 (UNCHANGEDSINCE 12) +FLAGS (\\Seen)``), so those commands are
+pymap's own. What it cannot parse is added here, by subclassing its command
+classes and registering them under the same names:
+
+* ``ENABLE`` and ``NAMESPACE`` (new commands);
+* the ``MODSEQ`` fetch attribute (``FETCH 1:* (FLAGS MODSEQ)``);
+* the ``MODSEQ`` search key, also inside ``OR`` and parenthesised lists;
+* the ``HIGHESTMODSEQ`` status attribute.
+
+The ``UID`` variants are redeclared so that ``UID FETCH`` and ``UID SEARCH``
+use the extended parsers too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import ClassVar
+
+from pymap.parsing import EndLine, Params, Space
+from pymap.parsing.command import CommandAuth, CommandNoArgs
+from pymap.parsing.command.auth import StatusCommand
+from pymap.parsing.command.select import FetchCommand, SearchCommand
+from pymap.parsing.commands import Commands
+from pymap.parsing.exceptions import NotParseable
+from pymap.parsing.primitives import Atom, List, Number
+from pymap.parsing.specials import (
+    ExtensionOptions,
+    FetchAttribute,
+    Mailbox,
+    SearchKey,
+    SequenceSet,
+    StatusAttribute,
+)
+
+MODSEQ = b"MODSEQ"
+CONDSTORE = b"CONDSTORE"
+
+
+class EnableCommand(CommandAuth):
+    """``ENABLE capability...`` (RFC 5161)."""
+
+    command = b"ENABLE"
+
+    def __init__(self, tag: bytes, capabilities: Sequence[bytes]) -> None:
+        super().__init__(tag)
+        self.capabilities = list(capabilities)
+
+    @classmethod
+    def parse(cls, buf: memoryview, params: Params) -> tuple[EnableCommand, memoryview]:
+        capabilities: list[bytes] = []
+        while True:
+            try:
+                _, after = Space.parse(buf, params)
+                atom, buf = Atom.parse(after, params)
+            except NotParseable:
+                break
+            capabilities.append(atom.value.upper())
+        if not capabilities:
+            raise NotParseable(buf)
+        _, buf = EndLine.parse(buf, params)
+        return cls(params.tag, capabilities), buf
+
+
+class NamespaceCommand(CommandNoArgs, CommandAuth):
+    """``NAMESPACE`` (RFC 2342)."""
+
+    command = b"NAMESPACE"
+
+
+_ATTRIBUTE_START = re.compile(rb" *MODSEQ(?=[\s)]|$)", re.IGNORECASE)
+_MACROS = {
+    b"ALL": (b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE"),
+    b"FAST": (b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE"),
+    b"FULL": (b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE", b"BODY"),
+}
+
+
+def _fetch_attribute(buf: memoryview, params: Params) -> tuple[FetchAttribute, memoryview]:
+    match = _ATTRIBUTE_START.match(buf)
+    if match is not None:
+        return FetchAttribute(MODSEQ), buf[match.end() :]
+    return FetchAttribute.parse(buf, params)
+
+
+class CondstoreFetchCommand(FetchCommand):
+    """FETCH that also knows the ``MODSEQ`` attribute."""
+
+    @classmethod
+    def _attributes(
+        cls, buf: memoryview, params: Params
+    ) -> tuple[Sequence[FetchAttribute], memoryview]:
+        try:
+            atom, after = Atom.parse(buf, params)
+        except NotParseable:
+            pass
+        else:
+            macro = _MACROS.get(atom.value.upper())
+            if macro is not None:
+                return [FetchAttribute(name) for name in macro], after
+        start = len(buf) - len(bytes(buf).lstrip(b" "))
+        if bytes(buf[start : start + 1]) != b"(":
+            attribute, buf = _fetch_attribute(buf, params)
+            return [attribute], buf
+        buf = buf[start + 1 :]
+        attributes: list[FetchAttribute] = []
+        while True:
+            stripped = bytes(buf[:1])
+            if stripped == b" ":
+                buf = buf[1:]
+                continue
+            if stripped == b")":
+                buf = buf[1:]
+                break
+            attribute, buf = _fetch_attribute(buf, params)
+            attributes.append(attribute)
+        if not attributes:
+            raise NotParseable(buf)
+        return attributes, buf
+
+    @classmethod
+    def parse(cls, buf: memoryview, params: Params) -> tuple[FetchCommand, memoryview]:
+        _, buf = Space.parse(buf, params)
+        sequence_set, buf = SequenceSet.parse(buf, params)
+        _, buf = Space.parse(buf, params)
+        attributes, buf = cls._attributes(buf, params)
+        if params.uid and not any(attr.value == b"UID" for attr in attributes):
+            attributes = [*attributes, FetchAttribute(b"UID")]
+        options, buf = ExtensionOptions.parse(buf, params)
+        _, buf = EndLine.parse(buf, params)
+        return cls(params.tag, sequence_set, attributes, options), buf
+
+
+class UidCondstoreFetchCommand(CondstoreFetchCommand):
+    command = b"UID FETCH"
+    delegate = FetchCommand
+    uid: ClassVar[bool] = True
+
+    @classmethod
+    def parse(cls, buf: memoryview, params: Params) -> tuple[FetchCommand, memoryview]:
+        return super().parse(buf, params.copy(uid=True))
+
+
+class ModseqSearchKey(SearchKey):
+    """A search key parser that also reads ``MODSEQ [entry type] n`` (RFC 7162 §3.1.5)."""
+
+    _modseq = re.compile(rb' *MODSEQ +(?:"[^"]*" +(?:PRIV|SHARED|ALL) +)?(\d+)', re.IGNORECASE)
+    _or = re.compile(rb" *OR +", re.IGNORECASE)
+    _not = re.compile(rb" *NOT +", re.IGNORECASE)
+
+    @classmethod
+    def parse(cls, buf: memoryview, params: Params) -> tuple[SearchKey, memoryview]:
+        inverse = False
+        match = cls._not.match(buf)
+        if match is not None:
+            inverse = True
+            buf = buf[match.end() :]
+        match = cls._modseq.match(buf)
+        if match is not None:
+            return SearchKey(MODSEQ, int(match.group(1)), inverse), buf[match.end() :]
+        match = cls._or.match(buf)
+        if match is not None:
+            left, buf = cls.parse(buf[match.end() :], params)
+            _, buf = Space.parse(buf, params)
+            right, buf = cls.parse(buf, params)
+            return SearchKey(b"OR", (left, right), inverse), buf
+        if bytes(buf[:64]).lstrip(b" ").startswith(b"("):
+            keys, buf = List.parse(buf, params.copy(expected=[ModseqSearchKey]))
+            return SearchKey(b"KEYSET", keys.get_as(SearchKey), inverse), buf
+        key, buf = SearchKey.parse(buf, params)
+        return (key.not_inverse if inverse else key), buf
+
+
+class CondstoreSearchCommand(SearchCommand):
+    """SEARCH whose keys may include ``MODSEQ``."""
+
+    @classmethod
+    def parse(cls, buf: memoryview, params: Params) -> tuple[SearchCommand, memoryview]:
+        options, buf = cls._parse_options(buf, params)
+        charset, buf = cls._parse_charset(buf, params)
+        keys: list[SearchKey] = []
+        key_params = params.copy(charset=charset)
+        while True:
+            try:
+                _, after = Space.parse(buf, params)
+                key, buf = ModseqSearchKey.parse(after, key_params)
+            except NotParseable:
+                if not keys:
+                    raise
+                break
+            keys.append(key)
+        _, buf = EndLine.parse(buf, params)
+        return cls(params.tag, keys, charset, options), buf
+
+
+class UidCondstoreSearchCommand(CondstoreSearchCommand):
+    command = b"UID SEARCH"
+    delegate = SearchCommand
+    uid: ClassVar[bool] = True
+
+    @classmethod
+    def parse(cls, buf: memoryview, params: Params) -> tuple[SearchCommand, memoryview]:
+        return super().parse(buf, params.copy(uid=True))
+
+
+class ModseqStatusAttribute(StatusAttribute):
+    """Status attributes, ``HIGHESTMODSEQ`` included."""
+
+    valid_statuses = {*StatusAttribute.valid_statuses, b"HIGHESTMODSEQ"}  # noqa: RUF012
+
+
+class CondstoreStatusCommand(StatusCommand):
+    """STATUS that accepts ``HIGHESTMODSEQ``."""
+
+    @classmethod
+    def parse(cls, buf: memoryview, params: Params) -> tuple[StatusCommand, memoryview]:
+        _, buf = Space.parse(buf, params)
+        mailbox, buf = Mailbox.parse(buf, params)
+        _, buf = Space.parse(buf, params)
+        attributes, after = List.parse(buf, params.copy(expected=[ModseqStatusAttribute]))
+        if not attributes.value:
+            raise NotParseable(buf)
+        _, buf = EndLine.parse(after, params)
+        return cls(params.tag, mailbox, attributes.get_as(StatusAttribute)), buf
+
+
+def number_option(options: ExtensionOptions, name: bytes) -> int | None:
+    """The numeric argument of an RFC 4466 option (``CHANGEDSINCE 12``), if given."""
+    argument = options.get(name)
+    if argument is None:
+        return None
+    values = list(argument.value)
+    if len(values) != 1 or not isinstance(values[0], Number):
+        raise NotParseable(memoryview(bytes(argument)))
+    return int(values[0].value)
+
+
+def caducee_commands() -> Commands:
+    """pymap's commands with ours registered over them."""
+    commands = Commands()
+    for command in (
+        EnableCommand,
+        NamespaceCommand,
+        CondstoreFetchCommand,
+        UidCondstoreFetchCommand,
+        CondstoreSearchCommand,
+        UidCondstoreSearchCommand,
+        CondstoreStatusCommand,
+    ):
+        commands.register(command)
+    return commands

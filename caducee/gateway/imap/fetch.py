@@ -1,0 +1,389 @@
+"""FETCH: which data each attribute needs, loading it in batches, and writing it out.
+
+pymap loads one message at a time through ``MessageInterface.load_content``
+while it writes the response. Against an encrypted blob store in a database
+that means one thread hop and one query per message; here a
+:class:`FetchLoader` decrypts the messages of a FETCH in batches (structures
+from the encrypted cache, whole messages only when a section needs them),
+keeps the next batch loading while the current one is written, and drops each
+message once written, so ``FETCH 1:* BODY[]`` on a large folder streams with
+bounded memory.
+
+The values are pymap :class:`~pymap.parsing.specials.FetchValue` objects inside
+pymap :class:`~pymap.parsing.response.specials.FetchResponse` objects, so
+pymap's merging of a FETCH with the flag changes of the same message still
+applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pymap.flags import SessionFlags
+from pymap.parsing.primitives import List
+from pymap.parsing.response import UntaggedResponse
+from pymap.parsing.response.specials import FetchResponse
+from pymap.parsing.specials import FetchAttribute, FetchValue
+from pymap.parsing.specials.datetime_ import DateTime
+from pymap.parsing.specials.fetchattr import FetchPartial
+from pymap.parsing.specials.flag import Flag
+
+from caducee.gateway.imap import render
+from caducee.gateway.imap.selected import MODSEQ_ATTRIBUTE, ImapMessage, StaticValue
+from caducee.mailboxes.imap_store import ImapStore, Principal
+from caducee.mailboxes.imap_structure import MessageStructure, find_part
+
+STRUCTURE_ATTRIBUTES = frozenset({b"ENVELOPE", b"BODYSTRUCTURE"})
+SIMPLE_ATTRIBUTES = frozenset(
+    {b"UID", b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"MODSEQ", b"EMAILID", b"THREADID"}
+)
+CONTENT_BATCH_BYTES = 4 * 1024 * 1024
+STRUCTURE_BATCH = 500
+CONTENT_BATCH = 100
+
+Runner = Callable[..., Awaitable[object]]
+
+
+@dataclass
+class Loaded:
+    """What one message's values are computed from while its FETCH response is written."""
+
+    structure: MessageStructure | None = None
+    raw: bytes | None = None
+
+
+def _body_section(attribute: FetchAttribute) -> tuple[list[int], bytes | None, frozenset[bytes]]:
+    section = attribute.section
+    if section is None:
+        return [], None, frozenset()
+    return list(section.parts or ()), section.specifier, frozenset(section.headers or ())
+
+
+def needs(attributes: Sequence[FetchAttribute]) -> tuple[bool, bool]:
+    """``(structure, content)``: whether the attributes need the cached structure, the bytes."""
+    structure = content = False
+    for attribute in attributes:
+        name = attribute.value
+        if name in SIMPLE_ATTRIBUTES:
+            continue
+        if name in STRUCTURE_ATTRIBUTES or (name == b"BODY" and attribute.section is None):
+            structure = True
+            continue
+        if name == b"RFC822.HEADER":
+            structure = True
+            continue
+        parts, specifier, _ = _body_section(attribute)
+        binary = name.startswith(b"BINARY")
+        if parts or binary or specifier not in (None, b"TEXT"):
+            structure = True
+        if render.section_needs_content(parts, specifier, binary=binary):
+            content = True
+    return structure, content
+
+
+KNOWN_ENCODINGS = frozenset({None, "7bit", "8bit", "binary", "base64", "quoted-printable"})
+
+
+def decodable(attributes: Sequence[FetchAttribute], structures: Iterable[MessageStructure]) -> bool:
+    """False when a BINARY attribute names a leaf part whose encoding cannot be undone."""
+    sections = [
+        list(a.section.parts or ()) if a.section is not None else []
+        for a in attributes
+        if a.value.startswith(b"BINARY")
+    ]
+    for structure in structures:
+        for parts in sections:
+            part = find_part(structure.root, parts) if parts else None
+            if part is not None and not part.children and part.encoding not in KNOWN_ENCODINGS:
+                return False
+    return True
+
+
+def _partial(data: bytes, partial: FetchPartial | None) -> bytes:
+    if partial is None:
+        return data
+    start = partial.start
+    end = len(data) if partial.length is None else start + partial.length
+    return data[start:end]
+
+
+def _literal(data: bytes, *, binary: bool = False) -> bytes:
+    prefix = b"~" if binary and b"\x00" in data else b""
+    return b"%b{%d}\r\n%b" % (prefix, len(data), data)
+
+
+def response_name(attribute: FetchAttribute) -> bytes:
+    """The attribute as the response names it: pymap 0.36.7 leaves ``.PEEK`` on BINARY."""
+    name = bytes(attribute.for_response)
+    if name.startswith(b"BINARY.PEEK"):
+        return b"BINARY" + name[len(b"BINARY.PEEK") :]
+    return name
+
+
+class LazyValue(FetchValue):
+    """A fetch value computed from the loaded message when the response is written."""
+
+    __slots__ = ["box", "compute"]
+
+    def __init__(
+        self, attribute: FetchAttribute, box: Loaded, compute: Callable[[Loaded], bytes]
+    ) -> None:
+        super().__init__(attribute)
+        self.box = box
+        self.compute = compute
+
+    def __bytes__(self) -> bytes:
+        return response_name(self.attribute) + b" " + self.compute(self.box)
+
+
+def _section_value(attribute: FetchAttribute) -> Callable[[Loaded], bytes]:
+    name = attribute.value
+    binary = name.startswith(b"BINARY")
+    parts: list[int]
+    specifier: bytes | None
+    headers: frozenset[bytes]
+    if name == b"RFC822.HEADER":
+        parts, specifier, headers = [], b"HEADER", frozenset()
+    else:
+        parts, specifier, headers = _body_section(attribute)
+    size_only = name == b"BINARY.SIZE"
+
+    def compute(box: Loaded) -> bytes:
+        try:
+            data = render.section(box.structure, box.raw, parts, specifier, headers, binary=binary)
+        except render.SectionError:
+            data = None
+        if data is None:
+            return b"0" if size_only else render.NIL
+        if size_only:
+            return b"%d" % len(data)
+        return _literal(_partial(data, attribute.partial), binary=binary)
+
+    return compute
+
+
+def _envelope(box: Loaded) -> bytes:
+    structure = box.structure
+    if structure is None:
+        return render.NIL
+    rendered = structure.memo.get("envelope")
+    if rendered is None:
+        rendered = structure.memo["envelope"] = render.envelope(structure.envelope)
+    return rendered
+
+
+def _structure_value(attribute: FetchAttribute) -> Callable[[Loaded], bytes]:
+    if attribute.value == b"ENVELOPE":
+        return _envelope
+    extended = attribute.value == b"BODYSTRUCTURE"
+    key = "bodystructure" if extended else "body"
+
+    def compute(box: Loaded) -> bytes:
+        structure = box.structure
+        if structure is None:
+            return render.NIL
+        rendered = structure.memo.get(key)
+        if rendered is None:
+            rendered = render.bodystructure(structure.root, extended=extended)
+            structure.memo[key] = rendered
+        return rendered
+
+    return compute
+
+
+Render = Callable[[ImapMessage, Loaded], bytes]
+_FLAG_LISTS: dict[frozenset[Flag], bytes] = {}
+
+
+def flag_list(flags: frozenset[Flag]) -> bytes:
+    """``(\\Flagged \\Seen)``, memoised: a folder uses few distinct flag sets."""
+    rendered = _FLAG_LISTS.get(flags)
+    if rendered is None:
+        rendered = bytes(List(flags, sort=True))
+        if len(_FLAG_LISTS) < 10_000:
+            _FLAG_LISTS[flags] = rendered
+    return rendered
+
+
+class FetchPlan:
+    """What one FETCH command writes for every message: per attribute, a name and a renderer.
+
+    Worked out once per command; each message's response then only calls the
+    renderers (pymap builds and formats value objects per message and attribute).
+    """
+
+    def __init__(
+        self, attributes: Sequence[FetchAttribute], session_flags: SessionFlags, *, condstore: bool
+    ) -> None:
+        self.items: list[tuple[FetchAttribute, bytes, Render]] = []
+        seen: set[bytes] = set()
+        for attribute in attributes:
+            name = response_name(attribute)
+            if name in seen:
+                continue
+            seen.add(name)
+            self.items.append((attribute, name, self._renderer(attribute, session_flags)))
+        if condstore and b"MODSEQ" not in seen:
+            self.items.append((MODSEQ_ATTRIBUTE, b"MODSEQ", _modseq))
+
+    @staticmethod
+    def _renderer(attribute: FetchAttribute, session_flags: SessionFlags) -> Render:
+        name = attribute.value
+        if name == b"UID":
+            return lambda message, _: b"%d" % message.uid
+        if name == b"FLAGS":
+            return lambda message, _: flag_list(message.get_flags(session_flags))
+        if name == b"INTERNALDATE":
+            return lambda message, _: bytes(DateTime(message.internal_date))
+        if name == b"RFC822.SIZE":
+            return lambda message, _: b"%d" % message.size
+        if name == b"MODSEQ":
+            return _modseq
+        if name in (b"EMAILID", b"THREADID"):
+            return lambda message, _: render.NIL
+        if name in STRUCTURE_ATTRIBUTES or (name == b"BODY" and attribute.section is None):
+            structure = _structure_value(attribute)
+        else:
+            structure = _section_value(attribute)
+        return lambda _, box: structure(box)
+
+    def render(self, message: ImapMessage, box: Loaded) -> bytes:
+        return b" ".join([name + b" " + item(message, box) for _, name, item in self.items])
+
+    def values(self, message: ImapMessage, box: Loaded) -> list[FetchValue]:
+        """The same data as pymap values (when pymap merges two FETCH of one message)."""
+        return [
+            StaticValue(attribute, name, item(message, box)) for attribute, name, item in self.items
+        ]
+
+
+def _modseq(message: ImapMessage, _: Loaded) -> bytes:
+    return b"(%d)" % message.modseq
+
+
+class PlannedFetchResponse(FetchResponse):
+    """One message's FETCH response, rendered by the command's :class:`FetchPlan` when written."""
+
+    def __init__(
+        self,
+        seq: int,
+        message: ImapMessage,
+        plan: FetchPlan,
+        loader: FetchLoader | None,
+        index: int,
+    ) -> None:
+        UntaggedResponse.__init__(self)
+        self.seq = seq
+        self.message = message
+        self.plan = plan
+        self.loader = loader
+        self.index = index
+
+    @property
+    def data(self) -> dict[FetchAttribute, FetchValue]:
+        box = Loaded()
+        return {value.attribute: value for value in self.plan.values(self.message, box)}
+
+    @data.setter
+    def data(self, value: dict[FetchAttribute, FetchValue]) -> None:
+        raise AttributeError("the values of a planned FETCH response are computed")
+
+    async def async_write(self, writer: Any) -> None:
+        box = Loaded()
+        loader = self.loader
+        if loader is not None:
+            await loader.fill(self.index, box)
+        try:
+            self.write_with(writer, box)
+        finally:
+            if loader is not None:
+                loader.release(self.index, box)
+
+    def write(self, writer: Any) -> None:
+        self.write_with(writer, Loaded())
+
+    def write_with(self, writer: Any, box: Loaded) -> None:
+        writer.write(b"* %d FETCH (%b)\r\n" % (self.seq, self.plan.render(self.message, box)))
+
+
+class FetchLoader:
+    """Loads structures and bytes for the messages of one FETCH, a batch ahead of the writer."""
+
+    def __init__(
+        self,
+        store: ImapStore,
+        principal: Principal,
+        folder_id: int,
+        run: Callable[..., Awaitable[object]],
+        messages: Sequence[ImapMessage],
+        *,
+        structure: bool,
+        content: bool,
+    ) -> None:
+        self.store = store
+        self.principal = principal
+        self.folder_id = folder_id
+        self.run = run
+        self.messages = list(messages)
+        self.structure = structure
+        self.content = content
+        self.batches: list[tuple[int, int]] = self._plan()
+        self.batch_of: dict[int, int] = {}
+        for number, (start, stop) in enumerate(self.batches):
+            for index in range(start, stop):
+                self.batch_of[index] = number
+        self.tasks: dict[int, asyncio.Task[dict[int, Loaded]]] = {}
+
+    def _plan(self) -> list[tuple[int, int]]:
+        batches: list[tuple[int, int]] = []
+        start = 0
+        size = 0
+        limit = CONTENT_BATCH if self.content else STRUCTURE_BATCH
+        for index, message in enumerate(self.messages):
+            size += message.size if self.content else 0
+            if index + 1 - start >= limit or size >= CONTENT_BATCH_BYTES:
+                batches.append((start, index + 1))
+                start, size = index + 1, 0
+        if start < len(self.messages):
+            batches.append((start, len(self.messages)))
+        return batches
+
+    def _load(self, number: int) -> dict[int, Loaded]:
+        start, stop = self.batches[number]
+        wanted = [m.uid for m in self.messages[start:stop]]
+        store, principal, folder = self.store, self.principal, self.folder_id
+        structures = store.structures(principal, folder, wanted) if self.structure else {}
+        contents = store.contents(principal, folder, wanted) if self.content else {}
+        return {uid: Loaded(structures.get(uid), contents.get(uid)) for uid in wanted}
+
+    def _start(self, number: int) -> asyncio.Task[dict[int, Loaded]]:
+        task = self.tasks.get(number)
+        if task is None:
+            task = asyncio.ensure_future(self.run(self._load, number))  # type: ignore[arg-type]
+            self.tasks[number] = task
+        return task
+
+    async def fill(self, index: int, box: Loaded) -> None:
+        """Put message ``index`` in ``box`` (loading its batch, and the next, when needed)."""
+        number = self.batch_of[index]
+        task = self._start(number)
+        if number + 1 < len(self.batches):
+            self._start(number + 1)
+        loaded = (task.result() if task.done() else await task).get(self.messages[index].uid)
+        if loaded is not None:
+            box.structure, box.raw = loaded.structure, loaded.raw
+
+    def release(self, index: int, box: Loaded) -> None:
+        """Drop message ``index`` once written (and its batch after its last message)."""
+        box.structure = box.raw = None
+        number = self.batch_of[index]
+        if index == self.batches[number][1] - 1:
+            self.tasks.pop(number, None)
+
+    def close(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+        self.tasks.clear()

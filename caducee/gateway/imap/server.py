@@ -1,0 +1,320 @@
+"""The IMAP sockets (H1): STARTTLS port and implicit-TLS port, what ``serve`` starts and stops.
+
+:class:`ImapListeners` is the one object the rest of the gateway sees: build it
+from the :class:`~caducee.gateway.runtime.Gateway`, ``await start()``, give its
+:meth:`~ImapListeners.notify_new_mail` to the SMTP server as the post-commit
+hook, ``await stop()`` at shutdown.
+
+The connection is pymap's :class:`~pymap.imap.IMAPConnection` with these changes:
+
+* protocol lines are never logged (pymap prints every line, passwords and
+  message content included, at DEBUG level; J2);
+* STARTTLS refuses to start TLS when the client already sent more bytes in
+  clear after the command (the STARTTLS command-injection attack, as
+  CVE-2011-0411 for Postfix); pymap would run them as if they came over TLS;
+* an inactivity timeout: 2 minutes before login, 30 minutes after (RFC 3501
+  §5.4), the same for IDLE (RFC 2177 asks clients to re-IDLE within 29);
+* untagged responses are drained to the socket as they are written, so a
+  ``FETCH 1:* BODY[]`` does not queue a whole mailbox in memory first;
+* a connection limit, and a graceful stop: commands in progress finish,
+  everyone else gets ``BYE``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import uuid
+from collections.abc import Awaitable, Iterable
+from contextlib import AsyncExitStack, closing
+from typing import TypeVar
+
+from proxyprotocol.sock import SocketInfoLocal
+from pymap.context import connection_exit, current_command
+from pymap.imap import IMAPConnection
+from pymap.parsing.command import Command
+from pymap.parsing.command.select import IdleCommand
+from pymap.parsing.commands import Commands
+from pymap.parsing.response import CommandResponse, Response, ResponseBye, ResponseCode
+
+from caducee.gateway.imap.config import CaduceeImapConfig
+from caducee.gateway.imap.events import MailboxEvents
+from caducee.gateway.imap.session import ImapBackend, Login
+from caducee.gateway.imap.state import CaduceeConnectionState
+from caducee.gateway.runtime import Gateway
+from caducee.gateway.tls import server_context
+from caducee.mailboxes.imap_changes import ChangeFeed
+from caducee.mailboxes.imap_store import ImapStore
+
+log = logging.getLogger("caducee.imap")
+
+T = TypeVar("T")
+
+LOGIN_TIMEOUT = 120.0
+IDLE_TIMEOUT = 30 * 60.0
+FLUSH_BYTES = 64 * 1024
+MAX_CONNECTIONS = 2000
+
+
+class CaduceeImapConnection(IMAPConnection):
+    """One client connection (pymap's, hardened; see the module docstring)."""
+
+    __slots__ = ["busy", "bye_sent", "idle_timeout", "idling", "login_timeout"]
+
+    def __init__(
+        self,
+        commands: Commands,
+        config: CaduceeImapConfig,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        sock_info: SocketInfoLocal,
+        *,
+        login_timeout: float = LOGIN_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
+        super().__init__(commands, config, reader, writer, sock_info)
+        self.login_timeout = login_timeout
+        self.idle_timeout = idle_timeout
+        self.busy = 0
+        self.idling = False
+        self.bye_sent = False
+
+    @classmethod
+    def _print(cls, log_format: str, output: str | bytes) -> None:
+        """Never log protocol lines: they carry passwords and health content."""
+
+    def _exec(self, future: Awaitable[T]) -> Awaitable[T]:
+        return self._tracked(future)
+
+    async def _tracked(self, future: Awaitable[T]) -> T:
+        self.idling = isinstance(current_command.get(None), IdleCommand)
+        self.busy += 1
+        try:
+            return await future
+        finally:
+            self.busy -= 1
+
+    async def _bye(self, text: bytes, code: bytes | None = None) -> None:
+        self.bye_sent = True
+        await self.write_response(ResponseBye(text, ResponseCode.of(code) if code else None))
+
+    async def read_command(self, state: CaduceeConnectionState) -> Command:  # type: ignore[override]
+        timeout = self.idle_timeout if state._session is not None else self.login_timeout
+        try:
+            async with asyncio.timeout(timeout):  # no task per command, unlike wait_for
+                return await super().read_command(state)
+        except TimeoutError:
+            await self._bye(b"Autologout: no command for too long.")
+            raise EOFError() from None
+
+    async def read_idle_done(self, cmd: IdleCommand) -> bool:
+        try:
+            async with asyncio.timeout(self.idle_timeout):
+                return await super().read_idle_done(cmd)
+        except TimeoutError:
+            await self._bye(b"Autologout: IDLE for too long.")
+            raise EOFError() from None
+
+    async def start_tls(self) -> None:
+        if getattr(self.reader, "_buffer", b""):  # asyncio: bytes received, not yet read
+            # Commands sent in clear after STARTTLS must not run as if they came over TLS.
+            raise ConnectionError("data received after STARTTLS, before the TLS handshake")
+        await super().start_tls()
+
+    async def send_error_disconnect(self) -> None:
+        if not self.bye_sent:
+            self.bye_sent = True
+            await super().send_error_disconnect()
+
+    async def write_response(self, resp: Response) -> None:
+        buffer = _Buffer()
+        try:
+            if isinstance(resp, CommandResponse):
+                for untagged in resp._untagged:  # pymap 0.36.7: the untagged responses
+                    await untagged.async_write(buffer)
+                    if len(buffer.data) >= FLUSH_BYTES:
+                        self.writer.write(buffer.take())
+                        await self.writer.drain()
+                Response.write(resp, buffer)
+            else:
+                await resp.async_write(buffer)
+            self.writer.write(buffer.take())
+            await self.writer.drain()
+        except ConnectionError:
+            pass
+
+
+class _Buffer:
+    """Collects the many small writes of pymap's response objects into few socket writes.
+
+    Every ``StreamWriter.write`` on a TLS transport is one TLS record and one
+    ``send`` system call; pymap writes a FETCH response in several pieces.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def take(self) -> bytes:
+        taken = bytes(self.data)
+        self.data.clear()
+        return taken
+
+
+class ImapListener:
+    """One IMAP port."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        implicit_tls: bool,
+        config: CaduceeImapConfig,
+        login: Login,
+        tls: ssl.SSLContext,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.implicit_tls = implicit_tls
+        self.config = config
+        self.login = login
+        self.tls = tls
+        self.max_connections = max_connections
+        self.server: asyncio.Server | None = None
+        self.connections: dict[asyncio.Task[None], CaduceeImapConnection] = {}
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(
+            self._accept,
+            self.host,
+            self.port,
+            ssl=self.tls if self.implicit_tls else None,
+            ssl_handshake_timeout=30 if self.implicit_tls else None,
+            reuse_address=True,
+            limit=1024 * 1024,
+        )
+        log.info(
+            "imap listening",
+            extra={"port": self.port, "listener": "imaps" if self.implicit_tls else "imap"},
+        )
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self.connections) >= self.max_connections:
+            writer.write(b"* BYE [UNAVAILABLE] Too many connections.\r\n")
+            writer.close()
+            return
+        connection = CaduceeImapConnection(
+            self.config.commands,
+            self.config,
+            reader,
+            writer,
+            SocketInfoLocal(writer, unique_id=uuid.uuid4().bytes),
+        )
+        state = CaduceeConnectionState(self.login, self.config, implicit_tls=self.implicit_tls)
+        self.connections[task] = connection
+        try:
+            async with AsyncExitStack() as stack:
+                connection_exit.set(stack)
+                stack.enter_context(closing(connection))
+                await connection.run(state)
+        except Exception:
+            log.warning("imap connection ended with an error", exc_info=True)
+        finally:
+            self.connections.pop(task, None)
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop accepting; let running commands finish; BYE to everyone else."""
+        if self.server is None:
+            return
+        self.server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while loop.time() < deadline and any(
+            c.busy and not c.idling for c in self.connections.values()
+        ):
+            await asyncio.sleep(0.05)
+        for task in list(self.connections):
+            task.cancel()
+        if self.connections:
+            await asyncio.wait(list(self.connections), timeout=5)
+        self.server = None
+
+
+class ImapListeners:
+    """Both IMAP ports of a gateway process, their shared backend and wake-up feed."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        poll_interval: float = 0.25,
+        safety_poll_interval: float = 5.0,
+        workers: int = 8,
+    ) -> None:
+        settings = gateway.settings
+        self.events = MailboxEvents()
+        self.store = ImapStore(
+            gateway.database,
+            gateway.blobs,
+            gateway.queue,
+            reporting_host=settings.gateway.hostname,
+        )
+        self.backend = ImapBackend(self.store, self.events, workers=workers)
+        self.feed = ChangeFeed(
+            gateway.database,
+            self.store,
+            self.events.notify,
+            self.events.watched,
+            poll_interval=poll_interval,
+            safety_poll_interval=safety_poll_interval,
+        )
+        tls = server_context(settings)
+        host = settings.listeners.host
+        login = Login(self.backend)
+        self.listeners: list[ImapListener] = []
+        for port, implicit in ((settings.listeners.imap, False), (settings.listeners.imaps, True)):
+            if not port:
+                continue
+            config = CaduceeImapConfig(
+                host=host,
+                port=port,
+                hostname=settings.gateway.hostname,
+                ssl_context=tls,
+                max_append_len=settings.smtp.max_message_bytes,
+            )
+            self.listeners.append(
+                ImapListener(
+                    host=host, port=port, implicit_tls=implicit, config=config, login=login, tls=tls
+                )
+            )
+
+    @property
+    def ports(self) -> list[tuple[str, int]]:
+        """``("imap", port)`` and ``("imaps", port)`` for the enabled listeners."""
+        return [("imaps" if item.implicit_tls else "imap", item.port) for item in self.listeners]
+
+    async def start(self) -> None:
+        """Open the sockets and start watching for changes made elsewhere."""
+        self.events.bind(asyncio.get_running_loop())
+        self.feed.start()
+        for listener in self.listeners:
+            await listener.start()
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Close the sockets, finish running commands, stop the feed and the thread pool."""
+        await asyncio.gather(*(listener.stop(grace) for listener in self.listeners))
+        await asyncio.to_thread(self.feed.stop)
+        self.backend.close()
+
+    def notify_new_mail(self, account_ids: Iterable[int]) -> None:
+        """Post-commit hook of SMTP delivery: wake these accounts' IDLE sessions (thread-safe)."""
+        self.events.notify_new_mail(account_ids)

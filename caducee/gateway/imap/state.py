@@ -1,0 +1,393 @@
+"""The IMAP command state machine: pymap's, with our rules for TLS, CONDSTORE and bulk commands.
+
+pymap's :class:`~pymap.imap.state.ConnectionState` dispatches commands to
+``do_<name>`` methods; we keep its dispatch, login, LIST, APPEND, COPY, MOVE,
+EXPUNGE and IDLE plumbing and change:
+
+* the greeting: pymap offers LOGIN and AUTHENTICATE in clear text to clients
+  connecting from localhost; we never do (``LOGINDISABLED`` until STARTTLS, on
+  every address), and on the implicit-TLS port authentication is offered at once
+  and STARTTLS is not;
+* ENABLE (CONDSTORE) and NAMESPACE, which pymap lacks;
+* SELECT/EXAMINE (``HIGHESTMODSEQ``, ``(CONDSTORE)``, ``PERMANENTFLAGS`` with
+  ``\\*`` so clients may keep keywords), STATUS (``HIGHESTMODSEQ``, counts
+  from the store), CLOSE (no expunge on a read-only selection);
+* FETCH, STORE and SEARCH, which pymap runs one message at a time through
+  the backend; here they are batched (see :mod:`.fetch`, :mod:`.search`),
+  answer ``MODSEQ``/``CHANGEDSINCE``/``UNCHANGEDSINCE``, and a non-peek fetch
+  sets ``\\Seen`` through the same store call as STORE (so it queues the G2
+  read receipt).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymap.config import IMAPConfig
+from pymap.exceptions import MailboxReadOnly
+from pymap.flags import FlagOp
+from pymap.imap.state import ConnectionState
+from pymap.interfaces.login import LoginInterface
+from pymap.parsing.command.any import CapabilityCommand
+from pymap.parsing.command.auth import SelectCommand, StatusCommand
+from pymap.parsing.command.select import CloseCommand, FetchCommand, SearchCommand, StoreCommand
+from pymap.parsing.primitives import List, Number
+from pymap.parsing.response import (
+    CommandResponse,
+    ResponseCode,
+    ResponseNo,
+    ResponseOk,
+    UntaggedResponse,
+)
+from pymap.parsing.response.code import PermanentFlags, UidNext, UidValidity, Unseen
+from pymap.parsing.response.specials import (
+    ExistsResponse,
+    FlagsResponse,
+    RecentResponse,
+    StatusResponse,
+)
+from pymap.parsing.specials import FetchAttribute, FetchValue, SearchKey, SequenceSet
+from pymap.parsing.specials.flag import Seen, Wildcard
+from pymap.selected import SelectedMailbox
+
+from caducee.gateway.imap import fetch as fetching
+from caducee.gateway.imap import search as searching
+from caducee.gateway.imap.commands import (
+    CONDSTORE,
+    MODSEQ,
+    EnableCommand,
+    NamespaceCommand,
+    number_option,
+)
+from caducee.gateway.imap.selected import (
+    CaduceeSelected,
+    FastFetchResponse,
+    ImapMessage,
+    StaticValue,
+    modseq_value,
+)
+from caducee.gateway.imap.session import FLAG_MODES, ImapSession, log, store_flags
+
+_CommandRet = tuple[CommandResponse, SelectedMailbox | None]
+_FLAGS = FetchAttribute(b"FLAGS")
+_UID = FetchAttribute(b"UID")
+_MODSEQ = FetchAttribute(MODSEQ)
+
+
+class StreamedOk(ResponseOk):
+    """A tagged OK whose untagged responses are drained to the socket as they are written."""
+
+
+def _uses_modseq(keys: Any) -> bool:
+    for key in keys:
+        if key.value == MODSEQ:
+            return True
+        if key.value == b"KEYSET" and _uses_modseq(key.filter_key_set):
+            return True
+        if key.value == b"OR" and _uses_modseq(key.filter_key_or):
+            return True
+    return False
+
+
+def _sequence_bytes(numbers: list[int]) -> bytes:
+    """A compact sequence set (``1:3,7``) for ``[MODIFIED ...]``."""
+    parts: list[bytes] = []
+    ordered = sorted(set(numbers))
+    start = previous = ordered[0]
+    for value in [*ordered[1:], 0]:
+        if value == previous + 1:
+            previous = value
+            continue
+        parts.append(b"%d" % start if start == previous else b"%d:%d" % (start, previous))
+        start = previous = value
+    return b",".join(parts)
+
+
+class CaduceeConnectionState(ConnectionState):
+    """One connection's state, from greeting to logout."""
+
+    def __init__(self, login: LoginInterface, config: IMAPConfig, *, implicit_tls: bool) -> None:
+        super().__init__(login, config)
+        self.implicit_tls = implicit_tls
+        if implicit_tls:
+            self.auth = config.tls_auth
+            self._capability = [cap for cap in self._capability if cap != b"STARTTLS"]
+        self.enabled: set[bytes] = set()
+
+    @property
+    def imap_session(self) -> ImapSession:
+        session = self.session
+        assert isinstance(session, ImapSession)
+        return session
+
+    @property
+    def current(self) -> CaduceeSelected:
+        selected = self.selected
+        assert isinstance(selected, CaduceeSelected)
+        return selected
+
+    def enable_condstore(self) -> None:
+        self.enabled.add(CONDSTORE)
+        if isinstance(self._selected, CaduceeSelected):
+            self._selected.condstore = True
+
+    @property
+    def condstore(self) -> bool:
+        return CONDSTORE in self.enabled
+
+    # -- before login ------------------------------------------------------------------
+
+    async def do_greeting(self) -> CommandResponse:
+        # pymap switches on authentication for clients on localhost; we never
+        # accept credentials before TLS, from anywhere.
+        return ResponseOk(b"*", self.config.greeting, self.capability)
+
+    async def do_capability(self, cmd: CapabilityCommand) -> _CommandRet:
+        response = ResponseOk(cmd.tag, b"Capabilities listed.")
+        response.add_untagged(UntaggedResponse(self.capability.string))
+        return response, None
+
+    # -- extensions --------------------------------------------------------------------
+
+    async def do_enable(self, cmd: EnableCommand) -> _CommandRet:
+        enabled: list[bytes] = []
+        for capability in cmd.capabilities:
+            if capability == CONDSTORE and capability not in enabled:
+                self.enable_condstore()
+                enabled.append(capability)
+        response = ResponseOk(cmd.tag, b"ENABLE completed.")
+        response.add_untagged(UntaggedResponse(b" ".join([b"ENABLED", *enabled])))
+        return response, None
+
+    async def do_namespace(self, cmd: NamespaceCommand) -> _CommandRet:
+        response = ResponseOk(cmd.tag, b"NAMESPACE completed.")
+        response.add_untagged(UntaggedResponse(b'NAMESPACE (("" "/")) NIL NIL'))
+        return response, await self.imap_session.refresh(self._selected)
+
+    # -- selection ---------------------------------------------------------------------
+
+    async def do_select(self, cmd: SelectCommand) -> _CommandRet:
+        self._selected = None
+        self.imap_session.unwatch()
+        if cmd.options.has(CONDSTORE):
+            self.enable_condstore()
+        mailbox, selected = await self.imap_session.select_mailbox(cmd.mailbox, cmd.readonly)
+        assert isinstance(selected, CaduceeSelected)
+        selected.condstore = self.condstore
+        if selected.readonly:
+            response = ResponseOk(cmd.tag, b"Selected mailbox.", ResponseCode.of(b"READ-ONLY"))
+            response.add_untagged_ok(b"Read-only mailbox.", PermanentFlags([]))
+        else:
+            response = ResponseOk(cmd.tag, b"Selected mailbox.", ResponseCode.of(b"READ-WRITE"))
+            response.add_untagged_ok(
+                b"Flags permitted.", PermanentFlags([*mailbox.permanent_flags, Wildcard])
+            )
+        keywords = {
+            flag
+            for message in selected.messages._cache.values()  # pymap 0.36.7: uid -> message
+            for flag in message.permanent_flags
+            if not flag.is_system
+        }
+        response.add_untagged(FlagsResponse(sorted(mailbox.permanent_flags | keywords)))
+        response.add_untagged(ExistsResponse(mailbox.exists))
+        response.add_untagged(RecentResponse(mailbox.recent))
+        if mailbox.first_unseen:
+            response.add_untagged_ok(b"First unseen message.", Unseen(mailbox.first_unseen))
+        response.add_untagged_ok(b"Predicted next UID.", UidNext(mailbox.next_uid))
+        response.add_untagged_ok(b"UIDs valid.", UidValidity(mailbox.uid_validity))
+        response.add_untagged_ok(
+            b"Highest modification sequence.",
+            ResponseCode.of(b"HIGHESTMODSEQ %d" % (selected.mod_sequence or 1)),
+        )
+        return response, selected
+
+    async def do_status(self, cmd: StatusCommand) -> _CommandRet:
+        session = self.imap_session
+        status = await session._call(
+            cmd.mailbox, session.store.status, session.principal, cmd.mailbox
+        )
+        folder = status.folder
+        data: dict[Any, Any] = {}
+        for attribute in cmd.status_list:
+            name = attribute.value
+            if name == b"MESSAGES":
+                data[attribute] = Number(status.messages)
+            elif name == b"RECENT":
+                data[attribute] = Number(status.recent)
+            elif name == b"UNSEEN":
+                data[attribute] = Number(status.unseen)
+            elif name == b"UIDNEXT":
+                data[attribute] = Number(folder.uid_next)
+            elif name == b"UIDVALIDITY":
+                data[attribute] = Number(folder.uid_validity)
+            elif name == b"HIGHESTMODSEQ":
+                self.enable_condstore()
+                data[attribute] = Number(folder.highest_modseq)
+        response = ResponseOk(cmd.tag, b"STATUS completed.")
+        response.add_untagged(StatusResponse(cmd.mailbox, data))
+        return response, await session.refresh(self._selected)
+
+    async def do_close(self, cmd: CloseCommand) -> _CommandRet:
+        selected = self.current
+        if not selected.readonly:
+            await self.imap_session.expunge_mailbox(selected)
+        self._selected = None
+        self.imap_session.unwatch()
+        return ResponseOk(cmd.tag, b"CLOSE completed."), None
+
+    # -- FETCH -------------------------------------------------------------------------
+
+    async def do_fetch(self, cmd: FetchCommand) -> _CommandRet:
+        session = self.imap_session
+        selected = self.current
+        if not cmd.uid:
+            selected.hide_expunged = True
+        changed_since = number_option(cmd.options, b"CHANGEDSINCE")
+        attributes = list(cmd.attributes)
+        if changed_since is not None or any(a.value == MODSEQ for a in attributes):
+            self.enable_condstore()
+        messages = selected.resolve(cmd.sequence_set)
+        if changed_since is not None:
+            messages = [(seq, m) for seq, m in messages if m.modseq > changed_since]
+        if not selected.readonly and any(a.set_seen for a in attributes):
+            unseen = [m.uid for _, m in messages if Seen not in m.permanent_flags]
+            if unseen:
+                outcome = await session._call(
+                    "",
+                    session.store.store_flags,
+                    session.principal,
+                    selected.folder_id,
+                    unseen,
+                    frozenset({"\\Seen"}),
+                    "add",
+                )
+                if outcome.changed:
+                    updated = {entry.uid: ImapMessage(entry) for entry in outcome.changed}
+                    if any(a.value == b"FLAGS" for a in attributes):
+                        # Our FETCH response carries the new FLAGS; no second one.
+                        selected.silence(
+                            SequenceSet(list(updated), uid=True), frozenset({Seen}), FlagOp.ADD
+                        )
+                    selected.add_updates(list(updated.values()), [])
+                    messages = [(seq, updated.get(m.uid, m)) for seq, m in messages]
+                    session.touched()
+        if any(a.value.startswith(b"BINARY") for a in attributes):
+            wanted = [m.uid for _, m in messages]
+            structures = await session.backend.run(
+                session.store.structures, session.principal, selected.folder_id, wanted
+            )
+            if not fetching.decodable(attributes, structures.values()):
+                return (
+                    ResponseNo(
+                        cmd.tag,
+                        b"A part has a transfer encoding the server cannot decode.",
+                        ResponseCode.of(b"UNKNOWN-CTE"),
+                    ),
+                    None,
+                )
+        need_structure, need_content = fetching.needs(attributes)
+        loader = None
+        if need_structure or need_content:
+            loader = fetching.FetchLoader(
+                session.store,
+                session.principal,
+                selected.folder_id,
+                session.backend.run,
+                [m for _, m in messages],
+                structure=True,
+                content=need_content,
+            )
+        response = StreamedOk(cmd.tag, b"FETCH completed.")
+        plan = fetching.FetchPlan(attributes, selected.session_flags, condstore=self.condstore)
+        for index, (seq, message) in enumerate(messages):
+            response.add_untagged(fetching.PlannedFetchResponse(seq, message, plan, loader, index))
+        return response, await session.refresh(selected)
+
+    # -- STORE -------------------------------------------------------------------------
+
+    async def do_store(self, cmd: StoreCommand) -> _CommandRet:
+        session = self.imap_session
+        selected = self.current
+        if selected.readonly:
+            raise MailboxReadOnly()
+        if not cmd.uid:
+            selected.hide_expunged = True
+        unchanged_since = number_option(cmd.options, b"UNCHANGEDSINCE")
+        if unchanged_since is not None:
+            self.enable_condstore()
+        messages = selected.resolve(cmd.sequence_set)
+        flags = store_flags(cmd.flag_set)
+        outcome = await session._call(
+            "",
+            session.store.store_flags,
+            session.principal,
+            selected.folder_id,
+            [m.uid for _, m in messages],
+            flags,
+            FLAG_MODES[cmd.mode],
+            unchanged_since=unchanged_since,
+        )
+        if outcome.receipts:
+            log.info("read receipt queued", extra={"account": session.principal.account_id})
+        if cmd.silent:  # before the cache changes: silence compares with the old flags
+            selected.silence(cmd.sequence_set, cmd.flag_set, cmd.mode)
+        updated = {entry.uid: ImapMessage(entry) for entry in outcome.changed}
+        if updated:
+            selected.add_updates(list(updated.values()), [])
+            session.touched()
+        code = None
+        if outcome.modified:
+            modified = set(outcome.modified)
+            numbers = [m.uid if cmd.uid else seq for seq, m in messages if m.uid in modified]
+            code = ResponseCode.of(b"MODIFIED " + _sequence_bytes(numbers))
+        response = ResponseOk(cmd.tag, b"STORE completed.", code)
+        modified_uids = set(outcome.modified)
+        session_flags = selected.session_flags
+        for seq, message in messages:
+            message = updated.get(message.uid, message)
+            if message.uid in modified_uids:
+                continue
+            values: list[FetchValue] = []
+            if not cmd.silent:
+                flags_list = bytes(List(message.get_flags(session_flags), sort=True))
+                values.append(StaticValue(_FLAGS, b"FLAGS", flags_list))
+            elif not (self.condstore and message.uid in updated):
+                continue
+            if cmd.uid:
+                values.append(StaticValue(_UID, b"UID", b"%d" % message.uid))
+            if self.condstore:
+                values.append(modseq_value(message.modseq))
+            response.add_untagged(FastFetchResponse(seq, values))
+        return response, await session.refresh(selected)
+
+    # -- SEARCH ------------------------------------------------------------------------
+
+    async def do_search(self, cmd: SearchCommand) -> _CommandRet:
+        session = self.imap_session
+        selected = self.current
+        if not cmd.uid:
+            selected.hide_expunged = True
+        keys: frozenset[SearchKey] = cmd.keys
+        with_modseq = _uses_modseq(keys)
+        if with_modseq:
+            self.enable_condstore()
+        candidates = selected.resolve(SequenceSet.all())
+        uids = selected.uids()
+        matched = await session.backend.run(
+            searching.search,
+            session.store,
+            session.principal,
+            selected.folder_id,
+            keys,
+            candidates,
+            max_seq=len(uids),
+            max_uid=uids[-1] if uids else 0,
+            recent=frozenset(selected.session_flags.recent_uids),
+        )
+        numbers = [message.uid if cmd.uid else seq for seq, message in matched]
+        text = b" ".join([b"SEARCH", *(b"%d" % number for number in numbers)])
+        if with_modseq and matched:
+            text += b" (MODSEQ %d)" % max(message.modseq for _, message in matched)
+        response = ResponseOk(cmd.tag, b"SEARCH completed.")
+        response.add_untagged(UntaggedResponse(text))
+        return response, await session.refresh(selected)

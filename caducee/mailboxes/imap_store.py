@@ -1,0 +1,1062 @@
+"""What the IMAP server asks of the mailbox tables: folders, entries, flags, copies, expunges (H1).
+
+The protocol side (``caducee.gateway.imap``) never writes SQL: it calls this
+store, from a worker thread, and gets plain frozen values back. Every method is
+one transaction (:meth:`Database.reading` for lookups, which on SQLite does not
+take the write lock; :meth:`Database.transaction` for changes) and every query
+names the account, so a session bound to one account cannot reach another
+account's folders or messages whatever folder id or UID it passes (isolation is
+enforced here, not trusted to the caller).
+
+Modification sequences (CONDSTORE, RFC 7162) come from ``folders.highest_modseq``:
+a change takes the folder's next value under the folder row's lock, stamps it
+on every entry it touches and on the ``imap_expunged`` rows of what it removed,
+and leaves it as the folder's new ``highest_modseq``. "What changed since n" is
+then two indexed range queries, which is how sessions in this and other
+processes catch up after an IDLE wake-up.
+
+Messages keep their bytes in the encrypted blob store; the parsed structure
+(:mod:`caducee.mailboxes.imap_structure`) is cached as an encrypted blob too,
+built on first IMAP access or at APPEND. Blob rows for a batch are loaded with
+one query, so decrypting many messages costs one round trip.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple, cast
+
+from sqlalchemy import Row, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from caducee.mailboxes.accounts import Account, AccountKind, AppPassword, normalise_address
+from caducee.mailboxes.delivery import ensure_folders
+from caducee.mailboxes.imap_models import ExpungedEntry, FolderRecent, StructureCache
+from caducee.mailboxes.imap_structure import STRUCTURE_VERSION, MessageStructure, parse_message
+from caducee.mailboxes.models import INBOX, Folder, MailboxEntry, StoredMessage
+from caducee.mailboxes.passwords import verify_password
+from caducee.mailboxes.receipts import ReadMessage, queue_displayed_receipt
+from caducee.storage.blobs import BlobRow, BlobStore, SealedBlob
+from caducee.storage.db import Database, utcnow
+from caducee.storage.jobs import JobQueue
+from caducee.storage.upsert import upsert_insert
+
+SEEN = "\\Seen"
+DELETED = "\\Deleted"
+RECENT = "\\Recent"
+DELIMITER = "/"
+MAX_FLAGS_LENGTH = 500
+MAX_FOLDER_NAME = 200
+APPENDED = "appended"
+_CHUNK = 500
+
+_FOLDERS = cast(Table, Folder.__table__)
+_ENTRIES = cast(Table, MailboxEntry.__table__)
+_MESSAGES = cast(Table, StoredMessage.__table__)
+_EXPUNGED = cast(Table, ExpungedEntry.__table__)
+_CACHE = cast(Table, StructureCache.__table__)
+_RECENT = cast(Table, FolderRecent.__table__)
+_ACCOUNTS = cast(Table, Account.__table__)
+_BLOBS = cast(Table, BlobRow.__table__)
+
+
+class StoreError(Exception):
+    """Base of the refusals the IMAP layer turns into ``NO`` responses."""
+
+
+class FolderNotFound(StoreError, LookupError):
+    """No folder of this name (or id) in this account."""
+
+
+class FolderExists(StoreError, ValueError):
+    """A folder of this name already exists."""
+
+
+class FolderProtected(StoreError, PermissionError):
+    """INBOX and the special-use folders cannot be deleted or renamed."""
+
+
+class FolderHasChildren(StoreError):
+    """Delete the inferior folders first."""
+
+
+class InvalidFolderName(StoreError, ValueError):
+    """Empty, too long, or malformed folder name."""
+
+
+class FlagsTooLong(StoreError, ValueError):
+    """The flags of one message do not fit the column."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The account a session acts for."""
+
+    account_id: int
+    address: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class FolderInfo:
+    """A folder row."""
+
+    id: int
+    name: str
+    special_use: str | None
+    uid_validity: int
+    uid_next: int
+    highest_modseq: int
+    subscribed: bool
+
+
+class EntryState(NamedTuple):
+    """One message in one folder, as a session caches it (a tuple: SELECT makes thousands)."""
+
+    uid: int
+    flags: frozenset[str]
+    modseq: int
+    internal_date: datetime
+    message_id: int
+    blob_id: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class FolderChanges:
+    """Entries added or changed, and UIDs expunged, since a modseq (None: the whole folder)."""
+
+    folder: FolderInfo
+    entries: list[EntryState]
+    expunged: list[int]
+    since: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FolderStatus:
+    """STATUS figures of a folder."""
+
+    folder: FolderInfo
+    messages: int
+    unseen: int
+    recent: int
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Everything a SELECT needs: the whole folder and where ``\\Recent`` starts for us."""
+
+    changes: FolderChanges
+    recent_from: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOutcome:
+    """What a STORE did: entries changed, UIDs refused by UNCHANGEDSINCE, receipts queued."""
+
+    changed: list[EntryState]
+    modified: list[int]
+    highest_modseq: int
+    receipts: int
+
+
+@dataclass(frozen=True, slots=True)
+class CopyOutcome:
+    """UIDPLUS data of a COPY/MOVE: destination validity and (source, destination) UID pairs."""
+
+    uid_validity: int
+    pairs: list[tuple[int, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message given to APPEND."""
+
+    content: bytes
+    flags: frozenset[str]
+    internal_date: datetime | None
+
+
+def format_flags(flags: Iterable[str]) -> str:
+    """The column form: unique flags, sorted, space separated (``\\Recent`` is never stored)."""
+    text = " ".join(sorted({flag for flag in flags if flag and flag != RECENT}))
+    if len(text) > MAX_FLAGS_LENGTH:
+        raise FlagsTooLong("too many flags on one message")
+    return text
+
+
+def parse_flags(text: str) -> frozenset[str]:
+    """The flags of a ``mailbox_entries.flags`` value."""
+    return frozenset(text.split()) if text else frozenset()
+
+
+def _folder(row: Row[Any]) -> FolderInfo:
+    return FolderInfo(
+        id=int(row.id),
+        name=str(row.name),
+        special_use=row.special_use,
+        uid_validity=int(row.uid_validity),
+        uid_next=int(row.uid_next),
+        highest_modseq=int(row.highest_modseq),
+        subscribed=bool(row.subscribed),
+    )
+
+
+_FLAG_TEXTS: dict[str, frozenset[str]] = {}
+
+
+def _entry(row: Row[Any]) -> EntryState:
+    uid, text, modseq, internal_date, message_id, blob_id, size = tuple(row)
+    flags = _FLAG_TEXTS.get(text)
+    if flags is None:
+        flags = parse_flags(text)
+        if len(_FLAG_TEXTS) < 10_000:
+            _FLAG_TEXTS[text] = flags
+    return EntryState(uid, flags, modseq, internal_date, message_id, blob_id, size)
+
+
+def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def check_folder_name(name: str) -> str:
+    """A usable folder name, or :class:`InvalidFolderName`."""
+    if not name or len(name) > MAX_FOLDER_NAME:
+        raise InvalidFolderName("folder names are 1 to 200 characters")
+    parts = name.split(DELIMITER)
+    if any(not part or part.strip() != part for part in parts):
+        raise InvalidFolderName("empty or padded level in the folder name")
+    if any(ord(char) < 0x20 or char in "*%" for char in name):
+        raise InvalidFolderName("control characters and wildcards are not allowed")
+    return name
+
+
+def is_inbox(name: str) -> bool:
+    return name.upper() == INBOX
+
+
+def canonical(name: str) -> str:
+    """``INBOX`` is case-insensitive, also as the first level of a hierarchy (RFC 3501 §5.1)."""
+    first, separator, rest = name.partition(DELIMITER)
+    return INBOX + separator + rest if is_inbox(first) else name
+
+
+_FOLDER_COLUMNS = (
+    _FOLDERS.c.id,
+    _FOLDERS.c.name,
+    _FOLDERS.c.special_use,
+    _FOLDERS.c.uid_validity,
+    _FOLDERS.c.uid_next,
+    _FOLDERS.c.highest_modseq,
+    _FOLDERS.c.subscribed,
+)
+_ENTRY_COLUMNS = (
+    _ENTRIES.c.uid,
+    _ENTRIES.c.flags,
+    _ENTRIES.c.modseq,
+    _ENTRIES.c.internal_date,
+    _ENTRIES.c.message_id,
+    _MESSAGES.c.blob_id,
+    _MESSAGES.c.size,
+)
+_FOLDER_BY_ID = select(*_FOLDER_COLUMNS).where(
+    _FOLDERS.c.id == bindparam("folder"), _FOLDERS.c.account_id == bindparam("account")
+)
+_ENTRIES_SINCE = (
+    select(*_ENTRY_COLUMNS)
+    .join(_MESSAGES, _MESSAGES.c.id == _ENTRIES.c.message_id)
+    .where(_ENTRIES.c.folder_id == bindparam("folder"), _ENTRIES.c.modseq > bindparam("since"))
+    .order_by(_ENTRIES.c.uid)
+)
+_FILED = (
+    select(_ENTRIES.c.uid, _MESSAGES.c.id, _MESSAGES.c.blob_id, _CACHE.c.blob_id)
+    .select_from(_ENTRIES)
+    .join(_FOLDERS, _FOLDERS.c.id == _ENTRIES.c.folder_id)
+    .join(_MESSAGES, _MESSAGES.c.id == _ENTRIES.c.message_id)
+    .outerjoin(
+        _CACHE,
+        (_CACHE.c.message_id == _MESSAGES.c.id) & (_CACHE.c.version == STRUCTURE_VERSION),
+    )
+    .where(
+        _FOLDERS.c.id == bindparam("folder"),
+        _FOLDERS.c.account_id == bindparam("account"),
+        _ENTRIES.c.uid >= bindparam("low"),
+        _ENTRIES.c.uid <= bindparam("high"),
+    )
+)
+_BLOB_ROWS = select(
+    _BLOBS.c.id, _BLOBS.c.kek_id, _BLOBS.c.wrapped_key, _BLOBS.c.size, _BLOBS.c.data
+).where(_BLOBS.c.id.in_(bindparam("ids", expanding=True)))
+_EXPUNGED_SINCE = select(_EXPUNGED.c.uid).where(
+    _EXPUNGED.c.folder_id == bindparam("folder"), _EXPUNGED.c.modseq > bindparam("since")
+)
+
+
+def seal_structure(blobs: BlobStore, content: bytes) -> SealedBlob:
+    """The encrypted IMAP structure of a message, ready to record (call outside transactions).
+
+    For delivery paths that want new mail to be quick to list in IMAP from the
+    first FETCH: seal with the message, then :func:`record_structure` in the
+    delivery transaction. Without it the cache is built at first IMAP access.
+    """
+    return blobs.seal(parse_message(content).to_json())
+
+
+def record_structure(
+    session: Session, blobs: BlobStore, message_id: int, sealed: SealedBlob
+) -> None:
+    """Record a structure sealed by :func:`seal_structure` for ``message_id`` (caller commits)."""
+    session.execute(
+        insert(_CACHE).values(
+            message_id=message_id,
+            blob_id=blobs.record(session, sealed),
+            version=STRUCTURE_VERSION,
+            created_at=utcnow(),
+        )
+    )
+
+
+class _BlobRow(NamedTuple):
+    id: str
+    kek_id: str
+    wrapped_key: bytes
+    size: int
+    data: bytes | None
+
+
+class _FetchedBlobs:
+    """Just enough of a Session for :meth:`BlobStore.read`: ``get(BlobRow, id)``."""
+
+    def __init__(self, rows: Iterable[Any]) -> None:
+        self.rows = {str(row[0]): _BlobRow(row[0], row[1], row[2], row[3], row[4]) for row in rows}
+
+    def get(self, _entity: Any, blob_id: str) -> _BlobRow | None:
+        return self.rows.get(blob_id)
+
+
+class ImapStore:
+    """The mailbox operations of IMAP sessions, each one transaction, each scoped to an account."""
+
+    def __init__(
+        self,
+        database: Database,
+        blobs: BlobStore,
+        queue: JobQueue,
+        *,
+        reporting_host: str,
+        structure_cache: int = 20_000,
+    ) -> None:
+        self.database = database
+        self.blobs = blobs
+        self.queue = queue
+        self.reporting_host = reporting_host
+        # Decrypted structures of recently used messages, by message id (they never
+        # change). In memory only; every lookup still checks ownership first.
+        self._recent_structures: OrderedDict[int, MessageStructure] = OrderedDict()
+        self._recent_limit = structure_cache
+        self._recent_lock = threading.Lock()
+
+    # -- login -------------------------------------------------------------------------
+
+    def authenticate(self, address: str, password: str) -> Principal | None:
+        """The account whose app password this is; argon2 runs with no transaction open."""
+        normalised = normalise_address(address)
+        with self.database.reading() as session:
+            account = session.execute(
+                select(
+                    _ACCOUNTS.c.id, _ACCOUNTS.c.address, _ACCOUNTS.c.kind, _ACCOUNTS.c.state
+                ).where(_ACCOUNTS.c.address == normalised)
+            ).first()
+            hashes: list[tuple[int, str]] = []
+            if account is not None and account.state != "closed":
+                hashes = [
+                    (int(row.id), str(row.password_hash))
+                    for row in session.execute(
+                        select(AppPassword.id, AppPassword.password_hash).where(
+                            AppPassword.account_id == account.id
+                        )
+                    )
+                ]
+        matched = next(
+            (row_id for row_id, stored in hashes if verify_password(stored, password)), None
+        )
+        if account is None or matched is None:
+            return None
+        with self.database.transaction() as session:
+            session.execute(
+                update(AppPassword).where(AppPassword.id == matched).values(last_used_at=utcnow())
+            )
+            ensure_folders(session, int(account.id))
+        return Principal(int(account.id), str(account.address), str(account.kind))
+
+    # -- folders -----------------------------------------------------------------------
+
+    def list_folders(self, principal: Principal) -> list[FolderInfo]:
+        """Every folder of the account, INBOX first."""
+        with self.database.reading() as session:
+            rows = session.execute(
+                select(*_FOLDER_COLUMNS).where(_FOLDERS.c.account_id == principal.account_id)
+            ).all()
+        folders = [_folder(row) for row in rows]
+        folders.sort(key=lambda folder: (folder.name != INBOX, folder.name))
+        return folders
+
+    def _by_name(self, session: Session, principal: Principal, name: str) -> FolderInfo:
+        wanted = canonical(name)
+        row = session.execute(
+            select(*_FOLDER_COLUMNS).where(
+                _FOLDERS.c.account_id == principal.account_id, _FOLDERS.c.name == wanted
+            )
+        ).first()
+        if row is None:
+            raise FolderNotFound(name)
+        return _folder(row)
+
+    def _lock(self, session: Session, principal: Principal, folder_id: int) -> FolderInfo:
+        """The folder row, locked until commit (SQLite: the transaction already holds the lock)."""
+        statement = select(*_FOLDER_COLUMNS).where(
+            _FOLDERS.c.id == folder_id, _FOLDERS.c.account_id == principal.account_id
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            statement = statement.with_for_update()
+        row = session.execute(statement).first()
+        if row is None:
+            raise FolderNotFound(str(folder_id))
+        return _folder(row)
+
+    def folder(self, principal: Principal, name: str) -> FolderInfo:
+        """One folder by name (``INBOX`` in any case)."""
+        with self.database.reading() as session:
+            return self._by_name(session, principal, name)
+
+    def status(self, principal: Principal, name: str) -> FolderStatus:
+        """Message, unseen and recent counts of a folder."""
+        with self.database.reading() as session:
+            folder = self._by_name(session, principal, name)
+            messages, unseen = session.execute(
+                select(
+                    func.count(),
+                    func.count().filter(~_ENTRIES.c.flags.contains(SEEN, autoescape=True)),
+                ).where(_ENTRIES.c.folder_id == folder.id)
+            ).one()
+            boundary = session.scalar(
+                select(_RECENT.c.first_recent_uid).where(_RECENT.c.folder_id == folder.id)
+            )
+            recent = session.scalar(
+                select(func.count()).where(
+                    _ENTRIES.c.folder_id == folder.id, _ENTRIES.c.uid >= int(boundary or 1)
+                )
+            )
+        return FolderStatus(folder, int(messages), int(unseen), int(recent or 0))
+
+    def create_folder(self, principal: Principal, name: str) -> FolderInfo:
+        """Create a folder and any missing superior levels; UIDVALIDITY never repeats."""
+        name = canonical(check_folder_name(name))
+        if name == INBOX:
+            raise FolderExists(name)
+        with self.database.transaction() as session:
+            existing = {
+                str(row.name)
+                for row in session.execute(
+                    select(_FOLDERS.c.name).where(_FOLDERS.c.account_id == principal.account_id)
+                )
+            }
+            if name in existing:
+                raise FolderExists(name)
+            validity = max(
+                int(time.time()),
+                int(
+                    session.scalar(
+                        select(func.max(_FOLDERS.c.uid_validity)).where(
+                            _FOLDERS.c.account_id == principal.account_id
+                        )
+                    )
+                    or 0
+                )
+                + 1,
+            )
+            parts = name.split(DELIMITER)
+            created: FolderInfo | None = None
+            for depth in range(1, len(parts) + 1):
+                level = DELIMITER.join(parts[:depth])
+                if level in existing:
+                    continue
+                folder_id: int = session.execute(
+                    insert(_FOLDERS)
+                    .values(
+                        account_id=principal.account_id,
+                        name=level,
+                        special_use=None,
+                        uid_validity=validity,
+                        uid_next=1,
+                        highest_modseq=1,
+                        subscribed=True,
+                    )
+                    .returning(_FOLDERS.c.id)
+                ).scalar_one()
+                validity += 1
+                created = FolderInfo(int(folder_id), level, None, validity - 1, 1, 1, True)
+            assert created is not None
+            return created
+
+    def delete_folder(self, principal: Principal, name: str) -> None:
+        """Delete a folder and its entries (the stored messages stay: retention, I2)."""
+        with self.database.transaction() as session:
+            folder = self._by_name(session, principal, name)
+            if folder.name == INBOX or folder.special_use:
+                raise FolderProtected(name)
+            children = session.scalar(
+                select(func.count()).where(
+                    _FOLDERS.c.account_id == principal.account_id,
+                    _FOLDERS.c.name.startswith(folder.name + DELIMITER, autoescape=True),
+                )
+            )
+            if children:
+                raise FolderHasChildren(name)
+            session.execute(delete(_FOLDERS).where(_FOLDERS.c.id == folder.id))
+
+    def rename_folder(self, principal: Principal, before: str, after: str) -> None:
+        """Rename a folder and its inferiors (INBOX and special-use folders keep their names)."""
+        after = canonical(check_folder_name(after))
+        with self.database.transaction() as session:
+            folder = self._by_name(session, principal, before)
+            if folder.name == INBOX or folder.special_use:
+                raise FolderProtected(before)
+            if is_inbox(after):
+                raise FolderExists(after)
+            rows = session.execute(
+                select(_FOLDERS.c.id, _FOLDERS.c.name).where(
+                    _FOLDERS.c.account_id == principal.account_id
+                )
+            ).all()
+            names = {str(row.name) for row in rows}
+            moving = [
+                (int(row.id), str(row.name))
+                for row in rows
+                if row.name == folder.name or str(row.name).startswith(folder.name + DELIMITER)
+            ]
+            renamed = {old: after + old[len(folder.name) :] for _, old in moving}
+            if any(new in names and new not in renamed for new in renamed.values()):
+                raise FolderExists(after)
+            for folder_id, old in moving:
+                session.execute(
+                    update(_FOLDERS).where(_FOLDERS.c.id == folder_id).values(name=renamed[old])
+                )
+            parts = after.split(DELIMITER)
+            for depth in range(1, len(parts)):
+                level = DELIMITER.join(parts[:depth])
+                if level not in names:
+                    session.execute(
+                        insert(_FOLDERS).values(
+                            account_id=principal.account_id,
+                            name=level,
+                            special_use=None,
+                            uid_validity=int(time.time()),
+                            uid_next=1,
+                            highest_modseq=1,
+                            subscribed=True,
+                        )
+                    )
+                    names.add(level)
+
+    def subscribe(self, principal: Principal, name: str, subscribed: bool) -> None:
+        with self.database.transaction() as session:
+            folder = self._by_name(session, principal, name)
+            session.execute(
+                update(_FOLDERS).where(_FOLDERS.c.id == folder.id).values(subscribed=subscribed)
+            )
+
+    # -- selected folder ---------------------------------------------------------------
+
+    def changes(self, principal: Principal, folder_id: int, since: int | None) -> FolderChanges:
+        """Entries changed and UIDs expunged since modseq ``since`` (everything when None).
+
+        The folder row is read first: under READ COMMITTED every later query
+        sees at least what its ``highest_modseq`` covers, so nothing is missed.
+        """
+        with self.database.reading() as session:
+            return self._changes(session, principal, folder_id, since)
+
+    def _changes(
+        self, session: Session, principal: Principal, folder_id: int, since: int | None
+    ) -> FolderChanges:
+        row = session.execute(
+            _FOLDER_BY_ID, {"folder": folder_id, "account": principal.account_id}
+        ).first()
+        if row is None:
+            raise FolderNotFound(str(folder_id))
+        folder = _folder(row)
+        floor = since if since is not None else -1
+        connection = session.connection()
+        entries = [
+            _entry(item)
+            for item in connection.execute(_ENTRIES_SINCE, {"folder": folder.id, "since": floor})
+        ]
+        expunged: list[int] = []
+        if since is not None and since < folder.highest_modseq:
+            expunged = [
+                int(item.uid)
+                for item in connection.execute(
+                    _EXPUNGED_SINCE, {"folder": folder.id, "since": since}
+                )
+            ]
+        return FolderChanges(folder, entries, expunged, since)
+
+    def select(
+        self,
+        principal: Principal,
+        name: str,
+        *,
+        claim_recent: bool,
+        known: tuple[int, int] | None = None,
+    ) -> Selection:
+        """The folder for a SELECT; with ``claim_recent`` this session takes ``\\Recent``.
+
+        ``known`` is ``(folder id, modseq)`` of a copy of the folder the caller
+        already holds: if the name still names that folder, only the changes
+        since that modseq are returned (``Selection.changes.since``).
+        """
+        with self.database.reading() as session:
+            folder = self._by_name(session, principal, name)
+            since = known[1] if known is not None and known[0] == folder.id else None
+            changes = self._changes(session, principal, folder.id, since)
+            boundary = session.scalar(
+                select(_RECENT.c.first_recent_uid).where(_RECENT.c.folder_id == folder.id)
+            )
+        first_recent = int(boundary or 1)
+        if not claim_recent or first_recent >= changes.folder.uid_next:
+            return Selection(changes, None)
+        with self.database.transaction() as session:
+            current = session.scalar(
+                select(_RECENT.c.first_recent_uid).where(_RECENT.c.folder_id == folder.id)
+            )
+            if current is not None and int(current) != first_recent:
+                return Selection(changes, None)  # another session claimed them meanwhile
+            session.execute(
+                upsert_insert(session, _RECENT)
+                .values(folder_id=folder.id, first_recent_uid=changes.folder.uid_next)
+                .on_conflict_do_update(
+                    index_elements=["folder_id"],
+                    set_={"first_recent_uid": changes.folder.uid_next},
+                )
+            )
+        return Selection(changes, first_recent)
+
+    def _entries_for(
+        self, session: Session, folder_id: int, uids: Sequence[int], *, with_direction: bool = False
+    ) -> list[Row[Any]]:
+        if not uids:
+            return []
+        columns: list[Any] = [_ENTRIES.c.id, *_ENTRY_COLUMNS]
+        if with_direction:
+            columns += [_MESSAGES.c.direction, _MESSAGES.c.envelope_from]
+        ordered = sorted(set(uids))
+        rows = session.execute(
+            select(*columns)
+            .join(_MESSAGES, _MESSAGES.c.id == _ENTRIES.c.message_id)
+            .where(
+                _ENTRIES.c.folder_id == folder_id,
+                _ENTRIES.c.uid >= ordered[0],
+                _ENTRIES.c.uid <= ordered[-1],
+            )
+            .order_by(_ENTRIES.c.uid)
+        ).all()
+        wanted = set(ordered)
+        return [row for row in rows if int(row.uid) in wanted]
+
+    def store_flags(
+        self,
+        principal: Principal,
+        folder_id: int,
+        uids: Sequence[int],
+        flags: frozenset[str],
+        mode: str,
+        *,
+        unchanged_since: int | None = None,
+    ) -> StoreOutcome:
+        """STORE: ``mode`` is ``add``, ``remove`` or ``replace``; one new modseq for the batch.
+
+        The first ``\\Seen`` of a patient's inbound message queues its read
+        receipt (G2) in this same transaction.
+        """
+        flags = frozenset(flag for flag in flags if flag != RECENT)
+        with self.database.transaction() as session:
+            folder = self._lock(session, principal, folder_id)
+            rows = self._entries_for(session, folder.id, uids, with_direction=True)
+            modseq = folder.highest_modseq + 1
+            changed: list[EntryState] = []
+            modified: list[int] = []
+            updates: list[dict[str, Any]] = []
+            newly_seen: list[Row[Any]] = []
+            for row in rows:
+                before = parse_flags(row.flags)
+                if unchanged_since is not None and int(row.modseq) > unchanged_since:
+                    modified.append(int(row.uid))
+                    continue
+                if mode == "add":
+                    after = before | flags
+                elif mode == "remove":
+                    after = before - flags
+                else:
+                    after = flags
+                if after == before:
+                    continue
+                updates.append({"entry": row.id, "flags": format_flags(after), "modseq": modseq})
+                changed.append(
+                    EntryState(
+                        uid=int(row.uid),
+                        flags=after,
+                        modseq=modseq,
+                        internal_date=row.internal_date,
+                        message_id=int(row.message_id),
+                        blob_id=str(row.blob_id),
+                        size=int(row.size),
+                    )
+                )
+                if SEEN in after and SEEN not in before:
+                    newly_seen.append(row)
+            if updates:
+                session.connection().execute(
+                    update(_ENTRIES)
+                    .where(_ENTRIES.c.id == bindparam("entry"))
+                    .values(flags=bindparam("flags"), modseq=bindparam("modseq")),
+                    updates,
+                )
+                session.execute(
+                    update(_FOLDERS).where(_FOLDERS.c.id == folder.id).values(highest_modseq=modseq)
+                )
+            receipts = self._receipts(session, principal, newly_seen)
+            highest = modseq if updates else folder.highest_modseq
+        return StoreOutcome(changed, modified, highest, receipts)
+
+    def _receipts(self, session: Session, principal: Principal, rows: list[Row[Any]]) -> int:
+        if principal.kind != AccountKind.PATIENT.value:
+            return 0
+        inbound = [row for row in rows if row.direction == "inbound" and row.envelope_from]
+        if not inbound:
+            return 0
+        queued = 0
+        contents = self._read_blobs(session, [(int(r.message_id), str(r.blob_id)) for r in inbound])
+        for row in inbound:
+            job = queue_displayed_receipt(
+                session,
+                self.blobs,
+                self.queue,
+                ReadMessage(
+                    message_id=int(row.message_id),
+                    account_id=principal.account_id,
+                    account_address=principal.address,
+                    envelope_from=str(row.envelope_from),
+                    raw=contents[int(row.message_id)],
+                ),
+                reporting_host=self.reporting_host,
+            )
+            queued += job is not None
+        return queued
+
+    def expunge(
+        self, principal: Principal, folder_id: int, uids: Sequence[int] | None
+    ) -> list[int]:
+        """Remove the ``\\Deleted`` entries (of ``uids`` when given); return their UIDs."""
+        with self.database.transaction() as session:
+            folder = self._lock(session, principal, folder_id)
+            statement = select(_ENTRIES.c.id, _ENTRIES.c.uid, _ENTRIES.c.flags).where(
+                _ENTRIES.c.folder_id == folder.id,
+                _ENTRIES.c.flags.contains(DELETED, autoescape=True),
+            )
+            wanted = set(uids) if uids is not None else None
+            doomed = [
+                (int(row.id), int(row.uid))
+                for row in session.execute(statement)
+                if DELETED in parse_flags(row.flags) and (wanted is None or int(row.uid) in wanted)
+            ]
+            if doomed:
+                self._remove(session, folder, doomed)
+        return sorted(uid for _, uid in doomed)
+
+    def _remove(self, session: Session, folder: FolderInfo, doomed: list[tuple[int, int]]) -> int:
+        modseq = folder.highest_modseq + 1
+        for chunk in _chunks([entry_id for entry_id, _ in doomed]):
+            session.execute(delete(_ENTRIES).where(_ENTRIES.c.id.in_(chunk)))
+        session.connection().execute(
+            insert(_EXPUNGED),
+            [{"folder_id": folder.id, "uid": uid, "modseq": modseq} for _, uid in doomed],
+        )
+        session.execute(
+            update(_FOLDERS).where(_FOLDERS.c.id == folder.id).values(highest_modseq=modseq)
+        )
+        return modseq
+
+    def copy(
+        self,
+        principal: Principal,
+        folder_id: int,
+        uids: Sequence[int],
+        destination: str,
+        *,
+        move: bool = False,
+    ) -> CopyOutcome:
+        """COPY or MOVE messages to another folder of the same account (flags and dates kept)."""
+        with self.database.transaction() as session:
+            target_id = self._by_name(session, principal, destination).id
+            # Lock in id order: two MOVEs in opposite directions never deadlock.
+            for locked in sorted({folder_id, target_id}):
+                self._lock(session, principal, locked)
+            source = self._lock(session, principal, folder_id)
+            target = self._lock(session, principal, target_id)
+            rows = self._entries_for(session, source.id, uids)
+            if not rows:
+                return CopyOutcome(target.uid_validity, [])
+            first_uid = target.uid_next
+            modseq = target.highest_modseq + 1
+            session.execute(
+                update(_FOLDERS)
+                .where(_FOLDERS.c.id == target.id)
+                .values(uid_next=first_uid + len(rows), highest_modseq=modseq)
+            )
+            pairs: list[tuple[int, int]] = []
+            values: list[dict[str, Any]] = []
+            for offset, row in enumerate(rows):
+                pairs.append((int(row.uid), first_uid + offset))
+                values.append(
+                    {
+                        "folder_id": target.id,
+                        "message_id": int(row.message_id),
+                        "uid": first_uid + offset,
+                        "flags": row.flags,
+                        "modseq": modseq,
+                        "internal_date": row.internal_date,
+                    }
+                )
+            session.connection().execute(insert(_ENTRIES), values)
+            if move:
+                if source.id == target.id:
+                    source = self._lock(session, principal, source.id)
+                self._remove(session, source, [(int(row.id), int(row.uid)) for row in rows])
+        return CopyOutcome(target.uid_validity, pairs)
+
+    def append(
+        self, principal: Principal, name: str, messages: Sequence[NewMessage]
+    ) -> CopyOutcome:
+        """APPEND: store each message encrypted, with its structure cache, at the folder's end."""
+        prepared = []
+        for message in messages:
+            structure = parse_message(message.content)
+            prepared.append(
+                (
+                    message,
+                    structure,
+                    self.blobs.seal(message.content),
+                    self.blobs.seal(structure.to_json()),
+                )
+            )
+        with self.database.transaction() as session:
+            folder = self._by_name(session, principal, name)
+            folder = self._lock(session, principal, folder.id)
+            first_uid = folder.uid_next
+            modseq = folder.highest_modseq + 1
+            session.execute(
+                update(_FOLDERS)
+                .where(_FOLDERS.c.id == folder.id)
+                .values(uid_next=first_uid + len(prepared), highest_modseq=modseq)
+            )
+            pairs: list[tuple[int, int]] = []
+            now = utcnow()
+            for offset, (message, structure, sealed, sealed_structure) in enumerate(prepared):
+                blob_id = self.blobs.record(session, sealed)
+                senders = structure.envelope.from_
+                header_from = (
+                    f"{senders[0][2]}@{senders[0][3]}".lower()[:320]
+                    if senders and senders[0][2] and senders[0][3]
+                    else None
+                )
+                message_id: int = session.execute(
+                    insert(_MESSAGES)
+                    .values(
+                        blob_id=blob_id,
+                        size=len(message.content),
+                        received_at=now,
+                        direction=APPENDED,
+                        envelope_from="",
+                        header_from=header_from,
+                        message_id_header=(structure.envelope.message_id or None),
+                        dkim_result="none",
+                        end_of_exchange=False,
+                        mss_problems=None,
+                        dedupe_key=None,
+                    )
+                    .returning(_MESSAGES.c.id)
+                ).scalar_one()
+                session.execute(
+                    insert(_CACHE).values(
+                        message_id=message_id,
+                        blob_id=self.blobs.record(session, sealed_structure),
+                        version=STRUCTURE_VERSION,
+                        created_at=now,
+                    )
+                )
+                uid = first_uid + offset
+                session.execute(
+                    insert(_ENTRIES).values(
+                        folder_id=folder.id,
+                        message_id=message_id,
+                        uid=uid,
+                        flags=format_flags(message.flags),
+                        modseq=modseq,
+                        internal_date=message.internal_date or now,
+                    )
+                )
+                pairs.append((0, uid))
+        return CopyOutcome(folder.uid_validity, pairs)
+
+    # -- content -----------------------------------------------------------------------
+
+    def _read_blobs(self, session: Session, wanted: Sequence[tuple[int, str]]) -> dict[int, bytes]:
+        """Decrypt many blobs: one query fetches their rows, then each is decrypted in memory.
+
+        :meth:`BlobStore.read` looks its row up with ``session.get``: one query
+        (and one ORM object) per blob. It is given a stand-in session that
+        answers from the rows fetched here; decryption and its integrity checks
+        are still BlobStore's own.
+        """
+        contents: dict[int, bytes] = {}
+        connection = session.connection()
+        for chunk in _chunks(list(wanted)):
+            rows = _FetchedBlobs(
+                connection.execute(_BLOB_ROWS, {"ids": [blob_id for _, blob_id in chunk]})
+            )
+            for key, blob_id in chunk:
+                contents[key] = self.blobs.read(cast(Session, rows), blob_id)
+        return contents
+
+    def _filed(
+        self, session: Session, principal: Principal, folder_id: int, uids: Sequence[int]
+    ) -> dict[int, tuple[int, str, str | None]]:
+        """UID → (message id, blob id, structure cache blob id) for UIDs of one folder.
+
+        This is where isolation holds for content: the folder must be the
+        account's, or nothing comes back. One range scan of the folder's
+        ``(folder_id, uid)`` index per batch, not a lookup per message.
+        """
+        filed: dict[int, tuple[int, str, str | None]] = {}
+        wanted = sorted(set(uids))
+        connection = session.connection()
+        for chunk in _chunks(wanted):
+            rows = connection.execute(
+                _FILED,
+                {
+                    "folder": folder_id,
+                    "account": principal.account_id,
+                    "low": chunk[0],
+                    "high": chunk[-1],
+                },
+            )
+            members = set(chunk)
+            for uid, message_id, blob_id, cache_id in cast(Any, rows):
+                if uid in members:
+                    filed[int(uid)] = (int(message_id), str(blob_id), cache_id)
+        return filed
+
+    def contents(
+        self, principal: Principal, folder_id: int, uids: Sequence[int]
+    ) -> dict[int, bytes]:
+        """Message bytes by UID, for UIDs of one of the account's folders."""
+        with self.database.reading() as session:
+            filed = self._filed(session, principal, folder_id, uids)
+            return self._read_blobs(session, [(uid, blobs[1]) for uid, blobs in filed.items()])
+
+    def structures(
+        self, principal: Principal, folder_id: int, uids: Sequence[int]
+    ) -> dict[int, MessageStructure]:
+        """Parsed structures by UID; missing or outdated caches are built and stored."""
+        by_message: dict[int, MessageStructure] = {}
+        with self.database.reading() as session:
+            filed = self._filed(session, principal, folder_id, uids)
+            with self._recent_lock:
+                for message_id, _, _ in filed.values():
+                    known = self._recent_structures.get(message_id)
+                    if known is not None:
+                        self._recent_structures.move_to_end(message_id)
+                        by_message[message_id] = known
+            cached = [
+                (message_id, cache_id)
+                for message_id, _, cache_id in filed.values()
+                if cache_id is not None and message_id not in by_message
+            ]
+            raw = self._read_blobs(session, cached)
+        loaded = {message: MessageStructure.from_json(data) for message, data in raw.items()}
+        missing = [
+            (message_id, blob_id)
+            for message_id, blob_id, _ in filed.values()
+            if message_id not in by_message and message_id not in loaded
+        ]
+        for chunk in _chunks(missing, 100):
+            loaded.update(self._build_structures(chunk))
+        if loaded and self._recent_limit:
+            with self._recent_lock:
+                self._recent_structures.update(loaded)
+                while len(self._recent_structures) > self._recent_limit:
+                    self._recent_structures.popitem(last=False)
+        by_message.update(loaded)
+        return {
+            uid: by_message[message_id]
+            for uid, (message_id, _, _) in filed.items()
+            if message_id in by_message
+        }
+
+    def _build_structures(self, wanted: Sequence[tuple[int, str]]) -> dict[int, MessageStructure]:
+        with self.database.reading() as session:
+            contents = self._read_blobs(session, wanted)
+        built = {message_id: parse_message(data) for message_id, data in contents.items()}
+        sealed = {message_id: self.blobs.seal(s.to_json()) for message_id, s in built.items()}
+        now = utcnow()
+        with self.database.transaction() as session:
+            rows = [
+                {
+                    "message_id": message_id,
+                    "blob_id": self.blobs.record(session, blob),
+                    "version": STRUCTURE_VERSION,
+                    "created_at": now,
+                }
+                for message_id, blob in sealed.items()
+            ]
+            if rows:
+                statement = upsert_insert(session, _CACHE)
+                session.connection().execute(
+                    statement.on_conflict_do_update(
+                        index_elements=["message_id"],
+                        set_={
+                            "blob_id": statement.excluded.blob_id,
+                            "version": statement.excluded.version,
+                            "created_at": statement.excluded.created_at,
+                        },
+                    ),
+                    rows,
+                )
+        return built
+
+    # -- change detection --------------------------------------------------------------
+
+    def folder_versions(self, account_ids: Sequence[int]) -> dict[int, tuple[tuple[int, ...], ...]]:
+        """A cheap fingerprint of each account's folders (id, uid_next, highest_modseq)."""
+        versions: dict[int, list[tuple[int, ...]]] = {account: [] for account in account_ids}
+        with self.database.reading() as session:
+            for chunk in _chunks(list(account_ids)):
+                for row in session.execute(
+                    select(
+                        _FOLDERS.c.account_id,
+                        _FOLDERS.c.id,
+                        _FOLDERS.c.uid_next,
+                        _FOLDERS.c.highest_modseq,
+                    ).where(_FOLDERS.c.account_id.in_(chunk))
+                ):
+                    versions[int(row.account_id)].append(
+                        (int(row.id), int(row.uid_next), int(row.highest_modseq))
+                    )
+        return {account: tuple(sorted(items)) for account, items in versions.items()}
