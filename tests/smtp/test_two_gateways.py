@@ -211,3 +211,34 @@ def test_c5_two_operators_conversation_with_end_of_exchange(
     _wait_for(a, patient, "Suite de la consultation")
     assert _send(a, "patient", B_PROFESSIONAL, "Question de suivi") == {}
     _wait_for(b, B_PROFESSIONAL, "Question de suivi")
+
+
+def test_e3_g3_integration_error_904_reaches_the_sender_on_the_other_operator(
+    operators: tuple[RunningGateway, RunningGateway],
+) -> None:
+    """A report for another patient is quarantined on A; the 904 MDN travels back to B."""
+    from documents.conftest import N1_SAMPLE, OTHER_INS, build_mail, n1_xdm, xdm_part
+
+    from .conftest import add_patient
+
+    a, b = operators
+    other_patient = add_patient(a, OTHER_INS)
+    mail = build_mail(
+        [xdm_part(n1_xdm(N1_SAMPLE.read_bytes()))],  # names the demo patient's INS
+        sender=B_PROFESSIONAL,
+        to=other_patient,
+        receipt=True,
+    )
+    with b.submit("professional") as client:
+        assert client.sendmail(B_PROFESSIONAL, [other_patient], mail) == {}
+    deadline = time.monotonic() + 90
+    subjects: list[str] = []
+    while time.monotonic() < deadline:
+        subjects = [m["subject"] for m in b.mailbox(B_PROFESSIONAL)]
+        if any(s.startswith("[KO Intégration système !][904]") for s in subjects):
+            break
+        time.sleep(0.5)
+    assert any(s.startswith("[KO Intégration système !][904]") for s in subjects), subjects
+    receipt = _raw_message(b, next(s for s in subjects if "[904]" in s))
+    assert receipt.get_content_type() == "multipart/report"
+    assert receipt.get_param("report-type") == "disposition-notification"
