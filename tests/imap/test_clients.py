@@ -232,7 +232,7 @@ unignore from: subject:
         ).stdout
 
     def wait_for(text: str) -> str:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             shown = screen()
             if text in shown:
@@ -249,8 +249,12 @@ unignore from: subject:
         attachments = wait_for("IHE_XDM.zip")
         assert "BIO-CR-BIO_2024.01_TSH_1.xml" in attachments
         assert "message/rfc822" in attachments
-        subprocess.run(["tmux", "send-keys", "-t", session, "q", "q", "q"], check=True)
-        deadline = time.monotonic() + 20  # neomutt stores \Seen when it closes the mailbox
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        wait_for("voici vos r")  # back in the pager
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        wait_for("Resultats TSH]")  # back in the index
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        deadline = time.monotonic() + 30  # neomutt stores \Seen when it closes the mailbox
         while time.monotonic() < deadline:
             alive = subprocess.run(["tmux", "has-session", "-t", session], capture_output=True)
             if alive.returncode != 0:
@@ -260,5 +264,6 @@ unignore from: subject:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
     client = imap_gateway.imap(patient)
     client.select("INBOX")
-    assert b"\\Seen" in client.fetch("1", "(FLAGS)")[1][0]  # type: ignore[operator]
+    flags = client.fetch("1", "(FLAGS)")[1][0]
     client.logout()
+    assert isinstance(flags, bytes) and b"\\Seen" in flags, flags

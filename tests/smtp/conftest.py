@@ -51,24 +51,41 @@ class RunningGateway:
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
+        """Serve the home; on a port taken since it was picked, pick new ports and retry."""
+        for _attempt in range(3):
+            if self._start_once():
+                return
+            for name in self.ports:
+                self.ports[name] = free_port()
+                self.env[f"CADUCEE_LISTENERS__{name.upper()}"] = str(self.ports[name])
+        raise AssertionError("gateway did not start: " + (self.home / "serve.log").read_text())
+
+    def _start_once(self) -> bool:
+        log = self.home / "serve.log"
+        log.write_text("")
         self.process = subprocess.Popen(
             [*CADUCEE, "serve", "--home", str(self.home)],
             env=self.env,
             stdout=subprocess.DEVNULL,
-            stderr=open(self.home / "serve.log", "a"),  # noqa: SIM115 - closed with the process
+            stderr=open(log, "a"),  # noqa: SIM115 - closed with the process
             text=True,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.process = None
+                if "address already in use" in log.read_text():
+                    return False  # another program took a port between picking and binding
+                raise AssertionError("gateway did not start: " + log.read_text())
             try:
                 with socket.create_connection(("127.0.0.1", self.ports["submissions"]), timeout=1):
                     pass
                 with socket.create_connection(("127.0.0.1", self.ports["smtp"]), timeout=1) as s:
                     if s.recv(100).startswith(b"220"):
-                        return
+                        return True
             except OSError:
                 time.sleep(0.1)
-        raise AssertionError("gateway did not start: " + (self.home / "serve.log").read_text())
+        raise AssertionError("gateway did not start: " + log.read_text())
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.process is not None

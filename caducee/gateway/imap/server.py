@@ -179,7 +179,11 @@ class ImapListener:
         login: Login,
         tls: ssl.SSLContext,
         max_connections: int = MAX_CONNECTIONS,
+        login_timeout: float = LOGIN_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
+        self.login_timeout = login_timeout
+        self.idle_timeout = idle_timeout
         self.host = host
         self.port = port
         self.implicit_tls = implicit_tls
@@ -218,6 +222,8 @@ class ImapListener:
             reader,
             writer,
             SocketInfoLocal(writer, unique_id=uuid.uuid4().bytes),
+            login_timeout=self.login_timeout,
+            idle_timeout=self.idle_timeout,
         )
         state = CaduceeConnectionState(self.login, self.config, implicit_tls=self.implicit_tls)
         self.connections[task] = connection
