@@ -5,7 +5,7 @@ operator domain allowed to exchange mail, once per operator certificate DN. It
 is the input of a security decision and it is downloaded from outside, so it is
 read defensively:
 
-- **hardened**: lxml ``iterparse`` with no entity resolution, no DTD loading, no
+- **hardened**: lxml's pull parser with no entity resolution, no DTD loading, no
   network and libxml2's default size limits; any document type declaration is
   refused outright (the list never needs one, and without a DTD there is
   nothing to expand: no "billion laughs", no XXE); the input size is bounded;
@@ -209,6 +209,54 @@ def _drop(element: etree._Element) -> None:
             del parent[0]
 
 
+class _EntryWalk:
+    """Turns a parser's start/end events into entries, dropping what was handled."""
+
+    def __init__(self, reader: WhitelistReader) -> None:
+        self._reader = reader
+        self._depth = 0
+        self._in_list = False
+        self.refused = False
+
+    def drain(self, parser: etree.XMLPullParser) -> Iterator[WhitelistEntry]:
+        """The events produced before an error, as far as they can still be read."""
+        try:
+            yield from self.handle(parser.read_events())
+        except (etree.LxmlError, ValueError, LookupError):
+            return
+
+    def handle(self, events: Iterator[tuple[str, object]]) -> Iterator[WhitelistEntry]:
+        reader = self._reader
+        for event, element in events:
+            if self.refused:
+                return
+            if not isinstance(element, etree._Element):
+                continue  # only start and end events are asked for
+            if event == "start":
+                self._depth += 1
+                if self._depth == 1:
+                    reader._root_seen = True
+                    self.refused = reader._refuse_root(element)
+                elif self._depth == 2:
+                    self._in_list = _local_name(element) == _LIST
+                continue
+            if self._depth == 3 and self._in_list and _local_name(element) == _ENTRY:
+                reader.entries_read += 1
+                entry = reader._entry(reader.entries_read, element)
+                if entry is not None:
+                    yield entry
+            elif self._depth == 2:
+                name = _local_name(element)
+                if name == _LIST and self._in_list:
+                    reader.list_complete = True
+                elif name == "DateDeGeneration":
+                    reader._generation_date(element)
+                self._in_list = False
+            if self._depth <= 3:
+                _drop(element)
+            self._depth -= 1
+
+
 class WhitelistReader:
     """Streams the complete, valid entries of a whitelist document.
 
@@ -263,8 +311,15 @@ class WhitelistReader:
             self.rejected.append(RejectedEntry(position, _shorten(name), domain, reason))
 
     def _entries(self, stream: _BoundedStream) -> Iterator[WhitelistEntry]:
-        events = etree.iterparse(
-            stream,
+        """Feed the document chunk by chunk to a pull parser and handle its events.
+
+        A pull parser rather than ``iterparse``: when libxml2 meets an error inside a
+        chunk, the events it produced before the error are still delivered by
+        ``read_events`` (``iterparse`` of lxml 6.2 drops them when the whole document
+        fits in one read), so a malformed document keeps every entry before the error
+        whatever lxml version is installed.
+        """
+        parser = etree.XMLPullParser(
             events=("start", "end"),
             resolve_entities=False,
             no_network=True,
@@ -273,51 +328,37 @@ class WhitelistReader:
             remove_comments=True,
             remove_pis=True,
         )
-        depth = 0
-        in_list = False
-        refused = False
+        walk = _EntryWalk(self)
+        error: Exception | None = None
         try:
-            for event, element in events:
-                if event == "start":
-                    depth += 1
-                    if depth == 1:
-                        self._root_seen = True
-                        refused = self._refuse_root(element)
-                        if refused:
-                            break
-                    elif depth == 2:
-                        in_list = _local_name(element) == _LIST
-                    continue
-                if depth == 3 and in_list and _local_name(element) == _ENTRY:
-                    self.entries_read += 1
-                    entry = self._entry(self.entries_read, element)
-                    if entry is not None:
-                        yield entry
-                elif depth == 2:
-                    name = _local_name(element)
-                    if name == _LIST and in_list:
-                        self.list_complete = True
-                    elif name == "DateDeGeneration":
-                        self._generation_date(element)
-                    in_list = False
-                if depth <= 3:
-                    _drop(element)
-                depth -= 1
-        except (etree.LxmlError, ValueError, LookupError) as error:
-            # LookupError: an unknown declared encoding; ValueError: odd input lxml refuses.
-            self._stopped(stream, error)
-            return
-        except OSError as error:
+            while not walk.refused:
+                chunk = stream.read(_CHUNK)
+                if not chunk:
+                    # At the end; no events of close() are read: for a truncated document
+                    # libxml2 would close the open elements, making a cut entry look whole.
+                    parser.close()
+                    break
+                try:
+                    parser.feed(chunk)
+                except (etree.LxmlError, ValueError, LookupError) as failure:
+                    # ValueError: odd input lxml refuses; LookupError: an unknown encoding.
+                    error = failure
+                    yield from walk.drain(parser)
+                    break
+                yield from walk.handle(parser.read_events())
+        except (etree.LxmlError, ValueError, LookupError) as failure:
+            error = failure
+        except OSError as failure:
             self.truncated = True
             self.problem = (
                 f"cannot read the file after entry {self.entries_read}: "
-                f"{error.strerror or error}; the rest was not imported"
+                f"{failure.strerror or failure}; the rest was not imported"
             )
             return
-        if refused:
+        if walk.refused:
             self.truncated = True
-        elif stream.doctype or stream.too_large:
-            self._stopped(stream, None)
+        elif error is not None or stream.doctype or stream.too_large:
+            self._stopped(stream, error)
 
     def _refuse_root(self, root: etree._Element) -> bool:
         docinfo = root.getroottree().docinfo
