@@ -1,8 +1,12 @@
 # Caducée — the two commands: `make run` and `make test`.
 #
-#   make run    create .venv, install, make a demo home in .caducee (first time), serve it
+#   make run    create .venv, install from requirements.lock, make a demo home in .caducee
+#               (first time), serve it
 #   make test   install what the tests need, lint, type-check, run the suite on SQLite,
 #               then again on PostgreSQL when CADUCEE_TEST_DATABASE_URL is set
+#   make lock   refresh requirements.lock from the ranges in pyproject.toml (see README)
+#
+# PYTEST_ARGS passes options to both passes, e.g. PYTEST_ARGS="-m 'not slow'" locally.
 
 PYTHON ?= python3
 VENV := .venv
@@ -10,43 +14,65 @@ BIN := $(VENV)/bin
 HOME_DIR ?= .caducee
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+LOCK_VENV := .venv-lock
 
-.PHONY: run test install lint typecheck pytest-sqlite pytest-postgresql system-packages clean
+.PHONY: run test install lock lint typecheck pytest-sqlite pytest-postgresql system-packages clean
 
-$(INSTALLED): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	touch $@
+$(INSTALLED): pyproject.toml requirements.lock
+	@echo "==> [1/3] Python environment in $(VENV)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "==> [2/3] Locked dependencies from requirements.lock (a first install takes a minute or two)"
+	$(PIP) install --require-hashes --progress-bar on -r requirements.lock
+	@echo "==> [3/3] Caducée itself (editable)"
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	@touch $@
+	@echo "==> Installed."
 
 install: $(INSTALLED)
 
 run: install
-	test -f $(HOME_DIR)/caducee.toml || $(BIN)/caducee init --home $(HOME_DIR) --demo
+	@test -f $(HOME_DIR)/caducee.toml || { \
+		echo "==> Demo home in $(HOME_DIR): CA, keys, database, demo accounts and directory"; \
+		$(BIN)/caducee init --home $(HOME_DIR) --demo; }
+	@echo "==> Starting the gateway (Ctrl+C stops it)"
 	exec $(BIN)/caducee serve --home $(HOME_DIR)
 
+lock:
+	@test -x $(LOCK_VENV)/bin/pip-compile || { \
+		$(PYTHON) -m venv $(LOCK_VENV) && \
+		$(LOCK_VENV)/bin/pip install --quiet --disable-pip-version-check 'pip-tools>=7.4,<8'; }
+	$(LOCK_VENV)/bin/pip-compile --upgrade --extra=test --all-build-deps --allow-unsafe \
+		--generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
+		--output-file=requirements.lock pyproject.toml
+
 system-packages:
+	@echo "==> Debian packages the tests drive (tests/debian-packages.txt)"
 	scripts/ensure-debian-packages tests/debian-packages.txt
 
 lint: install
+	@echo "==> ruff, ruff format, import contracts"
 	$(BIN)/ruff check caducee tests bench
 	$(BIN)/ruff format --check caducee tests bench
 	$(BIN)/lint-imports
 
 typecheck: install
-	$(BIN)/mypy --strict caducee
+	@echo "==> mypy --strict"
+	$(BIN)/mypy --strict caducee tests/harness
 
 pytest-sqlite: install
+	@echo "==> pytest on SQLite"
 	env -u CADUCEE_TEST_DATABASE_URL $(BIN)/pytest $(PYTEST_ARGS)
 
 pytest-postgresql: install
 	@if [ -n "$$CADUCEE_TEST_DATABASE_URL" ]; then \
-		echo "== pytest on PostgreSQL ($$CADUCEE_TEST_DATABASE_URL)"; \
+		echo "==> pytest on PostgreSQL ($$CADUCEE_TEST_DATABASE_URL)"; \
 		$(BIN)/pytest $(PYTEST_ARGS); \
 	else \
-		echo "== CADUCEE_TEST_DATABASE_URL not set: PostgreSQL run skipped"; \
+		echo "==> CADUCEE_TEST_DATABASE_URL not set: PostgreSQL pass skipped"; \
 	fi
 
 test: install system-packages lint typecheck pytest-sqlite pytest-postgresql
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -21,9 +21,10 @@ from sqlalchemy import create_engine, text
 from caducee.gateway.cli import main as caducee_main
 from caducee.storage import schema
 from caducee.storage.db import Database, normalise_url
+from tests.harness.paths import SAMPLES
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO.parent / "shared" / "data" / "samples"
+pytest_plugins = ["tests.harness.fixtures"]
+
 PG_URL = os.environ.get("CADUCEE_TEST_DATABASE_URL", "")
 
 
@@ -174,5 +175,5 @@ def engine() -> str:
 
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
-    """The real public sample files shipped beside the repository."""
+    """The real public sample files copied into the repository (``tests/samples``)."""
     return SAMPLES

@@ -45,7 +45,7 @@ from email.utils import format_datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLES = REPO.parent / "shared" / "data" / "samples"
+SAMPLES = REPO / "tests" / "samples"
 XDM = SAMPLES / "DirectProject-nhin-d" / "samplexdm-xdmail.zip"
 RESULTS = REPO / "bench" / "RESULTS.md"
 USER = "bench@hopital-demo.mssante.fr"
