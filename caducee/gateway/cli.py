@@ -15,6 +15,7 @@ from caducee.config import ConfigError
 from caducee.gateway.commands import (
     CommandError,
     access,
+    account,
     audit,
     config_cmd,
     directory,
@@ -38,6 +39,7 @@ COMMAND_GROUPS = (
     mailbox,
     directory,
     patient,
+    account,
     queue,
     access,
     audit,

@@ -9,6 +9,7 @@ entry lives in ``directory``.
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -35,6 +36,16 @@ class AccountState(enum.StrEnum):
     ACTIVE = "active"
     SUSPENDED = "suspended"
     CLOSED = "closed"
+
+
+def may_sign_in(state: str) -> bool:
+    """The account-state rule of every door (SMTP AUTH, IMAP LOGIN, HTTP): active accounts only.
+
+    One rule, so that a suspended account cannot keep reading over one protocol while
+    another refuses it. The refusal looks like a wrong password on every door: a client
+    learns nothing about the account's state.
+    """
+    return state == AccountState.ACTIVE.value
 
 
 class Account(Base):
@@ -121,7 +132,7 @@ def add_app_password(session: Session, account: Account, label: str) -> str:
 def check_app_password(session: Session, address: str, password: str) -> Account | None:
     """The account if one of its app passwords matches; slow on purpose (argon2id)."""
     account = find_account(session, address)
-    if account is None or account.state == AccountState.CLOSED.value:
+    if account is None or not may_sign_in(account.state):
         return None
     hashes = session.execute(
         select(AppPassword.id, AppPassword.password_hash).where(
@@ -174,3 +185,22 @@ def recipient_account(session: Session, address: str, *, patient: bool) -> Accou
 def count_accounts(session: Session) -> int:
     """How many accounts exist (used by doctor and tests)."""
     return int(session.scalar(select(func.count()).select_from(Account)) or 0)
+
+
+def sign_in_fingerprint(session: Session, account_id: int) -> str | None:
+    """What a remembered sign-in depends on: None when the account may not sign in now.
+
+    A digest of the account's state and of its app-password hashes: suspending or closing
+    the account, or adding or revoking any app password, changes it, so a cache of verified
+    credentials that compares fingerprints never accepts a revoked password or a suspended
+    account. One indexed query, no argon2.
+    """
+    state = session.scalar(select(Account.state).where(Account.id == account_id))
+    if state is None or not may_sign_in(state):
+        return None
+    hashes = sorted(
+        session.scalars(
+            select(AppPassword.password_hash).where(AppPassword.account_id == account_id)
+        )
+    )
+    return hashlib.sha256("\x00".join([state, *hashes]).encode()).hexdigest()

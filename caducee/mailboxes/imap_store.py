@@ -34,7 +34,13 @@ from typing import Any, NamedTuple, cast
 from sqlalchemy import Row, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from caducee.mailboxes.accounts import Account, AccountKind, AppPassword, normalise_address
+from caducee.mailboxes.accounts import (
+    Account,
+    AccountKind,
+    AppPassword,
+    may_sign_in,
+    normalise_address,
+)
 from caducee.mailboxes.delivery import ensure_folders
 from caducee.mailboxes.imap_models import ExpungedEntry, FolderRecent, StructureCache
 from caducee.mailboxes.imap_structure import STRUCTURE_VERSION, MessageStructure, parse_message
@@ -374,7 +380,7 @@ class ImapStore:
                 ).where(_ACCOUNTS.c.address == normalised)
             ).first()
             hashes: list[tuple[int, str]] = []
-            if account is not None and account.state != "closed":
+            if account is not None and may_sign_in(str(account.state)):
                 hashes = [
                     (int(row.id), str(row.password_hash))
                     for row in session.execute(

@@ -6,8 +6,9 @@ in a worker thread, off the event loop, and a success is remembered for a short 
 (``ttl_seconds``) under an HMAC of the credentials, keyed by a secret drawn at start-up: a
 search session of a few requests then pays for one check, and the cache never holds the
 password or anything that could be tested against it offline. Failures are never cached.
-A revoked app password keeps working for at most ``ttl_seconds`` in the process that cached
-it.
+A remembered success is used only while the account's sign-in fingerprint (its state and
+its app-password hashes: one indexed query) is unchanged: a suspended or closed account, or
+a revoked or added app password, is checked again at once.
 
 :class:`Authenticator` is the seam for other ways in: the webmail's session cookie (H2) and
 professionals' OpenID Connect tokens (F2) will be other implementations, tried in order.
@@ -29,7 +30,7 @@ from typing import Protocol
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from caducee.mailboxes.accounts import check_app_password
+from caducee.mailboxes.accounts import check_app_password, sign_in_fingerprint
 from caducee.storage.db import Database
 
 REALM = "Caducee"
@@ -101,7 +102,7 @@ class BasicAuthenticator:
         self.max_entries = max_entries
         self.clock = clock
         self._secret = secrets.token_bytes(32)
-        self._cache: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
+        self._cache: OrderedDict[bytes, tuple[float, Principal, str]] = OrderedDict()
         self.checks = 0
         """How many argon2 checks ran (for tests and metrics)."""
 
@@ -109,15 +110,23 @@ class BasicAuthenticator:
         material = user.lower().encode("utf-8") + b"\x00" + password.encode("utf-8")
         return hmac.new(self._secret, material, hashlib.sha256).digest()
 
-    def _check(self, user: str, password: str) -> Principal | None:
+    def _check(self, user: str, password: str) -> tuple[Principal, str] | None:
         with self.database.transaction() as session:
             account = check_app_password(session, user, password)
             if account is None:
                 return None
-            return Principal(account_id=account.id, kind=account.kind, method="basic")
+            fingerprint = sign_in_fingerprint(session, account.id)
+            if fingerprint is None:
+                return None
+            principal = Principal(account_id=account.id, kind=account.kind, method="basic")
+            return principal, fingerprint
 
-    def _remember(self, key: bytes, principal: Principal) -> None:
-        self._cache[key] = (self.clock() + self.ttl, principal)
+    def _fingerprint(self, account_id: int) -> str | None:
+        with self.database.reading() as session:
+            return sign_in_fingerprint(session, account_id)
+
+    def _remember(self, key: bytes, principal: Principal, fingerprint: str) -> None:
+        self._cache[key] = (self.clock() + self.ttl, principal, fingerprint)
         self._cache.move_to_end(key)
         while len(self._cache) > self.max_entries:
             self._cache.popitem(last=False)
@@ -133,13 +142,15 @@ class BasicAuthenticator:
         key = self._key(user, password)
         cached = self._cache.get(key)
         if cached is not None:
-            expires, principal = cached
-            if expires > self.clock():
+            expires, principal, fingerprint = cached
+            if expires > self.clock() and fingerprint == await run_in_threadpool(
+                self._fingerprint, principal.account_id
+            ):
                 return principal
             del self._cache[key]
         self.checks += 1
-        checked: Principal | None = await run_in_threadpool(self._check, user, password)
+        checked = await run_in_threadpool(self._check, user, password)
         if checked is None:
             raise AuthenticationFailed("wrong credentials")
-        self._remember(key, checked)
-        return checked
+        self._remember(key, *checked)
+        return checked[0]

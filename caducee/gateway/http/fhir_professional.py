@@ -146,8 +146,9 @@ def _actor_kind(account_kind: str) -> str:
 class AuditedBasicAuthenticator(BasicAuthenticator):
     """HTTP Basic whose fresh credential checks (not cache hits) are login events (F4)."""
 
-    def _check(self, user: str, password: str) -> Principal | None:
-        principal = super()._check(user, password)
+    def _check(self, user: str, password: str) -> tuple[Principal, str] | None:
+        checked = super()._check(user, password)
+        principal = checked[0] if checked is not None else None
         with self.database.transaction() as session:
             if principal is not None:
                 account_id: int | None = principal.account_id
@@ -163,7 +164,7 @@ class AuditedBasicAuthenticator(BasicAuthenticator):
                 method="app-password",
                 channel="http",
             )
-        return principal
+        return checked
 
 
 @dataclass(frozen=True)

@@ -86,8 +86,8 @@ class Authenticator:
 
     def _password(self, address: str, password: str) -> AuthenticatedUser | None:
         with self.database.transaction() as session:
-            account = check_app_password(session, address, password)
-            if account is None or account.state != AccountState.ACTIVE.value:
+            account = check_app_password(session, address, password)  # active accounts only
+            if account is None:
                 return None
             return AuthenticatedUser(account.id, account.address, account.kind, "password")
 
