@@ -108,6 +108,13 @@ class SmtpSettings(_Section):
     processes: int = Field(default=1, ge=1, le=64)
 
 
+class ImapSettings(_Section):
+    """Bounds on what an IMAP client may make the gateway read (H1, issue 12)."""
+
+    max_literal_before_login: int = Field(default=8192, ge=256, le=1_048_576)
+    max_command_bytes: int = Field(default=50_000_000, ge=1024)
+
+
 class RecordsSettings(_Section):
     """The patient's document record (E1–E6, G3)."""
 
@@ -211,6 +218,7 @@ class Settings(_Section):
     tls: TlsSettings = Field(default_factory=TlsSettings)
     listeners: ListenerSettings = Field(default_factory=ListenerSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    imap: ImapSettings = Field(default_factory=ImapSettings)
     records: RecordsSettings = Field(default_factory=RecordsSettings)
     dkim: DkimSettings = Field(default_factory=DkimSettings)
     relay: RelaySettings = Field(default_factory=RelaySettings)

@@ -3,8 +3,10 @@
 :class:`pymap.config.IMAPConfig` is built for pymap's own ``argparse`` front end;
 we construct it directly with our TLS context (``caducee.gateway.tls``: TLS 1.2+,
 strong suites), our host name in the greeting, only the PLAIN and LOGIN SASL
-mechanisms (app passwords, C1), the APPEND size limit of the SMTP side, and the
-capabilities H1 asks for. Nothing here reads the environment or the command line.
+mechanisms (app passwords, C1), the APPEND size limit of the SMTP side, the literal
+limits of ``[imap]`` (enforced by the connection before a literal is read, see
+``server``), and the capabilities H1 asks for. Nothing here reads the environment or the
+command line. Building one installs our mailbox-name codec into pymap (``names``).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from collections.abc import Mapping
 
 from proxyprotocol.version import ProxyProtocolVersion
 from pymap.config import BackendCapability, IMAPConfig
+from pymap.parsing import Params
 from pymap.parsing.commands import Commands
 from pysasl import SASLAuth
 from pysasl.hashing import BuiltinHash
 
 from caducee.gateway.imap.commands import caducee_commands
+from caducee.gateway.imap.names import install as install_name_codec
 
 EXTENSIONS: tuple[bytes, ...] = (b"SPECIAL-USE", b"NAMESPACE", b"ENABLE", b"CONDSTORE")
 
@@ -35,7 +39,10 @@ class CaduceeImapConfig(IMAPConfig):
         hostname: str,
         ssl_context: ssl.SSLContext,
         max_append_len: int,
+        max_literal_before_login: int = 8192,
+        max_command_bytes: int = 50_000_000,
     ) -> None:
+        install_name_codec()
         super().__init__(
             Namespace(passlib_cfg=None, proxy_protocol=None),
             host=host,
@@ -50,7 +57,19 @@ class CaduceeImapConfig(IMAPConfig):
             invalid_user_sleep=1.0,
         )
         self._hostname = hostname
+        self.max_literal_before_login = max_literal_before_login
+        #: The advertised APPENDLIMIT (RFC 7889): the largest APPEND literal after login.
+        self.append_limit = max_append_len
+        #: Literal bytes one APPEND may carry in all (MULTIAPPEND), at least one whole message.
+        self.max_command_bytes = max(max_command_bytes, max_append_len)
         self._commands = caducee_commands()
+
+    @property
+    def parsing_params(self) -> Params:
+        # No APPEND size check in the parser: the connection checks every literal against
+        # the limit of the session's state before reading it, and answers NO [TOOBIG]
+        # (pymap's parser would answer a bare BAD, and only for synchronising literals).
+        return Params(max_append_len=None)
 
     @property
     def backend_capability(self) -> BackendCapability:

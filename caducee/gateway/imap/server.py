@@ -17,13 +17,25 @@ The connection is pymap's :class:`~pymap.imap.IMAPConnection` with these changes
 * untagged responses are drained to the socket as they are written, so a
   ``FETCH 1:* BODY[]`` does not queue a whole mailbox in memory first;
 * a connection limit, and a graceful stop: commands in progress finish,
-  everyone else gets ``BYE``.
+  everyone else gets ``BYE``;
+* literals are bounded before a byte of them is read (issue 12): pymap reads a
+  non-synchronising literal ``{n+}`` whole, of any size, before parsing, and
+  sends ``+`` for a synchronising APPEND literal of any size before login. Here
+  each literal is checked against the budget of the command when announced:
+  before login ``[imap] max_literal_before_login`` for the whole command; after
+  login APPENDLIMIT per message and ``[imap] max_command_bytes`` per APPEND,
+  pymap's own 4096 bytes per literal (1 MiB per command) elsewhere. Over budget,
+  a synchronising literal is answered ``NO [TOOBIG]`` instead of ``+`` and the
+  session goes on; a non-synchronising one gets ``BAD [TOOBIG]`` and the
+  connection is closed (RFC 7888 §4: its bytes are on their way). A line longer
+  than the stream limit (1 MiB) is answered the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 import uuid
 from collections.abc import Awaitable, Iterable
@@ -36,7 +48,14 @@ from pymap.imap import IMAPConnection
 from pymap.parsing.command import Command
 from pymap.parsing.command.select import IdleCommand
 from pymap.parsing.commands import Commands
-from pymap.parsing.response import CommandResponse, Response, ResponseBye, ResponseCode
+from pymap.parsing.response import (
+    CommandResponse,
+    Response,
+    ResponseBad,
+    ResponseBye,
+    ResponseCode,
+    ResponseNo,
+)
 
 from caducee.gateway.imap.config import CaduceeImapConfig
 from caducee.gateway.imap.events import MailboxEvents
@@ -55,12 +74,60 @@ LOGIN_TIMEOUT = 120.0
 IDLE_TIMEOUT = 30 * 60.0
 FLUSH_BYTES = 64 * 1024
 MAX_CONNECTIONS = 2000
+LINE_LIMIT = 1024 * 1024
+#: pymap's parser refuses longer strings outside APPEND (``String._MAX_LEN``).
+OTHER_LITERAL_BYTES = 4096
+OTHER_COMMAND_BYTES = 1024 * 1024
+
+# A literal announced at the end of a line: ``{n}`` (synchronising), ``{n+}``, ``~{n}``.
+_LITERAL_AT_END = re.compile(rb"~?\{(\d+)(\+?)\}\r?\n\Z")
+# RFC 3501 tag (ASTRING-CHAR but "+") and command name, at the start of a command.
+_COMMAND_START = re.compile(rb"([\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c-\x7e]+) ([A-Za-z]+)")
+
+
+class _LiteralRefused(Exception):
+    """A synchronising literal over budget: answer ``NO [TOOBIG]``, read the next command."""
+
+    def __init__(self, tag: bytes) -> None:
+        super().__init__()
+        self.tag = tag
+
+
+class _Budget:
+    """What the literals of one command may still take (set from its first line)."""
+
+    __slots__ = ("per_literal", "remaining", "tag")
+
+    def __init__(self, tag: bytes, per_literal: int, total: int) -> None:
+        self.tag = tag
+        self.per_literal = per_literal
+        self.remaining = total
+
+    def take(self, digits: bytes) -> bool:
+        """Count a literal of ``digits`` octets; False if it does not fit."""
+        if len(digits) > 12:  # and never int() of a client's thousand digits
+            return False
+        length = int(digits)
+        if length > self.per_literal or length > self.remaining:
+            return False
+        self.remaining -= length
+        return True
 
 
 class CaduceeImapConnection(IMAPConnection):
     """One client connection (pymap's, hardened; see the module docstring)."""
 
-    __slots__ = ["busy", "bye_sent", "idle_timeout", "idling", "login_timeout"]
+    __slots__ = [
+        "authenticated",
+        "budget",
+        "busy",
+        "bye_sent",
+        "idle_timeout",
+        "idling",
+        "in_command",
+        "limits",
+        "login_timeout",
+    ]
 
     def __init__(
         self,
@@ -79,6 +146,10 @@ class CaduceeImapConnection(IMAPConnection):
         self.busy = 0
         self.idling = False
         self.bye_sent = False
+        self.limits = config
+        self.authenticated = False
+        self.in_command = False
+        self.budget: _Budget | None = None
 
     @classmethod
     def _print(cls, log_format: str, output: str | bytes) -> None:
@@ -100,13 +171,78 @@ class CaduceeImapConnection(IMAPConnection):
         await self.write_response(ResponseBye(text, ResponseCode.of(code) if code else None))
 
     async def read_command(self, state: CaduceeConnectionState) -> Command:  # type: ignore[override]
-        timeout = self.idle_timeout if state._session is not None else self.login_timeout
+        self.authenticated = state._session is not None
+        timeout = self.idle_timeout if self.authenticated else self.login_timeout
+        while True:
+            self.in_command = True
+            self.budget = None
+            try:
+                async with asyncio.timeout(timeout):  # no task per command, unlike wait_for
+                    return await super().read_command(state)
+            except TimeoutError:
+                await self._bye(b"Autologout: no command for too long.")
+                raise EOFError() from None
+            except _LiteralRefused as refused:
+                # The client waits for "+" and sends nothing more of this command.
+                code = ResponseCode.of(b"TOOBIG")
+                await self.write_response(ResponseNo(refused.tag, b"Literal too large.", code))
+            finally:
+                self.in_command = False
+                self.budget = None
+
+    def _budget_for(self, first_line: bytes) -> _Budget:
+        match = _COMMAND_START.match(first_line)
+        tag = match.group(1) if match else b"*"
+        if not self.in_command or not self.authenticated:
+            # Before login, and in SASL exchanges and IDLE (no literal belongs there).
+            limit = self.limits.max_literal_before_login
+            return _Budget(tag, limit, limit)
+        if match and match.group(2).upper() == b"APPEND":
+            return _Budget(tag, self.limits.append_limit, self.limits.max_command_bytes)
+        return _Budget(tag, OTHER_LITERAL_BYTES, OTHER_COMMAND_BYTES)
+
+    async def _physical_line(self, budget: _Budget | None) -> bytes:
         try:
-            async with asyncio.timeout(timeout):  # no task per command, unlike wait_for
-                return await super().read_command(state)
-        except TimeoutError:
-            await self._bye(b"Autologout: no command for too long.")
+            return await self.reader.readline()
+        except ValueError:  # over the stream limit; asyncio dropped what it buffered
+            tag = budget.tag if budget is not None else b"*"
+            await self._refuse_and_close(tag, b"Line too long.")
             raise EOFError() from None
+
+    async def _refuse_and_close(self, tag: bytes, text: bytes) -> None:
+        response = ResponseBad(tag, text, ResponseCode.of(b"TOOBIG"))
+        response.add_untagged(ResponseBye(b"Closing: data refused."))
+        self.bye_sent = True
+        await self.write_response(response)
+
+    async def readline(self) -> memoryview:
+        """pymap's ``readline`` with every literal checked before it is read (module doc)."""
+        line = await self._physical_line(self.budget)
+        buf = bytearray(line)
+        while True:
+            if not line.endswith(b"\n"):
+                raise EOFError()
+            match = _LITERAL_AT_END.search(line)
+            if match is None:
+                return memoryview(buf)
+            budget = self.budget
+            if budget is None:
+                budget = self._budget_for(bytes(buf))
+                if self.in_command:
+                    self.budget = budget
+            synchronising = not match.group(2)
+            if synchronising and not self.in_command:
+                return memoryview(buf)  # not a literal here; pymap will not send "+"
+            if not budget.take(match.group(1)):
+                if synchronising:
+                    raise _LiteralRefused(budget.tag)
+                await self._refuse_and_close(budget.tag, b"Literal too large.")
+                raise EOFError()
+            if synchronising:
+                return memoryview(buf)  # pymap sends "+" and reads the literal
+            buf += await self.reader.readexactly(int(match.group(1)))
+            line = await self._physical_line(budget)
+            buf += line
 
     async def read_idle_done(self, cmd: IdleCommand) -> bool:
         try:
@@ -202,7 +338,7 @@ class ImapListener:
             ssl=self.tls if self.implicit_tls else None,
             ssl_handshake_timeout=30 if self.implicit_tls else None,
             reuse_address=True,
-            limit=1024 * 1024,
+            limit=LINE_LIMIT,
         )
         log.info(
             "imap listening",
@@ -296,6 +432,8 @@ class ImapListeners:
                 hostname=settings.gateway.hostname,
                 ssl_context=tls,
                 max_append_len=settings.smtp.max_message_bytes,
+                max_literal_before_login=settings.imap.max_literal_before_login,
+                max_command_bytes=settings.imap.max_command_bytes,
             )
             self.listeners.append(
                 ImapListener(
