@@ -16,11 +16,18 @@ code   reader outcome / comparison that leads to it (first matching line wins)
 902    the document's INS is under an OID this gateway refuses (A2: the test ``.10`` and
        demo ``.11`` OIDs outside test mode): a fictitious patient is unknown here
 904    the INS is malformed (reader finding ``INS_INVALID``: wrong length or key)
+904    the envelope names another INS than the document (HL7 v2: PID-3 is not the CDA's
+       ``recordTarget`` INS): the two identities must agree before anything is filed
 904    the matricule or its OID differs from the mailbox's INS
 905    the INS matches but identity traits are missing (reader finding ``INS_INCOMPLETE``:
        birth name, first birth given name, birth date, sex or birthplace code absent)
 904    the INS matches but a trait differs from the mailbox's qualified identity
 =====  ==================================================================================
+
+900 and 901 are not identity outcomes either: the filing job answers a deletion request (E4)
+that names no document of the record with 900 (wrong version on replace/delete: the
+document or version is unknown here) and one whose sender is neither the document's sender
+nor its author with 901 (author not allowed to replace/delete).
 
 906 ("other error") is not an identity outcome: the filing job uses it for an XDM report
 from which no document could be read at all. Unstructured documents (PDF, images, text,
@@ -70,6 +77,8 @@ class ErrorCode:
     text: str
 
 
+UNKNOWN_DOCUMENT = 900
+NOT_AUTHOR = 901
 UNKNOWN_PATIENT = 902
 NO_INS = 903
 INS_MISMATCH = 904
@@ -77,6 +86,16 @@ INS_INCOMPLETE = 905
 OTHER_ERROR = 906
 
 ERROR_CODES: dict[int, ErrorCode] = {
+    UNKNOWN_DOCUMENT: ErrorCode(
+        UNKNOWN_DOCUMENT,
+        "Version incorrecte du document a remplacer ou supprimer",
+        "Le document à remplacer ou à supprimer est inconnu dans cette version",
+    ),
+    NOT_AUTHOR: ErrorCode(
+        NOT_AUTHOR,
+        "Auteur non autorise a remplacer ou supprimer le document",
+        "L'expéditeur n'est pas autorisé à remplacer ou supprimer ce document",
+    ),
     UNKNOWN_PATIENT: ErrorCode(
         UNKNOWN_PATIENT, "Identifiant de patient inconnu", "Identifiant de patient inconnu"
     ),
@@ -149,6 +168,8 @@ class IdentityFacts:
     oid_matches: bool = False
     missing_traits: tuple[str, ...] = ()
     differing_traits: tuple[str, ...] = ()
+    envelope_agrees: bool = True
+    """The identities the envelope names (HL7 v2 PID) have the document's INS and OID."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +217,12 @@ DOCUMENT_RULES: tuple[IdentityRule, ...] = (
         INS_MISMATCH,
         lambda f: not f.ins_key_valid,
         "the INS has a wrong length or key",
+    ),
+    IdentityRule(
+        "E3-904-envelope",
+        INS_MISMATCH,
+        lambda f: not f.envelope_agrees,
+        "the message names another INS than the document (PID vs CDA)",
     ),
     IdentityRule(
         "E3-904-matricule",

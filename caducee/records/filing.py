@@ -14,6 +14,11 @@ calls for, and in ONE transaction, which also completes the job (exactly once):
   replacement (``RPLC``, same ``setId``) supersede the version it replaces, in either
   arrival order;
 - applies the author's visibility flags (E5);
+- carries out deletion requests (E4, HL7 v2 ``OBX-11 = D``): the document they name (by
+  uniqueId, else every version of its setId) is withdrawn — its row is kept with state
+  ``withdrawn`` for the operator and the audit, and shown to no one else — when the request
+  passes the identity check (E3) and comes from the document's sender or author; otherwise
+  nothing changes and the receipt says why (900 unknown document, 901 not its author, E3);
 - under the ``patient-choice`` policy, offers documents instead of filing them, until the
   patient adds them (:func:`add_offered_document`); a document its author made invisible to
   the patient is filed directly, since the patient could not choose it;
@@ -36,7 +41,7 @@ import unicodedata
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time
 from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
@@ -49,7 +54,9 @@ from sqlalchemy.orm import Session
 from caducee.config import Settings
 from caducee.policies.identity import (
     ERROR_CODES,
+    NOT_AUTHOR,
     OTHER_ERROR,
+    UNKNOWN_DOCUMENT,
     IdentityVerdict,
     identity_verdict,
     message_verdicts,
@@ -68,6 +75,7 @@ from caducee.records.model import (
     ReadResult,
     SourceFormat,
     VisibilityFlag,
+    WithdrawalRequest,
 )
 from caducee.records.models import (
     MAIL_MESSAGES,
@@ -281,6 +289,7 @@ class ReadAttachment:
     source_format: SourceFormat
     documents: tuple[FoundDocument, ...]
     problems: tuple[str, ...]
+    withdrawals: tuple[WithdrawalRequest, ...] = ()
 
 
 def reader_limits(settings: Settings) -> ReaderLimits:
@@ -321,7 +330,7 @@ def read_one(attachment: MailAttachment, limits: ReaderLimits) -> ReadAttachment
         for document in result.documents
     )
     problems = tuple(str(problem.code) for problem in result.problems)
-    return ReadAttachment(attachment, result.format, documents, problems)
+    return ReadAttachment(attachment, result.format, documents, problems, result.withdrawals)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,6 +478,42 @@ def apply_versions(session: Session, document: RecordDocument) -> None:
             document.superseded_by_id = newer.id
 
 
+def withdrawal_targets(
+    session: Session,
+    account_id: int,
+    document_uid: str | None,
+    set_id: str | None,
+    *,
+    states: tuple[str, ...] = (DocumentState.FILED.value, DocumentState.OFFERED.value),
+) -> list[RecordDocument]:
+    """E4: the rows a deletion request withdraws — the version its uniqueId names, else
+    (a request that names only a setId) every version of that set still in the record."""
+    if document_uid:
+        condition = RecordDocument.document_uid == document_uid
+    elif set_id:
+        condition = RecordDocument.set_id == set_id
+    else:
+        return []
+    return list(
+        session.scalars(
+            select(RecordDocument)
+            .where(
+                RecordDocument.account_id == account_id,
+                RecordDocument.state.in_(states),
+                condition,
+            )
+            .order_by(RecordDocument.id)
+        )
+    )
+
+
+def _may_withdraw(target: RecordDocument, sender: str | None, author_id: str | None) -> bool:
+    """Only the document's sender (same mailbox) or its author (same national id) may."""
+    if sender and target.sender and sender.strip().lower() == target.sender.strip().lower():
+        return True
+    return bool(author_id) and author_id == target.author_national_id
+
+
 def add_offered_document(
     session: Session, account_id: int, public_id: str
 ) -> RecordDocument | None:
@@ -523,6 +568,7 @@ class FilingSummary:
     not_filed: int = 0
     receipt_error: int | None = None
     receipt_queued: bool = False
+    withdrawal_error: int | None = None
     mss_problems: tuple[str, ...] = ()
     skipped: str | None = None
 
@@ -536,6 +582,8 @@ class FilingSummary:
         fields.update({f"documents_{state}": count for state, count in self.states.items()})
         if self.receipt_error is not None:
             fields["receipt_error"] = self.receipt_error
+        if self.withdrawal_error is not None:
+            fields["withdrawal_error"] = self.withdrawal_error
         if self.skipped:
             fields["skipped"] = self.skipped
         return fields
@@ -625,13 +673,83 @@ class Filing:
         for index in order:
             state = self._store(mailbox, context, found[index], verdicts[index])
             summary.states[state] += 1
+        withdrawals = self._withdrawals(mailbox, context, read)
+        for count, code in withdrawals.values():
+            summary.states[DocumentState.WITHDRAWN.value] += count
+            if code is not None and summary.withdrawal_error is None:
+                summary.withdrawal_error = code
         summary.not_filed = self._record_attachments(
-            mailbox.account_id, message_id, attachments, read
+            mailbox.account_id, message_id, attachments, read, withdrawals
         )
         summary.mss_problems = tuple(mss_header_problems(message, read))
         _record_mss_problems(self.session, message_id, summary.mss_problems)
         self._receipt(summary, message, raw, row.envelope_from or "", mailbox, read, verdicts)
         return summary
+
+    # -- E4: deletion requests ------------------------------------------------------------------
+
+    def _withdrawals(
+        self, mailbox: MailboxPatient, context: _MailContext, read: Sequence[ReadAttachment]
+    ) -> dict[int, tuple[int, int | None]]:
+        """Carry out the deletion requests of each attachment: (withdrawn, error code)."""
+        outcomes: dict[int, tuple[int, int | None]] = {}
+        for item in read:
+            if not item.withdrawals:
+                continue
+            withdrawn, error = 0, None
+            for request in item.withdrawals:
+                count, code = self._withdraw(mailbox, context, request)
+                withdrawn += count
+                error = error if error is not None else code
+            outcomes[item.attachment.position] = (withdrawn, error)
+        return outcomes
+
+    def _withdraw(
+        self, mailbox: MailboxPatient, context: _MailContext, request: WithdrawalRequest
+    ) -> tuple[int, int | None]:
+        metadata = request.metadata
+        named = Document(content=b"", file_name=request.where, mime_type="text/xml")
+        facts = identity_facts(
+            mailbox,
+            replace(named, metadata=metadata),
+            SourceFormat.HL7V2,
+            test_mode=self.settings.gateway.test_mode,
+        )
+        verdict = identity_verdict(facts)
+        if verdict is not None:
+            return 0, verdict.code
+        targets = withdrawal_targets(
+            self.session,
+            mailbox.account_id,
+            _clip(metadata.document_id, 255),
+            _clip(metadata.set_id, 255),
+        )
+        # The same request again (a lost receipt) finds the document withdrawn already:
+        # processed, nothing changes; not an unknown document.
+        done = not targets
+        if done:
+            targets = withdrawal_targets(
+                self.session,
+                mailbox.account_id,
+                _clip(metadata.document_id, 255),
+                _clip(metadata.set_id, 255),
+                states=(DocumentState.WITHDRAWN.value,),
+            )
+            if not targets:
+                return 0, UNKNOWN_DOCUMENT
+        author = metadata.author.national_id if metadata.author else None
+        if not all(_may_withdraw(target, context.sender, author) for target in targets):
+            return 0, NOT_AUTHOR
+        if done:
+            return 0, None
+        now = utcnow()
+        for target in targets:
+            target.state = DocumentState.WITHDRAWN.value
+            target.withdrawn_at = now
+            target.withdrawn_by_message_id = context.message_id
+            target.updated_at = now
+        self.session.flush()
+        return len(targets), None
 
     def _verdicts(
         self, mailbox: MailboxPatient, found: Sequence[FoundDocument]
@@ -752,6 +870,7 @@ class Filing:
         message_id: int,
         attachments: Sequence[MailAttachment],
         read: Sequence[ReadAttachment],
+        withdrawals: dict[int, tuple[int, int | None]] | None = None,
     ) -> int:
         """One row per attachment; returns how many were not filed at all (E1)."""
         not_filed = 0
@@ -759,6 +878,30 @@ class Filing:
             item = read[position] if position < len(read) else None
             problems = item.problems if item is not None else ("TOO_MANY_ATTACHMENTS",)
             documents = len(item.documents) if item is not None else 0
+            withdrawal = (withdrawals or {}).get(attachment.position)
+            if withdrawal is not None:
+                count, code = withdrawal
+                self.session.add(
+                    RecordAttachment(
+                        account_id=account_id,
+                        message_id=message_id,
+                        position=attachment.position,
+                        file_name=_clip(attachment.file_name, 255),
+                        content_type=_clip(attachment.content_type, 255),
+                        size=len(attachment.data),
+                        source_format=(item.source_format if item else SourceFormat.UNKNOWN).value,
+                        outcome=(
+                            AttachmentOutcome.WITHDRAWAL
+                            if code is None
+                            else AttachmentOutcome.NOT_FILED
+                        ).value,
+                        reason=None if code is None else f"WITHDRAWAL_REFUSED_{code}",
+                        problems=_codes_json(problems),
+                        document_count=count,
+                    )
+                )
+                not_filed += code is not None
+                continue
             if not documents:
                 not_filed += 1
             self.session.add(
@@ -793,13 +936,16 @@ class Filing:
         """G3: queue the integration receipt of an XDM report that asked for one."""
         email_message = cast(EmailMessage, message)
         xdm = [item for item in read if item.source_format is SourceFormat.XDM]
-        if not xdm and not is_xdm_subject(email_message):
+        withdrawal = any(item.withdrawals for item in read)
+        if not xdm and not is_xdm_subject(email_message) and not withdrawal:
             return
         recipients = receipt_recipients(email_message, envelope_from)
         if not recipients:
             return
         code = receipt_error(verdicts)
-        if code is None and not any(item.documents for item in xdm):
+        if code is None:
+            code = summary.withdrawal_error
+        if code is None and not withdrawal and not any(item.documents for item in xdm):
             code = OTHER_ERROR
         try:
             content = build_mdn(

@@ -105,6 +105,13 @@ def identity_facts(
     named = document.metadata.patient
     if mailbox is None or not structured or named is None or not named.ins:
         return IdentityFacts(mailbox_is_patient=mailbox_is_patient, structured=structured)
+    named_ins = named.ins.strip().upper()
+    envelope_agrees = all(
+        other.ins is not None
+        and other.ins.strip().upper() == named_ins
+        and (other.ins_oid is None or named.ins_oid is None or other.ins_oid == named.ins_oid)
+        for other in document.metadata.envelope_patients
+    )
     document_traits = Traits(
         birth_name=named.birth_family_name,
         given_name=named.given_name,
@@ -122,4 +129,5 @@ def identity_facts(
         oid_matches=named.ins_oid == mailbox.ins_oid,
         missing_traits=named.missing_traits(),
         differing_traits=differing_traits(mailbox.traits, document_traits),
+        envelope_agrees=envelope_agrees,
     )

@@ -56,6 +56,10 @@ class ProblemCode(StrEnum):
     NO_INS = "NO_INS"
     INS_INCOMPLETE = "INS_INCOMPLETE"
     INS_INVALID = "INS_INVALID"
+    AMBIGUOUS_VISIBILITY = "AMBIGUOUS_VISIBILITY"
+    """A visibility flag whose value could not be read: the document is hidden (fail safe)."""
+    WITHDRAWAL_WITHOUT_ID = "WITHDRAWAL_WITHOUT_ID"
+    """A deletion request that names no document (no CDA id, no TXA-12)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,27 @@ class VisibilityFlag(StrEnum):
     MASQUE_PS = "MASQUE_PS"
     INVISIBLE_PATIENT = "INVISIBLE_PATIENT"
     INVISIBLE_REPRESENTANTS_LEGAUX = "INVISIBLE_REPRESENTANTS_LEGAUX"
+
+
+VISIBILITY_ALIASES: dict[str, VisibilityFlag] = {
+    "MASQUE_PS": VisibilityFlag.MASQUE_PS,
+    "MASQUE_AUX_PS": VisibilityFlag.MASQUE_PS,
+    "INVISIBLE_PATIENT": VisibilityFlag.INVISIBLE_PATIENT,
+    "INVISIBLE_REP_LEGAUX": VisibilityFlag.INVISIBLE_REPRESENTANTS_LEGAUX,
+    "INVISIBLE_REPRESENTANTS_LEGAUX": VisibilityFlag.INVISIBLE_REPRESENTANTS_LEGAUX,
+    "INVISIBLE_REP_LEGAUX_PATIENT": VisibilityFlag.INVISIBLE_REPRESENTANTS_LEGAUX,
+}
+"""Every spelling of the visibility codes the MSSanté/DMP profiles have used (E5): the
+TRE_A07 codes of the XDS metadata and CDA header, the short ``INVISIBLE_REP_LEGAUX`` of the
+MetaDMPMSS table, and the variants met in earlier CI-SIS examples."""
+
+
+def visibility_flag(code: str | None) -> VisibilityFlag | None:
+    """The visibility flag ``code`` names, in any case and spacing, or ``None``."""
+    if not code:
+        return None
+    key = "_".join(code.strip().upper().replace("-", "_").split())
+    return VISIBILITY_ALIASES.get(key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +197,9 @@ class DocumentMetadata:
     hash_sha1: str | None = None
     size: int | None = None
     xds_entry_id: str | None = None
+    envelope_patients: tuple[PatientIdentity, ...] = ()
+    """Patients named around the document by its envelope (the PID of an HL7 v2 message)
+    when they name one with an INS: E3 quarantines the document unless they agree (904)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,12 +219,29 @@ class Document:
 
 
 @dataclass(frozen=True, slots=True)
+class WithdrawalRequest:
+    """A request to withdraw a document sent earlier (E4): an HL7 v2 deletion (``OBX-11 = D``
+    on the OBX carrying the CDA, ``ORC-1 = CA``, ``MDM^T04``), never a document to file.
+
+    ``metadata`` names the document to withdraw (``document_id``, ``set_id``), its patient
+    and its author, from the CDA the request carries, else from the message (TXA, PID).
+    """
+
+    where: str
+    metadata: DocumentMetadata = field(default_factory=DocumentMetadata)
+
+
+@dataclass(frozen=True, slots=True)
 class ReadResult:
-    """What a reader found: documents that passed the safety checks, and the problems met."""
+    """What a reader found: documents that passed the safety checks, and the problems met.
+
+    ``withdrawals`` are deletion requests (HL7 v2): they name documents, they are none.
+    """
 
     documents: tuple[Document, ...]
     problems: tuple[Problem, ...]
     format: SourceFormat
+    withdrawals: tuple[WithdrawalRequest, ...] = ()
 
     @classmethod
     def refused(cls, source_format: SourceFormat, *problems: Problem) -> ReadResult:

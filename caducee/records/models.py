@@ -4,10 +4,11 @@
 filed (in the record), offered (policy ``patient-choice``: on the message until the patient
 adds it), quarantined (E3: kept for the operator, never shown to the patient) or duplicate
 (E4: the same document was already in the record; the row only says where it came from
-again). The bytes are encrypted blobs (J1); the row keeps what search and the FHIR
-``DocumentReference`` need. ``record_attachments`` says what filing did with each attachment
-of a message, so that a format the record does not take stays on the message, marked not
-filed, with the reason (E1).
+again) or withdrawn (E4: its author asked for its deletion; kept for the operator and the
+audit, shown to no one else). The bytes are encrypted blobs (J1); the row keeps what
+search and the FHIR ``DocumentReference`` need. ``record_attachments`` says what filing did
+with each attachment of a message, so that a format the record does not take stays on the
+message, marked not filed, with the reason (E1).
 
 ``records`` and ``mailboxes`` are independent layers (the import contract forbids either to
 import the other), yet filing reads the stored message, the patient's identity and writes the
@@ -52,6 +53,7 @@ class DocumentState(enum.StrEnum):
     OFFERED = "offered"
     QUARANTINED = "quarantined"
     DUPLICATE = "duplicate"
+    WITHDRAWN = "withdrawn"
 
 
 class VersionStatus(enum.StrEnum):
@@ -66,6 +68,8 @@ class AttachmentOutcome(enum.StrEnum):
 
     READ = "read"
     NOT_FILED = "not-filed"
+    WITHDRAWAL = "withdrawal"
+    """A deletion request (E4) that withdrew the document it names."""
 
 
 class RecordDocument(Base):
@@ -143,6 +147,8 @@ class RecordDocument(Base):
     received_at: Mapped[datetime] = mapped_column(UtcDateTime())
     filed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    withdrawn_by_message_id: Mapped[int | None] = mapped_column(BIG_ID, index=True)
 
 
 class RecordAttachment(Base):

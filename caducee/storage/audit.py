@@ -57,6 +57,7 @@ class Action(enum.StrEnum):
     DOCUMENT_READ = "document.read"
     DOCUMENT_CONTENT = "document.content"
     DOCUMENT_FILE = "document.file"
+    DOCUMENT_WITHDRAW = "document.withdraw"
     DOCUMENT_VISIBILITY = "document.visibility"
     MESSAGE_READ = "message.read"
     PROFESSIONAL_BLOCK = "professional.block"

@@ -110,7 +110,7 @@ def test_g3_receipt_code_is_the_earliest_rule_s() -> None:
 
 
 def test_g3_labels_are_ascii_for_the_disposition_field() -> None:
-    assert set(ERROR_CODES) == {902, 903, 904, 905, 906}
+    assert set(ERROR_CODES) == {900, 901, 902, 903, 904, 905, 906}
     for error in ERROR_CODES.values():
         error.label.encode("ascii")
     assert ERROR_CODES[902].label == "Identifiant de patient inconnu"

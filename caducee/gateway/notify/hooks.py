@@ -4,7 +4,11 @@
 hook from the gateway, the way it receives ``queue_outbound``. Called in the filing
 transaction once a run filed documents, it appends one ``document.file`` audit event per
 document the message brought into the record (and one ``denied`` event per quarantined
-document, naming the identity rule, E3) and queues one ``new-document`` notification (G1).
+document, naming the identity rule, E3), one ``document.withdraw`` event per document the
+message withdrew (E4, a deletion request), and queues one ``new-document`` notification (G1:
+"new or updated document" — a withdrawal changes the record too) counting only the documents
+the patient may see: telling of a document its author made ``INVISIBLE_PATIENT`` (E5) would
+reveal that it exists.
 Both commit with the filing or not at all.
 """
 
@@ -32,7 +36,12 @@ def filing_hook(queue: JobQueue, *, actor_id: str = "filing") -> FilingHook:
 
     def on_filed(session: Session, /, *, message_id: int, account_id: int) -> int:
         rows = session.execute(
-            select(RecordDocument.public_id, RecordDocument.state, RecordDocument.identity_rule)
+            select(
+                RecordDocument.public_id,
+                RecordDocument.state,
+                RecordDocument.identity_rule,
+                RecordDocument.hidden_from_patient,
+            )
             .where(
                 RecordDocument.account_id == account_id,
                 RecordDocument.message_id == message_id,
@@ -43,9 +52,11 @@ def filing_hook(queue: JobQueue, *, actor_id: str = "filing") -> FilingHook:
             .order_by(RecordDocument.id)
         ).all()
         filed = 0
-        for public_id, state, identity_rule in rows:
+        told = 0  # documents the patient may see (E5: INVISIBLE_PATIENT ones are not told)
+        for public_id, state, identity_rule, hidden_from_patient in rows:
             quarantined = state == DocumentState.QUARANTINED.value
             filed += not quarantined
+            told += not quarantined and not hidden_from_patient
             record_event(
                 session,
                 actor_kind=ActorKind.SYSTEM.value,
@@ -58,14 +69,37 @@ def filing_hook(queue: JobQueue, *, actor_id: str = "filing") -> FilingHook:
                 subject_account_id=account_id,
                 channel="worker",
             )
-        if filed:
+        withdrawn = session.execute(
+            select(RecordDocument.public_id, RecordDocument.hidden_from_patient)
+            .where(
+                RecordDocument.account_id == account_id,
+                RecordDocument.withdrawn_by_message_id == message_id,
+                RecordDocument.state == DocumentState.WITHDRAWN.value,
+            )
+            .order_by(RecordDocument.id)
+        ).all()
+        for public_id, hidden_from_patient in withdrawn:
+            told += not hidden_from_patient
+            record_event(
+                session,
+                actor_kind=ActorKind.SYSTEM.value,
+                actor_id=actor_id,
+                action=Action.DOCUMENT_WITHDRAW.value,
+                object_type="document",
+                object_id=str(public_id),
+                result=Result.OK.value,
+                rule="E4-withdrawn",
+                subject_account_id=account_id,
+                channel="worker",
+            )
+        if told:
             queue_notification(
                 session,
                 queue,
                 account_id,
                 Event.NEW_DOCUMENT,
                 message_id=message_id,
-                documents=filed,
+                documents=told,
             )
         return filed
 

@@ -39,6 +39,7 @@ from caducee.records.model import (
     ReaderLimits,
     ReadResult,
     SourceFormat,
+    visibility_flag,
 )
 from caducee.records.xmlsafe import all_text, local_name, namespace_of, parse_xml
 
@@ -334,6 +335,8 @@ def read_header(root: etree._Element, *, where: str) -> tuple[DocumentMetadata, 
     if type_code is None:
         problems.append(Problem(ProblemCode.MISSING_FIELD, "CDA has no document type code", where))
     patient = _patient(cda, root)
+    confidentiality = cda.attr(root, "confidentialityCode", "code")
+    flag = visibility_flag(confidentiality)
     metadata = DocumentMetadata(
         document_id=document_id,
         set_id=instance_id(cda.first(root, "setId")),
@@ -344,11 +347,12 @@ def read_header(root: etree._Element, *, where: str) -> tuple[DocumentMetadata, 
         type_display=cda.attr(root, "code", "displayName"),
         title=cda.text(root, "title"),
         effective_time=_effective_time(cda, root, problems, where),
-        confidentiality=cda.attr(root, "confidentialityCode", "code"),
+        confidentiality=None if flag else confidentiality,
         language=cda.attr(root, "languageCode", "code"),
         mime_type=CDA_MIME_TYPE,
         patient=patient,
         author=_author(cda, root),
+        visibility=(flag,) if flag else (),
     )
     problems.extend(identity_problems(patient, where))
     return metadata, problems
@@ -387,13 +391,47 @@ def is_clinical_document(root: etree._Element) -> bool:
     return local_name(root) == "ClinicalDocument"
 
 
+XSLT_NAMESPACE = "http://www.w3.org/1999/XSL/Transform"
+AUTO_PRESENTABLE_MIME_TYPE = "text/xml"
+"""An auto-presentable file displays itself (``<?xml-stylesheet href="#"?>``) in a browser."""
+
+
+def embedded_clinical_document(root: etree._Element) -> etree._Element | None:
+    """The one ``ClinicalDocument`` an auto-presentable CDA embeds, if ``root`` is one.
+
+    An auto-presentable document (CI-SIS, e.g. CR-BIO "autoprésentable") is an XSL
+    stylesheet that renders itself: the ``ClinicalDocument`` sits inside it (under a
+    ``data:Contenu`` element in the ANS examples). Exactly one is required.
+    """
+    if local_name(root) not in ("stylesheet", "transform") or namespace_of(root) != XSLT_NAMESPACE:
+        return None
+    found = list(root.iter(f"{{{CDA_NAMESPACE}}}ClinicalDocument"))
+    return found[0] if len(found) == 1 else None
+
+
 def read_cda_root(root: etree._Element, content: bytes, *, file_name: str) -> ReadResult:
-    """Read an already parsed CDA whose bytes are ``content``."""
+    """Read an already parsed CDA whose bytes are ``content``.
+
+    An auto-presentable CDA is read through its embedded ``ClinicalDocument``: the
+    document's content is that ``ClinicalDocument`` (a plain CDA any consumer can read) and,
+    unless its body carries a rendition of its own, the auto-presentable file as received is
+    its rendition (it displays itself).
+    """
+    self_presenting: bytes | None = None
     if not is_clinical_document(root):
-        problem = Problem(ProblemCode.UNSUPPORTED_FORMAT, "XML is not a CDA document", file_name)
-        return ReadResult.refused(SourceFormat.CDA, problem)
+        embedded = embedded_clinical_document(root)
+        if embedded is None:
+            problem = Problem(
+                ProblemCode.UNSUPPORTED_FORMAT, "XML is not a CDA document", file_name
+            )
+            return ReadResult.refused(SourceFormat.CDA, problem)
+        self_presenting = content
+        root = embedded
+        content = etree.tostring(embedded, xml_declaration=True, encoding="UTF-8")
     metadata, problems = read_header(root, where=file_name)
     rendition, rendition_type = _rendition(root, problems, file_name)
+    if rendition is None and self_presenting is not None:
+        rendition, rendition_type = self_presenting, AUTO_PRESENTABLE_MIME_TYPE
     document = Document(
         content=content,
         file_name=file_name,

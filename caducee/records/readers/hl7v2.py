@@ -1,10 +1,24 @@
-"""HL7 v2 reader: CDA documents carried in ORU^R01 and MDM^T02 messages (CI-SIS).
+"""HL7 v2 reader: CDA documents carried in ORU^R01 and MDM^T02/T10/T04 messages (CI-SIS).
 
 Labs, imaging systems and MSSanté platforms send a CDA document inside an HL7 v2 message:
 an ``OBX`` of type ED whose value is ``^TEXT^XML^Base64^<CDA>`` (any case). The CDA goes
-through the CDA reader; the message adds what the CDA cannot say: the French ``MetaDMPMSS``
-flags (``OBX … MASQUE_PS^…^MetaDMPMSS||Y``) that set a document's visibility (spec E5), and
-the patient of ``PID`` (INS in PID-3, traits in PID-5/7/8/11) when the CDA names none.
+through the CDA reader; the message adds what the CDA cannot say:
+
+- the French visibility flags (spec E5), in every form the volet has used: ``OBX …
+  MASQUE_PS^…^MetaDMPMSS||Y^^expandedYes-NoIndicator`` (V2.1), ``…^MetaDMPMSS||Y^^HL70136``
+  (V2.0), ``INVISIBLE_PATIENT^…||Y`` without a coding system (V1.2), the short
+  ``INVISIBLE_REP_LEGAUX`` and the long ``INVISIBLE_REPRESENTANTS_LEGAUX``. A flag whose value
+  is neither yes nor no (or is both) fails safe: the flag is set, and an
+  ``AMBIGUOUS_VISIBILITY`` problem on the document says why;
+- the patient of ``PID`` (INS in PID-3, traits in PID-5/7/8/11) when the CDA names none; when
+  both name an INS, the PID's is kept as an *envelope patient* so that the identity check
+  (E3) quarantines the document unless they agree;
+- deletion requests (E4, volet "transmission de documents CDA en HL7v2"): ``OBX-11 = D`` on
+  the OBX carrying the CDA, with ``ORC-1 = CA`` and, for MDM, the trigger ``T04``. Any of
+  these marks the message a deletion (an inconsistent mix is also reported as
+  ``METADATA_MISMATCH``): its CDA is not a document to file but a
+  :class:`~caducee.records.model.WithdrawalRequest` naming the document to withdraw, from
+  the CDA it carries or, when it carries a placeholder, from TXA-12 (unique document id).
 
 Messages met in practice break the standard in small ways, and the reader copes: segments
 separated by LF or CRLF instead of CR (normalised before the ``hl7`` package sees them),
@@ -24,7 +38,9 @@ import hl7
 from caducee.records.model import (
     DEFAULT_LIMITS,
     INS_OIDS,
+    Author,
     Document,
+    DocumentMetadata,
     PatientIdentity,
     Problem,
     ProblemCode,
@@ -32,6 +48,8 @@ from caducee.records.model import (
     ReadResult,
     SourceFormat,
     VisibilityFlag,
+    WithdrawalRequest,
+    visibility_flag,
 )
 from caducee.records.readers.cda import (
     clean,
@@ -42,13 +60,11 @@ from caducee.records.readers.cda import (
 )
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
-_VISIBILITY_CODES = {
-    "MASQUE_PS": VisibilityFlag.MASQUE_PS,
-    "INVISIBLE_PATIENT": VisibilityFlag.INVISIBLE_PATIENT,
-    "INVISIBLE_REP_LEGAUX": VisibilityFlag.INVISIBLE_REPRESENTANTS_LEGAUX,
-    "INVISIBLE_REPRESENTANTS_LEGAUX": VisibilityFlag.INVISIBLE_REPRESENTANTS_LEGAUX,
-}
-_META_SYSTEM = "METADMPMSS"
+_YES = frozenset({"Y", "YES", "O", "OUI", "1", "TRUE", "T"})
+_NO = frozenset({"N", "NO", "NON", "0", "FALSE"})
+_DELETION_RESULT_STATUS = "D"
+_CANCEL_ORDER_CONTROL = "CA"
+_DELETION_TRIGGER = "T04"
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +209,8 @@ class _Findings:
     documents: list[Document]
     problems: list[Problem]
     visibility: list[VisibilityFlag]
+    flag_values: dict[VisibilityFlag, set[bool]]
+    ambiguous_flags: list[str]
 
 
 def _read_ed(
@@ -225,12 +243,26 @@ def _read_ed(
             findings.problems.append(Problem(ProblemCode.BAD_VALUE, message, where))
 
 
-def _read_flag(obx: _Segment, findings: _Findings) -> None:
-    observation = obx.field(3)
-    if (obx.component(observation, 2) or "").upper() != _META_SYSTEM:
-        return
-    flag = _VISIBILITY_CODES.get((obx.component(observation, 0) or "").upper())
-    if flag is not None and (obx.component(obx.field(5), 0) or "").upper() == "Y":
+def _read_flag(obx: _Segment, where: str, findings: _Findings) -> None:
+    """A visibility flag in any form (E5): the code in OBX-3 with or without its coding
+    system (``MetaDMPMSS`` since V2.0, none in V1.2), or the code itself as the value."""
+    flag = visibility_flag(obx.component(obx.field(3), 0))
+    value = (obx.component(obx.field(5), 0) or "").strip().upper()
+    if flag is None:
+        flag = visibility_flag(value)
+        if flag is None:
+            return
+        value = "Y"
+    if value in _YES:
+        findings.flag_values.setdefault(flag, set()).add(True)
+    elif value in _NO:
+        findings.flag_values.setdefault(flag, set()).add(False)
+    else:
+        findings.flag_values.setdefault(flag, set()).add(True)
+        findings.ambiguous_flags.append(where)
+    if findings.flag_values[flag] == {True, False}:
+        findings.ambiguous_flags.append(where)
+    if True in findings.flag_values[flag] and flag not in findings.visibility:
         findings.visibility.append(flag)
 
 
@@ -239,12 +271,23 @@ def _with_message_context(
 ) -> Document:
     metadata = document.metadata
     visibility = tuple(dict.fromkeys(metadata.visibility + tuple(findings.visibility)))
+    if findings.ambiguous_flags:
+        message = "visibility flag unreadable or contradictory: document hidden (fail safe)"
+        findings.problems.append(
+            Problem(ProblemCode.AMBIGUOUS_VISIBILITY, message, document.file_name)
+        )
     patient = metadata.patient
     cda_ins = patient.ins if patient else None
     pid_ins = pid_patient.ins if pid_patient else None
-    if cda_ins and pid_ins and cda_ins != pid_ins:
-        message = "PID INS differs from the CDA INS"
-        findings.problems.append(Problem(ProblemCode.METADATA_MISMATCH, message, where))
+    envelope: tuple[PatientIdentity, ...] = ()
+    if cda_ins and pid_patient is not None and pid_ins:
+        envelope = (pid_patient,)
+        if not _same_ins(patient, pid_patient):
+            message = "PID INS differs from the CDA INS"
+            findings.problems.append(Problem(ProblemCode.METADATA_MISMATCH, message, where))
+            findings.problems.append(
+                Problem(ProblemCode.METADATA_MISMATCH, message, document.file_name)
+            )
     if not cda_ins and pid_ins:
         findings.problems = [
             p
@@ -253,7 +296,86 @@ def _with_message_context(
         ]
         findings.problems += identity_problems(pid_patient, document.file_name)
         patient = pid_patient
-    return replace(document, metadata=replace(metadata, visibility=visibility, patient=patient))
+    return replace(
+        document,
+        metadata=replace(
+            metadata, visibility=visibility, patient=patient, envelope_patients=envelope
+        ),
+    )
+
+
+def _same_ins(one: PatientIdentity | None, other: PatientIdentity | None) -> bool:
+    """Two identities name the same INS: same matricule, same OID when both give one."""
+    if one is None or other is None or not one.ins or not other.ins:
+        return False
+    if one.ins.strip().upper() != other.ins.strip().upper():
+        return False
+    return one.ins_oid is None or other.ins_oid is None or one.ins_oid == other.ins_oid
+
+
+def _is_cda_obx(obx: _Segment) -> bool:
+    """The OBX that carries the CDA: type ED, subtype XML (not a mail body or a flag)."""
+    if obx.field(2).strip().upper() != "ED":
+        return False
+    return (obx.component(obx.field(5), 2) or "").upper() == "XML"
+
+
+def _txa_document_id(txa: _Segment | None) -> str | None:
+    """TXA-12, the unique document number: ``root`` or ``ext^^root^ISO`` (XDS ``root^ext``)."""
+    if txa is None:
+        return None
+    value = txa.repetitions(12)[0]
+    first, universal = txa.component(value, 0), txa.component(value, 2)
+    if universal and first:
+        return f"{universal}^{first}"
+    return first or universal
+
+
+@dataclass
+class _Deletion:
+    """What the message says about deletion, from its three markers."""
+
+    trigger: bool
+    cancel: bool
+    obx_marked: list[str]
+    cda_obx: list[str]
+
+    @property
+    def requested(self) -> bool:
+        return self.trigger or self.cancel or bool(self.obx_marked)
+
+    @property
+    def consistent(self) -> bool:
+        """Every CDA OBX is marked ``D`` (what the volet mandates for a deletion)."""
+        return bool(self.cda_obx) and set(self.obx_marked) == set(self.cda_obx)
+
+
+def _withdrawals(
+    deletion: _Deletion,
+    documents: list[Document],
+    txa: _Segment | None,
+    pid_patient: PatientIdentity | None,
+    findings: _Findings,
+    file_name: str,
+) -> list[WithdrawalRequest]:
+    """The deletion requests of a message marked a deletion (E4)."""
+    if not deletion.consistent:
+        message = "deletion markers (OBX-11, ORC-1, MSH-9) disagree: read as a deletion"
+        findings.problems.append(Problem(ProblemCode.METADATA_MISMATCH, message, file_name))
+    if documents:
+        return [WithdrawalRequest(where=d.file_name, metadata=d.metadata) for d in documents]
+    document_id = _txa_document_id(txa)
+    author_id = txa.component(txa.field(22), 0) if txa is not None else None
+    metadata = DocumentMetadata(
+        document_id=document_id,
+        type_code=txa.component(txa.field(2), 0) if txa is not None else None,
+        patient=pid_patient,
+        author=Author(national_id=author_id) if author_id else None,
+    )
+    if document_id is None:
+        message = "deletion request names no document"
+        findings.problems.append(Problem(ProblemCode.WITHDRAWAL_WITHOUT_ID, message, file_name))
+    return [WithdrawalRequest(where=file_name, metadata=metadata)]
 
 
 def read_hl7v2(
@@ -273,24 +395,47 @@ def read_hl7v2(
         problem = Problem(ProblemCode.NOT_WELL_FORMED, "HL7 message could not be parsed", file_name)
         return ReadResult.refused(SourceFormat.HL7V2, problem)
     stem = file_name.rpartition(".")[0] or file_name
-    findings = _Findings(documents=[], problems=[], visibility=[])
+    findings = _Findings(
+        documents=[], problems=[], visibility=[], flag_values={}, ambiguous_flags=[]
+    )
     pid_patient = None
+    txa = None
+    trigger = segments[0].component(segments[0].field(9), 1) or ""
+    deletion = _Deletion(
+        trigger=trigger.upper() == _DELETION_TRIGGER, cancel=False, obx_marked=[], cda_obx=[]
+    )
     for position, segment in enumerate(segments, start=1):
         if segment.name == "PID" and pid_patient is None:
             pid_patient = _patient(segment)
+        elif segment.name == "TXA" and txa is None:
+            txa = segment
+        elif segment.name == "ORC":
+            if segment.field(1).strip().upper() == _CANCEL_ORDER_CONTROL:
+                deletion.cancel = True
         elif segment.name == "OBX":
             where = _set_id(segment, position)
+            if _is_cda_obx(segment):
+                deletion.cda_obx.append(where)
+                if segment.field(11).strip().upper() == _DELETION_RESULT_STATUS:
+                    deletion.obx_marked.append(where)
             if segment.field(2).strip().upper() == "ED":
                 _read_ed(segment, where, stem, findings, limits)
             else:
-                _read_flag(segment, findings)
+                _read_flag(segment, where, findings)
     documents = [
         _with_message_context(document, findings, pid_patient, file_name)
         for document in findings.documents
     ]
-    if not documents:
+    withdrawals: list[WithdrawalRequest] = []
+    if deletion.requested:
+        withdrawals = _withdrawals(deletion, documents, txa, pid_patient, findings, file_name)
+        documents = []
+    elif not documents:
         message = "HL7 message carries no document"
         findings.problems.append(Problem(ProblemCode.NO_DOCUMENT, message, file_name))
     return ReadResult(
-        documents=tuple(documents), problems=tuple(findings.problems), format=SourceFormat.HL7V2
+        documents=tuple(documents),
+        problems=tuple(findings.problems),
+        format=SourceFormat.HL7V2,
+        withdrawals=tuple(withdrawals),
     )

@@ -32,6 +32,7 @@ from caducee.records.model import (
     ProblemCode,
     ReaderLimits,
     VisibilityFlag,
+    visibility_flag,
 )
 from caducee.records.readers.cda import clean, parse_hl7_date, parse_hl7_time
 from caducee.records.xmlsafe import all_text, local_name, parse_xml
@@ -258,8 +259,9 @@ def _classifications(
         elif scheme == FORMAT_CODE_SCHEME and codes.format_code is None:
             codes.format_code = code
         elif scheme == CONFIDENTIALITY_SCHEME and code:
-            if code in VisibilityFlag.__members__:
-                visibility.append(VisibilityFlag(code))
+            flag = visibility_flag(code)
+            if flag is not None:
+                visibility.append(flag)
             elif codes.confidentiality is None:
                 codes.confidentiality = code
     return codes, visibility
