@@ -9,14 +9,19 @@ delivery takes it from there; nothing is sent from inside a request.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from caducee.mailboxes.models import Folder, MailboxEntry, StoredMessage
 from caducee.storage.blobs import BlobStore
-from caducee.storage.jobs import JobQueue
+from caducee.storage.jobs import JobQueue, JobRow
 
 RELAY_JOB = "relay"
+SUBMITTED = "submitted"
+"""``StoredMessage.direction`` of a message a local user submitted (delivered here)."""
+SENT_FOLDER = "Sent"
 
 
 def queue_outbound(
@@ -28,24 +33,71 @@ def queue_outbound(
     recipients: Sequence[str],
     content: bytes,
     purpose: str,
+    message_id: str | None = None,
 ) -> int:
     """Store ``content`` encrypted and queue its delivery to ``recipients``; return the job id.
 
     ``envelope_from`` is ``""`` for the null sender (DSNs and MDNs, RFC 5321
     §4.5.5). ``purpose`` (``mdn``, ``dsn``, ``submission``…) is kept for the
-    operator's queue listing; it never holds content.
+    operator's queue listing; it never holds content. ``message_id`` (the header
+    ``Message-ID`` of a submission) lets a report about the message be recognised (B2).
     """
     if not recipients:
         raise ValueError("an outbound message needs at least one recipient")
     blob_id = blobs.write(session, content)
-    return queue.enqueue(
-        session,
-        RELAY_JOB,
-        {
-            "blob_id": blob_id,
-            "envelope_from": envelope_from,
-            "recipients": [r.lower() for r in recipients],
-            "purpose": purpose,
-        },
-        max_attempts=1000,
+    payload: dict[str, object] = {
+        "blob_id": blob_id,
+        "envelope_from": envelope_from,
+        "recipients": [r.lower() for r in recipients],
+        "purpose": purpose,
+    }
+    if message_id:
+        payload["message_id"] = message_id
+    return queue.enqueue(session, RELAY_JOB, payload, max_attempts=1000)
+
+
+def sent_by(
+    session: Session, *, account_id: int, address: str, message_ids: Collection[str]
+) -> bool:
+    """Did this mailbox send a message with one of ``message_ids``? (B2: reports under ``<>``)
+
+    Sent means: a copy in the account's Sent folder (what its mail client appended), a
+    submission of it delivered here, or a submission of it relayed to another operator
+    (the ``relay`` job keeps the Message-ID, never the content).
+    """
+    ids = sorted({i for i in message_ids if i})
+    if not ids:
+        return False
+    in_sent_folder = (
+        select(MailboxEntry.id)
+        .join(Folder, Folder.id == MailboxEntry.folder_id)
+        .join(StoredMessage, StoredMessage.id == MailboxEntry.message_id)
+        .where(
+            Folder.account_id == account_id,
+            or_(Folder.special_use == "\\Sent", Folder.name == SENT_FOLDER),
+            StoredMessage.message_id_header.in_(ids),
+        )
+        .limit(1)
+    )
+    submitted_here = (
+        select(StoredMessage.id)
+        .where(
+            StoredMessage.direction == SUBMITTED,
+            StoredMessage.envelope_from == address.lower(),
+            StoredMessage.message_id_header.in_(ids),
+        )
+        .limit(1)
+    )
+    relayed = (
+        select(JobRow.id)
+        .where(
+            JobRow.kind == RELAY_JOB,
+            JobRow.payload["envelope_from"].as_string() == address.lower(),
+            JobRow.payload["message_id"].as_string().in_(ids),
+        )
+        .limit(1)
+    )
+    return any(
+        session.execute(query).first() is not None
+        for query in (in_sent_folder, submitted_here, relayed)
     )

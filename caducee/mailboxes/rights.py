@@ -356,22 +356,35 @@ class Relationship:
     known: bool = False
     blocked: bool = False
     medecin_traitant: bool = False
+    declared_pharmacy: bool = False
+    """Listed only through pharmacy mailboxes: a correspondent (C4), not known for F2."""
 
 
 def professional_relationship(
-    session: Session, patient_id: int, addresses: Collection[str]
+    session: Session,
+    patient_id: int,
+    addresses: Collection[str],
+    pharmacies: Collection[str] = (),
 ) -> Relationship:
     """Facts for the access table about a professional known by these mailbox addresses.
 
     A person may have several mailboxes (the directory joins them on the national id): one
     blocked address blocks the person, one médecin traitant address makes them the
-    médecin traitant.
+    médecin traitant. ``pharmacies`` are those of ``addresses`` that are pharmacy mailboxes
+    (the caller reads the directory): a line of the list reached only through them makes
+    the caller a declared pharmacy, not a known professional (C4, F2).
     """
     wanted = sorted({normalise_address(address) for address in addresses if address})
     if not wanted:
         return Relationship()
+    pharmacy = {normalise_address(address) for address in pharmacies if address}
     rows = session.execute(
-        select(KnownProfessional.status, KnownProfessional.medecin_traitant).where(
+        select(
+            KnownProfessional.status,
+            KnownProfessional.medecin_traitant,
+            KnownProfessional.professional_address,
+            KnownProfessional.reply_address,
+        ).where(
             KnownProfessional.patient_account_id == patient_id,
             or_(
                 KnownProfessional.professional_address.in_(wanted),
@@ -379,10 +392,18 @@ def professional_relationship(
             ),
         )
     ).all()
+    # A line is the pharmacy's when it names a pharmacy mailbox of the caller, and no other.
+    through_pharmacy = [
+        row
+        for row in rows
+        if {row.professional_address, row.reply_address} & set(wanted) <= pharmacy
+    ]
+    known = len(through_pharmacy) < len(rows)
     return Relationship(
-        known=bool(rows),
+        known=known,
         blocked=any(row.status == ProfessionalStatus.BLOCKED.value for row in rows),
         medecin_traitant=any(bool(row.medecin_traitant) for row in rows),
+        declared_pharmacy=bool(through_pharmacy) and not known,
     )
 
 

@@ -21,9 +21,14 @@ patient API, the CLI); nothing here reads a database or a clock:
    F1-medecin-traitant         allow    the patient's médecin traitant (never blocked)
    F1-blocked                  deny     a professional the patient blocked (even with
                                         a break-glass reason: the patient's no wins)
+   F2-declared-pharmacy        deny     a pharmacy known to the patient only as a
+                                        correspondent (C4): it exchanges messages, it
+                                        is not a known professional for the record
    F2-known-professional       allow    a professional who wrote to the patient (D2)
-   F2-emergency-access         allow    break-glass: a stated reason, and the patient
-                                        enabled emergency access
+   F2-emergency-not-personal   deny     break-glass from a mailbox that is not a
+                                        personal (PER) one: no person answers for it
+   F2-emergency-access         allow    break-glass: a stated reason, a personal (PER)
+                                        mailbox, and the patient enabled emergency access
    F2-emergency-disabled       deny     a reason was stated, emergency access is off
    F2-unknown-professional     deny     a professional the patient does not know
    F2-not-authorised           deny     anyone else (e.g. another patient)
@@ -41,11 +46,17 @@ patient API, the CLI); nothing here reads a database or a clock:
                                                                  representatives
    E5-invisible-representatives  ``INVISIBLE_REPRESENTANTS_...`` representatives
    E5-hidden-from-professionals  ``MASQUE_PS`` or hidden by the  professionals, except the
-                                 patient                         médecin traitant
+                                 patient                         médecin traitant and the
+                                                                 document's own author
    ============================  ==============================  ==========================
 
-:func:`hidden_flags` gives, for a basis, the set of flags that hide a document: the SQL
-filters of the callers are built from it, so the query and the table cannot disagree.
+   A line may spare the document's author (``spares_author``): whether the caller is the
+   author is a per-document fact (the caller's national id is the document's author id), so
+   it is an argument of :func:`document_verdict` and :func:`decide`, never an access fact.
+
+:func:`hidden_flags` gives, for a basis, the set of flags that hide a document, and
+:func:`author_spared_flags` those of them that do not hide it from its author: the SQL
+filters of the callers are built from both, so the query and the table cannot disagree.
 
 :func:`status_change_refusal` is the one rule of the patient's own right changes (F1): the
 médecin traitant cannot be blocked.
@@ -117,6 +128,12 @@ class AccessFacts:
     medecin_traitant: bool = False
     emergency_enabled: bool = False
     emergency_reason: bool = False
+    personal_mailbox: bool = False
+    """The caller authenticated as a person: a personal (PER) mailbox of the directory, or a
+    Pro Santé Connect token of a person listed with one. Break-glass needs it (F2)."""
+    declared_pharmacy: bool = False
+    """The caller is known to the patient only through pharmacy mailboxes (declared for C4,
+    or one that wrote): a correspondent, not a known professional for the record (F2)."""
     delegated: bool = False
     subject_birth_date: date | None = field(default=None, repr=False)
     today: date | None = None
@@ -223,16 +240,30 @@ ACCESS_RULES: tuple[AccessRule, ...] = (
         "the patient blocked this professional (F1)",
     ),
     AccessRule(
+        "F2-declared-pharmacy",
+        lambda f: _professional(f) and f.declared_pharmacy and not f.known,
+        None,
+        "a pharmacy the patient declared may exchange messages (C4) but is not a known "
+        "professional for the record (F2)",
+    ),
+    AccessRule(
         "F2-known-professional",
         lambda f: _professional(f) and f.known,
         Basis.KNOWN_PROFESSIONAL,
         "a professional who wrote to the patient (F2, D2)",
     ),
     AccessRule(
+        "F2-emergency-not-personal",
+        lambda f: _professional(f) and f.emergency_reason and not f.personal_mailbox,
+        None,
+        "emergency access is for personal (PER) mailboxes only: a person answers for it (F2)",
+    ),
+    AccessRule(
         "F2-emergency-access",
         lambda f: _professional(f) and f.emergency_reason and f.emergency_enabled,
         Basis.EMERGENCY,
-        "emergency access with a stated reason, enabled by the patient (F2)",
+        "emergency access with a stated reason from a personal mailbox, enabled by the "
+        "patient (F2)",
     ),
     AccessRule(
         "F2-emergency-disabled",
@@ -278,6 +309,8 @@ class VisibilityRule:
     flag: DocumentFlag
     hidden_from: frozenset[Basis]
     summary: str
+    spares_author: bool = False
+    """The document's own author still sees it (F2: "ainsi que le médecin qui l'a chargé")."""
 
 
 VISIBILITY_RULES: tuple[VisibilityRule, ...] = (
@@ -297,7 +330,9 @@ VISIBILITY_RULES: tuple[VisibilityRule, ...] = (
         "E5-hidden-from-professionals",
         DocumentFlag.HIDDEN_FROM_PROFESSIONALS,
         frozenset({Basis.KNOWN_PROFESSIONAL, Basis.EMERGENCY}),
-        "the document is hidden from professionals (only the médecin traitant sees it)",
+        "the document is hidden from professionals (only the médecin traitant and its author "
+        "see it)",
+        spares_author=True,
     ),
 )
 
@@ -310,10 +345,16 @@ class DocumentVerdict:
     rule: str | None = None
 
 
-def document_verdict(basis: Basis, flags: Collection[DocumentFlag]) -> DocumentVerdict:
-    """The first line of :data:`VISIBILITY_RULES` that hides the document decides."""
+def document_verdict(
+    basis: Basis, flags: Collection[DocumentFlag], *, author: bool = False
+) -> DocumentVerdict:
+    """The first line of :data:`VISIBILITY_RULES` that hides the document decides.
+
+    ``author``: the caller is the document's own author (lines with ``spares_author`` spare
+    them).
+    """
     for rule in VISIBILITY_RULES:
-        if rule.flag in flags and basis in rule.hidden_from:
+        if rule.flag in flags and basis in rule.hidden_from and not (author and rule.spares_author):
             return DocumentVerdict(visible=False, rule=rule.id)
     return DocumentVerdict(visible=True)
 
@@ -321,6 +362,13 @@ def document_verdict(basis: Basis, flags: Collection[DocumentFlag]) -> DocumentV
 def hidden_flags(basis: Basis) -> frozenset[DocumentFlag]:
     """The flags that hide a document from a caller on ``basis`` (for building queries)."""
     return frozenset(rule.flag for rule in VISIBILITY_RULES if basis in rule.hidden_from)
+
+
+def author_spared_flags(basis: Basis) -> frozenset[DocumentFlag]:
+    """Those of :func:`hidden_flags` that do not hide a document from its own author."""
+    return frozenset(
+        rule.flag for rule in VISIBILITY_RULES if basis in rule.hidden_from and rule.spares_author
+    )
 
 
 @dataclass(frozen=True)
@@ -332,12 +380,17 @@ class Decision:
     basis: Basis | None
 
 
-def decide(facts: AccessFacts, flags: Collection[DocumentFlag] = ()) -> Decision:
-    """May this caller read a document with ``flags`` of this record? (both tables)."""
+def decide(
+    facts: AccessFacts, flags: Collection[DocumentFlag] = (), *, author: bool = False
+) -> Decision:
+    """May this caller read a document with ``flags`` of this record? (both tables)
+
+    ``author``: the caller is the document's own author.
+    """
     access = access_verdict(facts)
     if not access.allowed or access.basis is None:
         return Decision(allowed=False, rule=access.rule, basis=None)
-    document = document_verdict(access.basis, flags)
+    document = document_verdict(access.basis, flags, author=author)
     if not document.visible and document.rule is not None:
         return Decision(allowed=False, rule=document.rule, basis=access.basis)
     return Decision(allowed=True, rule=access.rule, basis=access.basis)

@@ -80,7 +80,7 @@ class RecipientFacts:
 
 @dataclass(frozen=True)
 class ContentFacts:
-    """What DATA is judged on (B3, B4)."""
+    """What DATA is judged on (B2 reports under the null sender, B3, B4)."""
 
     size: int
     size_limit: int
@@ -92,6 +92,13 @@ class ContentFacts:
     header_from_is_patient: bool
     dkim_required: bool
     dkim_pass: bool
+    well_formed_report: bool = False
+    """``multipart/report`` (delivery-status or disposition-notification) with its report part.
+
+    Only examined under the null sender to a patient (the body is read for nothing else)."""
+    report_about_sent: bool = False
+    """The report names (Original-Message-ID, returned headers, In-Reply-To/References) a
+    message every patient recipient sent. Only examined under the null sender to a patient."""
 
 
 def _refuse(code: int, enhanced: str, text: str) -> Refusal:
@@ -217,6 +224,24 @@ DATA_CHAIN: tuple[Rule[ContentFacts], ...] = (
         lambda f: not f.headers_parse or not f.has_from,
         _refuse(550, "5.6.0", "The message header is malformed or has no From field"),
         "A message must have a parsable header with a From field.",
+    ),
+    Rule(
+        "B2.null-sender-not-a-report",
+        lambda f: f.null_sender and f.to_patient and not f.well_formed_report,
+        _refuse(
+            550,
+            "5.7.1",
+            "The null sender is for delivery and read reports only (multipart/report, DSN or MDN)",
+        ),
+        "Under <>, a patient receives only a well-formed DSN or MDN (decided at DATA).",
+    ),
+    Rule(
+        "B2.null-sender-report-not-ours",
+        lambda f: (
+            f.null_sender and f.to_patient and f.well_formed_report and not f.report_about_sent
+        ),
+        _refuse(550, "5.7.1", "This report is about no message the recipient sent"),
+        "A report under <> reaches a patient only about a message that mailbox sent.",
     ),
     Rule(
         "B3.header-from-patient",

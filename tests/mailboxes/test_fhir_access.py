@@ -7,10 +7,15 @@ from datetime import date
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from caducee.directory.service import NewEntry, add_entry
+from caducee.mailboxes.accounts import AccountKind, add_app_password, create_account
+from caducee.mailboxes.contacts import declare_pharmacy, patient_may_write
 from caducee.mailboxes.delivery import NOTIFY_PATIENT_JOB
+from caducee.mailboxes.models import KnownProfessional
 from caducee.mailboxes.rights import Actor, add_representative, set_medecin_traitant
+from caducee.records.models import RecordDocument
 from caducee.storage.audit import AuditEvent, verify_chain
 
 from .conftest import (
@@ -23,6 +28,7 @@ from .conftest import (
     STRANGER_ID,
     World,
     denied_rule,
+    rpps_national_id,
 )
 
 
@@ -319,3 +325,152 @@ def test_g1_notification_preferences_api(world: World) -> None:
         assert response.status_code == 400, bad
     [event] = _history(world, action="notifications.update")
     assert "dominique" not in str(event)
+
+
+# F2: a declared pharmacy, break-glass for persons only, the author of a masked document -----
+
+PHARMACY = "pharmacie@pharmacie-du-port.mssante.fr"
+CLINIC_DESK = "secretariat@clinique.mssante.fr"
+AUTHOR = "dr.auteur@hopital.mssante.fr"
+AUTHOR_ID = rpps_national_id("1009990004")
+"""The author of the CDA documents of ``world`` (the PDF has none): the ANS sample's own
+author id fails its Luhn check, so the test names a listed professional in its place."""
+
+
+def _hosted_organisation(world: World, address: str, *, pharmacy: bool) -> httpx.BasicAuth:
+    """An ORG mailbox of the directory, hosted here, with an app password."""
+    with world.database.transaction() as session:
+        add_entry(
+            session,
+            NewEntry(
+                address=address,
+                bal_type="ORG",
+                national_id="1" + ("750000001" if pharmacy else "750000002"),
+                organisation_name="Pharmacie du port" if pharmacy else "Clinique",
+                hosted=True,
+                pharmacy=pharmacy,
+            ),
+        )
+        account = create_account(session, address, AccountKind.ORGANISATION)
+        return httpx.BasicAuth(address, add_app_password(session, account, "tests"))
+
+
+def _enable_emergency_access(world: World) -> None:
+    enabled = world.client.put(
+        "/api/patient/emergency-access", json={"enabled": True}, auth=world.patient
+    )
+    assert enabled.status_code == 200
+
+
+def test_f2_declared_pharmacy_exchanges_messages_but_does_not_read_the_record(
+    world: World,
+) -> None:
+    pharmacy = _hosted_organisation(world, PHARMACY, pharmacy=True)
+    patient_id = world.record.account_id
+    with world.database.transaction() as session:
+        declare_pharmacy(session, patient_id, PHARMACY)
+    with world.database.reading() as session:
+        assert patient_may_write(session, patient_id, PHARMACY)  # C4 is unchanged
+
+    assert denied_rule(world.search(auth=pharmacy)) == "F2-declared-pharmacy"
+    read = world.client.get(f"/fhir/DocumentReference/{world.ids['n1']}", auth=pharmacy)
+    assert denied_rule(read) == "F2-declared-pharmacy"
+    binary = world.client.get(f"/fhir/Binary/{world.ids['pdf']}", auth=pharmacy)
+    assert denied_rule(binary) == "F2-declared-pharmacy"
+    _enable_emergency_access(world)
+    reason = {"X-Break-Glass-Reason": "ordonnance urgente a delivrer"}
+    assert denied_rule(world.search(auth=pharmacy, headers=reason)) == "F2-declared-pharmacy"
+
+    accesses = _accesses(world)
+    assert {(e["result"], e["rule"]) for e in accesses} == {("denied", "F2-declared-pharmacy")}
+    assert "record-access" not in [job["event"] for job in world.jobs(NOTIFY_PATIENT_JOB)]
+
+
+def test_f2_break_glass_only_for_personal_mailboxes(world: World) -> None:
+    desk = _hosted_organisation(world, CLINIC_DESK, pharmacy=False)
+    _enable_emergency_access(world)
+    reason = {"X-Break-Glass-Reason": "patient unconscious in the ER"}
+    assert denied_rule(world.search(auth=desk, headers=reason)) == "F2-emergency-not-personal"
+    read = world.client.get(f"/fhir/DocumentReference/{world.ids['n1']}", auth=desk, headers=reason)
+    assert denied_rule(read) == "F2-emergency-not-personal"
+    assert denied_rule(world.search(auth=desk)) == "F2-unknown-professional"
+    # a person (PER mailbox, Pro Santé Connect) still breaks the glass
+    person = {**world.bearer(STRANGER_ID), **reason}
+    assert world.found(world.search(headers=person)) == {
+        world.ids["n1"],
+        world.ids["invisible"],
+        world.ids["pdf"],
+    }
+
+
+def test_e5_masked_document_stays_readable_by_its_author_and_the_medecin_traitant(
+    world: World,
+) -> None:
+    """The patient masks a document: its author and the médecin traitant still read it; the
+    laboratory, known but not its author, gets 404."""
+    ids = world.ids
+    patient_id = world.record.account_id
+    with world.database.transaction() as session:
+        add_entry(
+            session,
+            NewEntry(address=AUTHOR, bal_type="PER", national_id=AUTHOR_ID, family_name="AUTEUR"),
+        )
+        # the author wrote to the patient (D2)
+        session.add(
+            KnownProfessional(
+                patient_account_id=patient_id,
+                professional_address=AUTHOR,
+                reply_address=AUTHOR,
+                can_reply=True,
+                status="authorised",
+                medecin_traitant=False,
+            )
+        )
+        session.execute(
+            update(RecordDocument)
+            .where(
+                RecordDocument.account_id == patient_id,
+                RecordDocument.author_national_id.is_not(None),
+            )
+            .values(author_national_id=AUTHOR_ID)
+        )
+        authors = dict(
+            session.execute(
+                select(RecordDocument.public_id, RecordDocument.author_national_id).where(
+                    RecordDocument.account_id == patient_id
+                )
+            ).all()
+        )
+        set_medecin_traitant(session, patient_id, DOCTOR, Actor.operator(), create=True)
+    assert authors[ids["n1"]] == AUTHOR_ID and authors[ids["masked"]] == AUTHOR_ID
+    assert authors[ids["pdf"]] != AUTHOR_ID
+
+    hide = world.client.put(
+        f"/api/patient/documents/{ids['n1']}/visibility",
+        json={"hidden_from_professionals": True},
+        auth=world.patient,
+    )
+    assert hide.status_code == 200
+    masked_by_patient, masked_by_author = ids["n1"], ids["masked"]
+    everything = {ids["n1"], ids["masked"], ids["invisible"], ids["pdf"]}
+
+    author = world.bearer(AUTHOR_ID)
+    assert world.found(world.search(headers=author)) == everything
+    for public_id in (masked_by_patient, masked_by_author):
+        read = world.client.get(f"/fhir/DocumentReference/{public_id}", headers=author)
+        assert read.status_code == 200 and read.json()["id"] == public_id
+        binary = world.client.get(f"/fhir/Binary/{public_id}", headers=author)
+        assert binary.status_code == 200 and binary.content.startswith(b"<?xml")
+
+    doctor = world.bearer(DOCTOR_ID)
+    assert world.found(world.search(headers=doctor)) == everything
+    read = world.client.get(f"/fhir/DocumentReference/{masked_by_patient}", headers=doctor)
+    assert read.status_code == 200
+
+    # another known professional: the masked documents are absent, a read is "not found"
+    assert world.found(world.search(auth=world.labo)) == {ids["invisible"], ids["pdf"]}
+    for public_id in (masked_by_patient, masked_by_author):
+        read = world.client.get(f"/fhir/DocumentReference/{public_id}", auth=world.labo)
+        assert read.status_code == 404
+        binary = world.client.get(f"/fhir/Binary/{public_id}", auth=world.labo)
+        assert binary.status_code == 404

@@ -20,6 +20,7 @@ from caducee.policies.access import (
     DocumentFlag,
     ProfessionalStatus,
     access_verdict,
+    author_spared_flags,
     decide,
     document_verdict,
     eighteenth_birthday,
@@ -34,7 +35,9 @@ ADULT = date(2008, 11, 25)  # 18 today
 ALMOST = date(2008, 11, 26)  # 18 tomorrow
 
 PATIENT = AccessFacts(actor=Actor.PATIENT)
-PRO = AccessFacts(actor=Actor.PROFESSIONAL)
+PRO = AccessFacts(actor=Actor.PROFESSIONAL, personal_mailbox=True)
+ORG = replace(PRO, personal_mailbox=False)  # an organisation's mailbox (ORG, APP, CAB)
+PHARMACY = replace(ORG, declared_pharmacy=True)
 KNOWN = replace(PRO, known=True)
 BLOCKED = replace(PRO, known=True, blocked=True)
 MT = replace(PRO, known=True, medecin_traitant=True)
@@ -45,7 +48,7 @@ HIDDEN_PATIENT = {DocumentFlag.HIDDEN_FROM_PATIENT}
 HIDDEN_REP = {DocumentFlag.HIDDEN_FROM_REPRESENTATIVES}
 NONE: set[DocumentFlag] = set()
 
-# (case, facts, document flags, allowed, rule)
+# (case, facts, document flags, allowed, rule); the caller is not the document's author
 TABLE: list[tuple[str, AccessFacts, set[DocumentFlag], bool, str]] = [
     # the patient (F2 patient side, E5)
     ("patient, plain document", PATIENT, NONE, True, "F2-own-record"),
@@ -129,6 +132,60 @@ TABLE: list[tuple[str, AccessFacts, set[DocumentFlag], bool, str]] = [
         True,
         "F2-known-professional",
     ),
+    # declared pharmacies (C4, F2): correspondents, not known professionals
+    ("declared pharmacy", PHARMACY, NONE, False, "F2-declared-pharmacy"),
+    (
+        "declared pharmacy, break-glass",
+        replace(PHARMACY, emergency_reason=True, emergency_enabled=True),
+        NONE,
+        False,
+        "F2-declared-pharmacy",
+    ),
+    (
+        "pharmacist who also wrote from their own box",
+        replace(PHARMACY, known=True),
+        NONE,
+        True,
+        "F2-known-professional",
+    ),
+    (
+        "declared pharmacy, blocked",
+        replace(PHARMACY, blocked=True),
+        NONE,
+        False,
+        "F1-blocked",
+    ),
+    (
+        "declared pharmacy, closed space",
+        replace(PHARMACY, record_open=False),
+        NONE,
+        False,
+        "I2-record-closed",
+    ),
+    # break-glass for personal (PER) mailboxes only (F2)
+    (
+        "organisation mailbox, break-glass",
+        replace(ORG, emergency_reason=True, emergency_enabled=True),
+        NONE,
+        False,
+        "F2-emergency-not-personal",
+    ),
+    (
+        "organisation mailbox, reason, emergency off",
+        replace(ORG, emergency_reason=True),
+        NONE,
+        False,
+        "F2-emergency-not-personal",
+    ),
+    ("organisation mailbox, no reason", ORG, NONE, False, "F2-unknown-professional"),
+    ("known organisation mailbox", replace(ORG, known=True), NONE, True, "F2-known-professional"),
+    (
+        "known organisation mailbox with a reason",
+        replace(ORG, known=True, emergency_reason=True, emergency_enabled=True),
+        NONE,
+        True,
+        "F2-known-professional",
+    ),
     # legal representatives (F3)
     ("representative of a child", REP, NONE, True, "F3-representative"),
     ("representative, invisible to reps", REP, HIDDEN_REP, False, "E5-invisible-representatives"),
@@ -177,6 +234,53 @@ def test_f2_access_table(
     assert (decision.allowed, decision.rule) == (allowed, rule)
 
 
+# (case, facts, document flags, allowed, rule): the caller IS the document's author
+AUTHOR_TABLE: list[tuple[str, AccessFacts, set[DocumentFlag], bool, str]] = [
+    ("author, known, masked", KNOWN, HIDDEN_PRO, True, "F2-known-professional"),
+    (
+        "author, break-glass, masked",
+        replace(PRO, emergency_reason=True, emergency_enabled=True),
+        HIDDEN_PRO,
+        True,
+        "F2-emergency-access",
+    ),
+    ("author, médecin traitant, masked", MT, HIDDEN_PRO, True, "F1-medecin-traitant"),
+    ("author, blocked", BLOCKED, HIDDEN_PRO, False, "F1-blocked"),
+    ("author, unknown", PRO, HIDDEN_PRO, False, "F2-unknown-professional"),
+    ("author, declared pharmacy", PHARMACY, HIDDEN_PRO, False, "F2-declared-pharmacy"),
+    (
+        "author, closed space",
+        replace(KNOWN, record_open=False),
+        HIDDEN_PRO,
+        False,
+        "I2-record-closed",
+    ),
+    # the author flag spares only the hidden-from-professionals line
+    (
+        "patient as 'author', INVISIBLE_PATIENT",
+        PATIENT,
+        HIDDEN_PATIENT,
+        False,
+        "E5-invisible-patient",
+    ),
+    ("representative as 'author'", REP, HIDDEN_REP, False, "E5-invisible-representatives"),
+]
+
+
+@pytest.mark.parametrize(
+    ("facts", "flags", "allowed", "rule"),
+    [
+        pytest.param(facts, flags, allowed, rule, id=case)
+        for case, facts, flags, allowed, rule in AUTHOR_TABLE
+    ],
+)
+def test_f2_e5_the_author_of_a_masked_document_reads_it(
+    facts: AccessFacts, flags: set[DocumentFlag], allowed: bool, rule: str
+) -> None:
+    decision = decide(facts, flags, author=True)
+    assert (decision.allowed, decision.rule) == (allowed, rule)
+
+
 def test_f2_the_table_covers_every_rule() -> None:
     covered = {rule for *_, rule in TABLE}
     every = {rule.id for rule in ACCESS_RULES} | {rule.id for rule in VISIBILITY_RULES}
@@ -203,15 +307,25 @@ def test_e5_a_document_is_hidden_exactly_by_the_hidden_flags(
 ) -> None:
     verdict = document_verdict(basis, flags)
     assert verdict.visible == (not (flags & hidden_flags(basis)))
+    as_author = document_verdict(basis, flags, author=True)
+    assert as_author.visible == (not (flags & (hidden_flags(basis) - author_spared_flags(basis))))
+
+
+def test_e5_only_hidden_from_professionals_spares_the_author() -> None:
+    for basis in (Basis.KNOWN_PROFESSIONAL, Basis.EMERGENCY):
+        assert author_spared_flags(basis) == {DocumentFlag.HIDDEN_FROM_PROFESSIONALS}
+    for basis in (Basis.OWN_RECORD, Basis.REPRESENTATIVE, Basis.MEDECIN_TRAITANT):
+        assert author_spared_flags(basis) == frozenset()
 
 
 @given(
     actor=st.sampled_from(list(Actor)),
-    booleans=st.lists(st.booleans(), min_size=8, max_size=8),
+    booleans=st.lists(st.booleans(), min_size=10, max_size=10),
     birth=st.one_of(st.none(), st.dates(min_value=date(1990, 1, 1), max_value=TODAY)),
 )
 def test_f1_invariants(actor: Actor, booleans: list[bool], birth: date | None) -> None:
-    record_open, known, blocked, mt, enabled, reason, delegated, with_today = booleans
+    record_open, known, blocked, mt, enabled, reason, delegated, with_today = booleans[:8]
+    personal, pharmacy = booleans[8:]
     facts = AccessFacts(
         actor=actor,
         record_open=record_open,
@@ -220,6 +334,8 @@ def test_f1_invariants(actor: Actor, booleans: list[bool], birth: date | None) -
         medecin_traitant=mt,
         emergency_enabled=enabled,
         emergency_reason=reason,
+        personal_mailbox=personal,
+        declared_pharmacy=pharmacy,
         delegated=delegated,
         subject_birth_date=birth,
         today=TODAY if with_today else None,
@@ -227,8 +343,10 @@ def test_f1_invariants(actor: Actor, booleans: list[bool], birth: date | None) -
     verdict = access_verdict(facts)
     assert verdict.allowed == (verdict.basis is not None)
     if actor is Actor.PROFESSIONAL and record_open:
-        # the médecin traitant is never refused; a blocked one never allowed otherwise
-        assert verdict.allowed == (mt or (not blocked and (known or (reason and enabled))))
+        # the médecin traitant is never refused; a blocked one never allowed otherwise; a
+        # declared pharmacy is not known; break-glass only from a personal mailbox
+        emergency = reason and enabled and personal
+        assert verdict.allowed == (mt or (not blocked and (known or (not pharmacy and emergency))))
     if actor is Actor.REPRESENTATIVE and verdict.allowed:
         assert birth is not None and is_minor(birth, TODAY) and delegated
     if actor is Actor.OTHER:

@@ -18,8 +18,10 @@ médecin traitant; did the patient enable emergency access and did the caller st
 is there a delegation and is the patient still a minor) and asks the rule table of
 :mod:`caducee.policies.access`. A refusal is HTTP 403 with an ``OperationOutcome`` naming the
 rule. An access is allowed on a *basis* that decides which documents the caller sees (hidden
-documents only for the médecin traitant; ``INVISIBLE_REPRESENTANTS_LEGAUX`` never for a
-representative); the others are simply absent (a read answers 404, as for an unknown id).
+documents only for the médecin traitant and the document's own author;
+``INVISIBLE_REPRESENTANTS_LEGAUX`` never for a representative); the others are simply absent
+(a read answers 404, as for an unknown id). A declared pharmacy is not a known professional,
+and break-glass is for personal (PER) mailboxes only.
 
 Break-glass: a professional the patient does not know states a reason in the
 ``X-Break-Glass-Reason`` header (ASCII) or the ``_reason`` query parameter (any text); it is
@@ -43,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -93,6 +95,7 @@ from caducee.policies.access import (
     Basis,
     DocumentFlag,
     access_verdict,
+    author_spared_flags,
     document_verdict,
     hidden_flags,
 )
@@ -287,11 +290,31 @@ class Caller:
     actor_id: str
     account_id: int
     addresses: frozenset[str] = frozenset()
+    pharmacies: frozenset[str] = frozenset()
+    """Those of ``addresses`` that are pharmacy mailboxes of the directory (C4)."""
+    personal: bool = False
+    """Authenticated as a person: a PER mailbox, or a PSC token of a person listed with one."""
+    author_ids: frozenset[str] = frozenset()
+    """The national ids under which the caller may be a document's author (E5, F2)."""
+
+
+PERSONAL_BAL_TYPE = "PER"
+
+
+def author_ids(national_id: str | None) -> frozenset[str]:
+    """The author ids a national id matches: itself and, for an IdNatPs ``8``+RPPS, the RPPS."""
+    if not national_id:
+        return frozenset()
+    ids = {national_id}
+    if len(national_id) == 12 and national_id.startswith("8") and national_id.isdigit():
+        ids.add(national_id[1:])
+    return frozenset(ids)
 
 
 def resolve_caller(session: Session, principal: Principal) -> Caller:
     """A principal with what the rules need: a professional's mailbox addresses (all of the
-    person's, joined on the national id), or the patient account."""
+    person's, joined on the national id), which of them are pharmacies, whether a person
+    answers for the caller (break-glass), or the patient account."""
     if isinstance(principal, TokenPrincipal):
         entries = find_by_national_id(session, principal.national_id)
         return Caller(
@@ -300,6 +323,9 @@ def resolve_caller(session: Session, principal: Principal) -> Caller:
             actor_id=f"idnat:{principal.national_id}",
             account_id=principal.account_id,
             addresses=frozenset(entry.address for entry in entries),
+            pharmacies=frozenset(entry.address for entry in entries if entry.pharmacy),
+            personal=any(entry.bal_type == PERSONAL_BAL_TYPE for entry in entries),
+            author_ids=author_ids(principal.national_id),
         )
     account = session.get(Account, principal.account_id)
     if account is None or account.state == AccountState.CLOSED.value:
@@ -310,15 +336,21 @@ def resolve_caller(session: Session, principal: Principal) -> Caller:
         return Caller(Actor.OTHER, ActorKind.UNKNOWN.value, f"account:{account.id}", account.id)
     addresses = {account.address}
     entry = find_by_address(session, account.address)
+    entries = [entry] if entry is not None else []
     national_id = entry.national_id if entry is not None else None
     if national_id:
-        addresses |= {other.address for other in find_by_national_id(session, national_id)}
+        entries += find_by_national_id(session, national_id)
+        addresses |= {other.address for other in entries}
     return Caller(
         actor=Actor.PROFESSIONAL,
         actor_kind=_actor_kind(account.kind),
         actor_id=f"idnat:{national_id}" if national_id else f"account:{account.id}",
         account_id=account.id,
         addresses=frozenset(addresses),
+        pharmacies=frozenset(other.address for other in entries if other.pharmacy),
+        # the mailbox that logged in decides: an organisation's box has no person behind it
+        personal=entry is not None and entry.bal_type == PERSONAL_BAL_TYPE,
+        author_ids=author_ids(national_id),
     )
 
 
@@ -344,7 +376,9 @@ def access_facts(
             today=today,
         )
     if caller.actor is Actor.PROFESSIONAL:
-        relation = professional_relationship(session, record_id, caller.addresses)
+        relation = professional_relationship(
+            session, record_id, caller.addresses, caller.pharmacies
+        )
         return AccessFacts(
             actor=Actor.PROFESSIONAL,
             record_open=record_open,
@@ -353,24 +387,43 @@ def access_facts(
             medecin_traitant=relation.medecin_traitant,
             emergency_enabled=emergency_access(session, record_id, settings),
             emergency_reason=bool(reason),
+            personal_mailbox=caller.personal,
+            declared_pharmacy=relation.declared_pharmacy,
         )
     return AccessFacts(actor=Actor.OTHER, record_open=record_open)
 
 
-def visible_documents(record_id: int, basis: Basis) -> ColumnElement[bool]:
-    """The filed documents of a record a caller on ``basis`` sees (from the E5 table)."""
-    hidden = hidden_flags(basis)
+_FLAG_COLUMNS = {
+    DocumentFlag.HIDDEN_FROM_PATIENT: RecordDocument.hidden_from_patient,
+    DocumentFlag.HIDDEN_FROM_REPRESENTATIVES: RecordDocument.hidden_from_representatives,
+    DocumentFlag.HIDDEN_FROM_PROFESSIONALS: RecordDocument.hidden_from_professionals,
+}
+
+
+def visible_documents(
+    record_id: int, basis: Basis, authors: frozenset[str] = frozenset()
+) -> ColumnElement[bool]:
+    """The filed documents of a record a caller on ``basis`` sees (from the E5 table).
+
+    ``authors``: the caller's author ids; a flag the table lets the author through does not
+    hide the caller's own documents.
+    """
+    spared = author_spared_flags(basis) if authors else frozenset()
     conditions: list[ColumnElement[bool]] = [
         RecordDocument.account_id == record_id,
         RecordDocument.state == DocumentState.FILED.value,
     ]
-    if DocumentFlag.HIDDEN_FROM_PATIENT in hidden:
-        conditions.append(RecordDocument.hidden_from_patient.is_(False))
-    if DocumentFlag.HIDDEN_FROM_REPRESENTATIVES in hidden:
-        conditions.append(RecordDocument.hidden_from_representatives.is_(False))
-    if DocumentFlag.HIDDEN_FROM_PROFESSIONALS in hidden:
-        conditions.append(RecordDocument.hidden_from_professionals.is_(False))
+    for flag in sorted(hidden_flags(basis)):
+        shown: ColumnElement[bool] = _FLAG_COLUMNS[flag].is_(False)
+        if flag in spared:
+            shown = or_(shown, RecordDocument.author_national_id.in_(sorted(authors)))
+        conditions.append(shown)
     return and_(*conditions)
+
+
+def is_author(document: RecordDocument, caller: Caller) -> bool:
+    """The caller is the document's own author (E5, F2)."""
+    return bool(document.author_national_id) and document.author_national_id in caller.author_ids
 
 
 def document_flags(document: RecordDocument) -> frozenset[DocumentFlag]:
@@ -552,7 +605,7 @@ class DelegatedRecordApi:
             if not verdict.allowed or verdict.basis is None:
                 return outcome
             conditions: list[ColumnElement[bool]] = [
-                visible_documents(record_id, verdict.basis),
+                visible_documents(record_id, verdict.basis, caller.author_ids),
                 RecordDocument.status.in_(query.statuses),
             ]
             conditions += [_type_condition(alternatives) for alternatives in query.types]
@@ -674,7 +727,9 @@ class DelegatedRecordApi:
             if not verdict.allowed or verdict.basis is None:
                 outcome.found = True
                 return outcome
-            shown = document_verdict(verdict.basis, document_flags(document))
+            shown = document_verdict(
+                verdict.basis, document_flags(document), author=is_author(document, caller)
+            )
             if not shown.visible:
                 self._audit(
                     session,

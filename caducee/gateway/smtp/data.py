@@ -8,11 +8,13 @@ path (Postfix's insulation).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.headerregistry import Address
-from email.parser import BytesHeaderParser
+from email.message import Message
+from email.parser import BytesHeaderParser, BytesParser
 from email.policy import compat32
 from email.utils import format_datetime, getaddresses
 
@@ -98,6 +100,96 @@ def read_headers(content: bytes) -> HeaderFacts:
     )
 
 
+# report-type (RFC 6522) -> the machine-readable part it announces (RFC 3464, RFC 8098).
+REPORT_PARTS = {
+    "delivery-status": "message/delivery-status",
+    "disposition-notification": "message/disposition-notification",
+}
+# Fields a report block must have to be a DSN recipient block or an MDN.
+_REPORT_FIELDS = {
+    "delivery-status": ("final-recipient", "action", "status"),
+    "disposition-notification": ("final-recipient", "disposition"),
+}
+_ORIGINAL_ID_FIELDS = ("Original-Message-ID", "X-Original-Message-ID")
+_MAX_ORIGINAL_IDS = 20
+# Parts that return the original message or its header block (RFC 6522, RFC 6533).
+_RETURNED_PARTS = frozenset(
+    {"text/rfc822-headers", "message/rfc822", "message/global", "message/global-headers"}
+)
+
+
+@dataclass(frozen=True)
+class ReportFacts:
+    """What a message under the null sender says of itself as a report (B2)."""
+
+    well_formed: bool
+    original_ids: tuple[str, ...]
+    """Message-IDs the report is about: Original-Message-ID of the report part, Message-ID of
+    the returned message or header block, then In-Reply-To/References of the report."""
+
+
+NOT_A_REPORT = ReportFacts(False, ())
+
+
+def _ids(values: Sequence[object]) -> list[str]:
+    found: list[str] = _MESSAGE_ID.findall(" ".join(str(v) for v in values))
+    return found
+
+
+def _blocks(part: Message) -> list[Message]:
+    """The field blocks of a report part (compat32 parses them as sub-messages)."""
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return [block for block in payload if isinstance(block, Message)]
+    if isinstance(payload, str):  # a transfer-encoded part: parse its decoded text
+        decoded = part.get_payload(decode=True)
+        if isinstance(decoded, bytes):
+            return [BytesHeaderParser(policy=compat32).parsebytes(decoded)]
+    return []
+
+
+def read_report(content: bytes) -> ReportFacts:
+    """Is ``content`` a well-formed DSN or MDN, and which messages is it about? (B2)
+
+    Well-formed: ``multipart/report`` whose ``report-type`` is ``delivery-status`` or
+    ``disposition-notification`` and which holds the matching machine-readable part, with a
+    recipient block (``Final-Recipient``, ``Action``, ``Status``) or the MDN fields
+    (``Final-Recipient``, ``Disposition``). The whole message is parsed: called only for
+    mail under the null sender to a patient.
+    """
+    try:
+        message = BytesParser(policy=compat32).parsebytes(content)
+        if message.get_content_type() != "multipart/report":
+            return NOT_A_REPORT
+        report_type = str(message.get_param("report-type", "") or "").strip().lower()
+        expected = REPORT_PARTS.get(report_type)
+        children = message.get_payload()
+        if expected is None or not isinstance(children, list):
+            return NOT_A_REPORT
+        well_formed = False
+        found: list[str] = []
+        for child in children:
+            if not isinstance(child, Message):
+                continue
+            kind = child.get_content_type()
+            if kind == expected:
+                for block in _blocks(child):
+                    names = {name.lower() for name in block}
+                    if all(name in names for name in _REPORT_FIELDS[report_type]):
+                        well_formed = True
+                    for name in _ORIGINAL_ID_FIELDS:
+                        found += _ids(block.get_all(name, []))
+            elif kind in _RETURNED_PARTS:
+                for block in _blocks(child):
+                    found += _ids(block.get_all("Message-ID", []))
+        found += _ids(message.get_all("In-Reply-To", []) + message.get_all("References", []))
+    except (ValueError, TypeError, IndexError, AttributeError, LookupError, HeaderParseError):
+        return NOT_A_REPORT
+    if not well_formed:
+        return NOT_A_REPORT
+    return ReportFacts(True, tuple(dict.fromkeys(found))[:_MAX_ORIGINAL_IDS])
+
+
 def content_facts(
     *,
     size: int,
@@ -109,8 +201,14 @@ def content_facts(
     patient_domain: str,
     dkim_required: bool,
     dkim: DkimOutcome,
+    report: ReportFacts = NOT_A_REPORT,
+    report_about_sent: bool = False,
 ) -> ContentFacts:
-    """Gather the facts the DATA chain is judged on."""
+    """Gather the facts the DATA chain is judged on.
+
+    ``report`` and ``report_about_sent`` matter only under the null sender to a patient (B2):
+    the caller reads the body and looks the original Message-IDs up only then.
+    """
     return ContentFacts(
         size=size,
         size_limit=size_limit,
@@ -125,6 +223,8 @@ def content_facts(
         ),
         dkim_required=dkim_required,
         dkim_pass=dkim.passed,
+        well_formed_report=report.well_formed,
+        report_about_sent=report.well_formed and report_about_sent,
     )
 
 

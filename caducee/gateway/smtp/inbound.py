@@ -27,6 +27,7 @@ from caducee.gateway.smtp.protocol import CaduceeEnvelope, CaduceeSession
 from caducee.gateway.smtp.rcpt import judge_recipient, resolve_recipient
 from caducee.mailboxes.delivery import Envelope as DeliveryEnvelope
 from caducee.mailboxes.delivery import RecipientRole
+from caducee.mailboxes.outbound import sent_by
 from caducee.policies.verdict import Verdict
 
 log = logging.getLogger("caducee.smtp.inbound")
@@ -147,7 +148,24 @@ class InboundHandler:
         to_patient = any(r.role is RecipientRole.PATIENT for r in envelope.resolved)
         trust = await self.context.trust.fresh()
 
-        def examine() -> tuple[bool, dkim_verify.DkimOutcome]:
+        patients = [r for r in envelope.resolved if r.role is RecipientRole.PATIENT]
+        # B2: under <>, a patient receives only a report about a message that mailbox sent.
+        report_needed = not sender and bool(patients)
+
+        def examine() -> tuple[bool, dkim_verify.DkimOutcome, data_stage.ReportFacts, bool]:
+            report = data_stage.read_report(content) if report_needed else data_stage.NOT_A_REPORT
+            about_sent = False
+            if report.well_formed:
+                with self.context.database.reading() as db:
+                    about_sent = all(
+                        sent_by(
+                            db,
+                            account_id=p.account_id,
+                            address=p.address,
+                            message_ids=report.original_ids,
+                        )
+                        for p in patients
+                    )
             aligned = True
             if sender and headers.from_addresses:
                 aligned = all(
@@ -159,9 +177,9 @@ class InboundHandler:
                 if sender_parts is not None
                 else dkim_verify.DkimOutcome("none")
             )
-            return aligned, outcome
+            return aligned, outcome, report, about_sent
 
-        aligned, dkim = await asyncio.to_thread(examine)
+        aligned, dkim, report, about_sent = await asyncio.to_thread(examine)
         facts = data_stage.content_facts(
             size=len(content),
             size_limit=settings.smtp.max_message_bytes,
@@ -172,6 +190,8 @@ class InboundHandler:
             patient_domain=patient_ascii,
             dkim_required=settings.smtp.require_dkim and bool(sender),
             dkim=dkim,
+            report=report,
+            report_about_sent=about_sent,
         )
         verdict = data_stage.judge_content(facts)
         if verdict is not None:

@@ -195,6 +195,7 @@ class SubmissionHandler(AuthMechanisms):
                     recipients=outgoing,
                     content=message,
                     purpose="submission",
+                    message_id=headers.message_id,
                 )
 
         self.context.in_flight += 1
