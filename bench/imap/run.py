@@ -341,6 +341,8 @@ def start_caducee(
             "CADUCEE_LISTENERS__IMAP": "0",
             "CADUCEE_LISTENERS__IMAPS": str(imaps),
             "CADUCEE_QUEUE__WORKERS": "0",
+            # Every bench client comes from 127.0.0.1 (as Dovecot's mail_max_userip_connections).
+            "CADUCEE_IMAP__MAX_CONNECTIONS_PER_IP": "1000",
         }
     )
     if database_url:

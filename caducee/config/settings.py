@@ -19,7 +19,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 CONFIG_FILE_NAME = "caducee.toml"
 CONFIG_VERSION = 1
@@ -61,10 +68,32 @@ class DatabaseSettings(_Section):
 
 
 class BlobSettings(_Section):
-    """The folder that holds encrypted message bodies and documents."""
+    """Where encrypted message bodies and documents live: a folder or S3-compatible storage."""
 
+    backend: Literal["folder", "s3"] = "folder"
     path: Path = Path("blobs")
     inline_max_bytes: int = Field(default=65536, ge=0, le=1024 * 1024)
+    endpoint_url: str = ""
+    bucket: str = ""
+    region: str = "us-east-1"
+    prefix: str = "blobs/"
+    access_key_id_env: str = "AWS_ACCESS_KEY_ID"
+    secret_access_key_env: str = "AWS_SECRET_ACCESS_KEY"  # noqa: S105 - a variable name
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    verify_tls: bool = True
+    ca_bundle: str = ""
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    read_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    multipart_threshold_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
+    part_size_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024, le=5 * 1024**3)
+    orphan_grace_seconds: int = Field(default=86400, ge=60)
+
+    @model_validator(mode="after")
+    def _bucket_for_s3(self) -> BlobSettings:
+        if self.backend == "s3" and not self.bucket:
+            raise ValueError("a bucket name when backend is s3 ([blobs] bucket)")
+        return self
 
 
 class CryptoSettings(_Section):
@@ -106,6 +135,10 @@ class SmtpSettings(_Section):
     timeout_seconds: int = Field(default=300, ge=10)
     crl_file: str = ""
     processes: int = Field(default=1, ge=1, le=64)
+    max_connections: int = Field(default=1000, ge=1)
+    max_connections_per_ip: int = Field(default=50, ge=1)
+    max_session_seconds: int = Field(default=1800, ge=10)
+    max_data_in_flight_bytes: int = Field(default=250_000_000, ge=1024)
 
 
 class ImapSettings(_Section):
@@ -113,6 +146,22 @@ class ImapSettings(_Section):
 
     max_literal_before_login: int = Field(default=8192, ge=256, le=1_048_576)
     max_command_bytes: int = Field(default=50_000_000, ge=1024)
+    max_connections: int = Field(default=2000, ge=1)
+    max_connections_per_ip: int = Field(default=100, ge=1)
+    login_timeout_seconds: int = Field(default=120, ge=5)
+    idle_timeout_seconds: int = Field(default=1800, ge=5)
+    max_session_seconds: int = Field(default=86400, ge=10)
+
+
+class HttpSettings(_Section):
+    """Bounds on the HTTP listener's connections and requests (issue 12)."""
+
+    max_connections: int = Field(default=1000, ge=1)
+    max_connections_per_ip: int = Field(default=100, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_header_bytes: int = Field(default=16384, ge=1024, le=1_048_576)
+    keep_alive_seconds: int = Field(default=5, ge=1)
+    max_connection_seconds: int = Field(default=600, ge=10)
 
 
 class RecordsSettings(_Section):
@@ -153,9 +202,23 @@ class SubmissionSettings(_Section):
     oidc_jwks_file: str = ""
     oidc_jwks_url: str = ""
     national_id_claim: str = "SubjectRefPro.codeNationalId"
+    # Deprecated, unused: failed sign-ins on every door are limited by [identity]; kept so
+    # that existing configuration files still load.
     max_failures_per_account: int = Field(default=5, ge=1)
     max_failures_per_ip: int = Field(default=20, ge=1)
     failure_window_seconds: int = Field(default=300, ge=10)
+
+
+class IdentitySettings(_Section):
+    """Sign-in on every door (C1): the failure limiter and the verified-credential cache."""
+
+    free_failures_per_account_ip: int = Field(default=10, ge=1)
+    free_failures_per_ip: int = Field(default=100, ge=1)
+    failure_delay_seconds: float = Field(default=1.0, gt=0)
+    failure_delay_max_seconds: float = Field(default=900.0, gt=0)
+    trusted_source_hours: float = Field(default=24.0, ge=0)
+    credential_cache_seconds: float = Field(default=900.0, ge=0)
+    max_concurrent_checks: int = Field(default=4, ge=1, le=64)
 
 
 class QueueSettings(_Section):
@@ -200,6 +263,29 @@ class AccessSettings(_Section):
     history_page_max: int = Field(default=200, ge=1, le=10_000)
 
 
+class LifecycleSettings(_Section):
+    """Patient spaces from enrolment to deletion (I1, I2) and operator imports."""
+
+    open_after_days: float = Field(default=42.0, ge=0)
+    activation_code_days: float = Field(default=42.0, gt=0)
+    activation_max_attempts: int = Field(default=5, ge=1, le=100)
+    archive_years: float = Field(default=10.0, ge=0)
+    deletion_request_days: float = Field(default=90.0, ge=0)
+    import_removal_share: float = Field(default=0.1, ge=0, le=1)
+    idle_flag_days: float = Field(default=365.0, gt=0)
+    idle_disable_days: float = Field(default=30.0, ge=0)
+    sweep_interval_hours: float = Field(default=24.0, gt=0)
+    trace_retention_days: float = Field(default=183.0, gt=0)
+    audit_retention_days: float = Field(default=0.0, ge=0)
+
+
+class AdminSettings(_Section):
+    """The operator's admin HTTP API under /admin (bearer tokens with scopes)."""
+
+    enabled: bool = True
+    token_days: float = Field(default=365.0, gt=0)
+
+
 class LoggingSettings(_Section):
     """JSON log lines on stderr."""
 
@@ -219,13 +305,17 @@ class Settings(_Section):
     listeners: ListenerSettings = Field(default_factory=ListenerSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     imap: ImapSettings = Field(default_factory=ImapSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     records: RecordsSettings = Field(default_factory=RecordsSettings)
     dkim: DkimSettings = Field(default_factory=DkimSettings)
     relay: RelaySettings = Field(default_factory=RelaySettings)
     submission: SubmissionSettings = Field(default_factory=SubmissionSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
     notifications: NotificationsSettings = Field(default_factory=NotificationsSettings)
     access: AccessSettings = Field(default_factory=AccessSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
+    lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     def path(self, relative: Path) -> Path:
@@ -254,6 +344,9 @@ def _env_value(raw: str) -> Any:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+
+
+env_value = _env_value  # public: ``caducee init`` reads CADUCEE_DATABASE__URL the same way
 
 
 def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[tuple[str, str], str]:

@@ -47,7 +47,7 @@ import zipfile
 import zlib
 from array import array
 from bisect import bisect_left
-from collections.abc import Collection, Generator, Iterator
+from collections.abc import Callable, Collection, Generator, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -172,6 +172,14 @@ class Duplicate:
     line: int
     key: str
     kept_line: int
+
+
+class ImportCancelled(Exception):
+    """The operator declined the removals a full import would make; nothing changed."""
+
+
+RemovalCheck = Callable[[int, int], bool]
+"""``(would_remove, existing) -> proceed?``, asked before a full import removes rows."""
 
 
 @dataclass
@@ -620,8 +628,15 @@ def import_file(
     max_details: int = 1000,
     now: datetime | None = None,
     parallel: bool | None = None,
+    dry_run: bool = False,
+    confirm_removal: RemovalCheck | None = None,
 ) -> ImportSummary:
     """Import one extraction file into the directory and say what changed.
+
+    With ``dry_run`` the file is read and compared, the summary says what would change, and
+    the directory is left as it was. ``confirm_removal(would_remove, existing)`` is asked,
+    before anything is written, when a full import would remove rows; False cancels the
+    import (:class:`ImportCancelled`, nothing changed).
 
     ``expected`` refuses a file of the other kind; ``hosted_domains`` marks the
     mailboxes of those domains as hosted here (A4); ``max_details`` bounds the
@@ -660,7 +675,17 @@ def import_file(
                 mode=mode,
                 unknown_columns=layout.unknown_columns,
             )
-            _import(connection, parsed, target, summary, batch_size, max_details, now)
+            _import(
+                connection,
+                parsed,
+                target,
+                summary,
+                batch_size,
+                max_details,
+                now,
+                dry_run=dry_run,
+                confirm_removal=confirm_removal,
+            )
             if target.kind is SourceKind.MSS_EXTRACTION and hosted:
                 _mark_hosted(connection, hosted)
         finally:
@@ -697,6 +722,9 @@ def _import(
     batch_size: int,
     max_details: int,
     now: datetime,
+    *,
+    dry_run: bool = False,
+    confirm_removal: RemovalCheck | None = None,
 ) -> None:
     stage, keys = _stage_table(target), _keys_table(target)
     sqlite = connection.dialect.name == "sqlite"
@@ -737,6 +765,23 @@ def _import(
                 f"{target.kind} rows, refused (fix the file, or use --mode merge)"
             )
         summary.unchanged += _count(connection, keys, known_only=True)
+        would_remove = 0
+        if summary.mode is ImportMode.FULL and had_rows:
+            would_remove = _missing_count(connection, keys, target)
+        if dry_run:
+            _preview(connection, stage, target, summary)
+            summary.removed = would_remove
+            phase("preview")
+            return
+        if (
+            would_remove
+            and confirm_removal is not None
+            and not confirm_removal(would_remove, had_rows)
+        ):
+            raise ImportCancelled(
+                f"{summary.file}: cancelled; it would remove {would_remove} of "
+                f"{had_rows} {target.kind} rows"
+            )
         _apply(connection, stage, target, summary, batch_size, max_details, now)
         phase("apply")
         if summary.mode is ImportMode.FULL and had_rows:
@@ -996,6 +1041,53 @@ def _apply_rows(
         ),
         execution_options={"preserve_rowcount": True},
     ).rowcount
+    summary.added += added
+    summary.changed += changed
+    summary.unchanged += valid - added - changed
+
+
+def _missing_count(connection: Connection, keys: Table, target: _Target) -> int:
+    """How many rows of this source kind the file no longer has (a full import removes them)."""
+    table = target.table
+    count = int(
+        connection.execute(
+            select(func.count())
+            .select_from(table)
+            .where(
+                table.c.source == str(target.kind),
+                ~exists().where(keys.c[target.key] == table.c[target.key]),
+            )
+        ).scalar_one()
+    )
+    connection.rollback()
+    return count
+
+
+def _preview(connection: Connection, stage: Table, target: _Target, summary: ImportSummary) -> None:
+    """Count what :func:`_apply_rows` would add and change, writing nothing."""
+    table = target.table
+    key = stage.c[target.key]
+    source = literal(str(target.kind), String(20))
+    rows = stage.c.rejected == false()
+    valid = int(
+        connection.execute(select(func.count()).select_from(stage).where(rows)).scalar_one()
+    )
+    added = int(
+        connection.execute(
+            select(func.count())
+            .select_from(stage)
+            .where(rows, ~exists().where(table.c[target.key] == key))
+        ).scalar_one()
+    )
+    changed = int(
+        connection.execute(
+            select(func.count())
+            .select_from(stage)
+            .join(table, table.c[target.key] == key)
+            .where(rows, or_(table.c.row_hash != stage.c.row_hash, table.c.source != source))
+        ).scalar_one()
+    )
+    connection.rollback()
     summary.added += added
     summary.changed += changed
     summary.unchanged += valid - added - changed

@@ -16,7 +16,9 @@ from caducee.gateway.commands import (
     CommandError,
     access,
     account,
+    admin,
     audit,
+    blobs,
     config_cmd,
     directory,
     doctor,
@@ -24,7 +26,9 @@ from caducee.gateway.commands import (
     keys,
     mailbox,
     patient,
+    quarantine,
     queue,
+    record,
     serve,
     trust,
 )
@@ -35,14 +39,18 @@ COMMAND_GROUPS = (
     doctor,
     config_cmd,
     keys,
+    blobs,
     trust,
     mailbox,
     directory,
     patient,
     account,
     queue,
+    quarantine,
+    record,
     access,
     audit,
+    admin,
 )
 
 

@@ -11,6 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from caducee.config import Settings
+from caducee.gateway.identity import identity_for
+from caducee.gateway.lifecycle import lifecycle_handlers
+from caducee.gateway.metrics import GatewayMetrics, process_metrics
 from caducee.gateway.notify import filing_hook, notify_handler
 from caducee.gateway.relay import make_relay_handler
 from caducee.mailboxes.delivery import NOTIFY_PATIENT_JOB
@@ -33,6 +36,7 @@ class Gateway:
     blobs: BlobStore
     queue: JobQueue
     handlers: dict[str, JobHandler] = field(default_factory=dict)
+    metrics: GatewayMetrics = field(default_factory=process_metrics)
 
     def worker_pool(self, name: str = "worker") -> WorkerPool:
         """Worker threads for the job kinds this gateway handles."""
@@ -42,6 +46,7 @@ class Gateway:
             workers=self.settings.queue.workers,
             poll_interval=self.settings.queue.poll_interval,
             name=name,
+            observe=self.metrics.observe_job,
         )
 
     def close(self) -> None:
@@ -62,6 +67,7 @@ def standard_handlers(gateway: Gateway) -> dict[str, JobHandler]:
             on_filed=filing_hook(gateway.queue),
         ),
         NOTIFY_PATIENT_JOB: notify_handler(gateway),
+        **lifecycle_handlers(gateway),
     }
 
 
@@ -72,6 +78,8 @@ def build_gateway(settings: Settings, handlers: Mapping[str, JobHandler] | None 
     (:func:`standard_handlers`).
     """
     database = Database(settings.database_url, pool_size=settings.database.pool_size)
+    metrics = process_metrics()
+    metrics.instrument_database(database)
     keyring = Keyring(settings.path(settings.crypto.keyring))
     queue_settings = settings.queue
     queue = JobQueue(
@@ -87,12 +95,10 @@ def build_gateway(settings: Settings, handlers: Mapping[str, JobHandler] | None 
         settings=settings,
         database=database,
         keyring=keyring,
-        blobs=BlobStore(
-            settings.path(settings.blobs.path),
-            keyring,
-            inline_max_bytes=settings.blobs.inline_max_bytes,
-        ),
+        blobs=BlobStore.from_settings(settings, keyring, observe=metrics.observe_blob),
         queue=queue,
+        metrics=metrics,
     )
     gateway.handlers = dict(handlers) if handlers is not None else standard_handlers(gateway)
+    identity_for(settings, database)  # every door of this process shares it (C1)
     return gateway

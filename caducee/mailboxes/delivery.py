@@ -5,25 +5,39 @@ The SMTP DATA stage calls :func:`deliver` inside a transaction and answers
 has its blob, its message row, one mailbox entry per recipient, its
 conversation and contact effects and its follow-up jobs — or, after a crash,
 none of them and no ``250``.
+
+A patient's copy of a message with parts is *held* (E3, E5): a ``held_deliveries`` row
+takes the place of its mailbox entry, and the filing job appends the copy — with the
+parts the patient may not see replaced by a notice — and queues the ``new-message``
+notification once it has decided (``caducee.records.withheld``). A patient's reply joins
+the conversation it answers (D1, :func:`join_patient_reply`).
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import compat32
+from typing import cast
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from caducee.mailboxes.accounts import recipient_account
 from caducee.mailboxes.models import (
     INBOX,
     STANDARD_FOLDERS,
     Conversation,
     ConversationMessage,
     Folder,
+    HeldDelivery,
+    HeldState,
     KnownProfessional,
     MailboxEntry,
     StoredMessage,
@@ -73,11 +87,15 @@ class Envelope:
 
 @dataclass(frozen=True)
 class Delivered:
-    """Where a message went: its row id and, per recipient address, its INBOX UID."""
+    """Where a message went: its row id and, per recipient address, its INBOX UID.
+
+    ``held`` names the patients whose copy waits for the filing job (no UID yet).
+    """
 
     message_id: int
     uids: dict[str, int]
     duplicate: bool = False
+    held: tuple[str, ...] = ()
 
 
 def ensure_folders(session: Session, account_id: int) -> dict[str, Folder]:
@@ -110,6 +128,7 @@ _FOLDERS = table_of(Folder)
 _CONVERSATIONS = table_of(Conversation)
 _THREADS = table_of(ConversationMessage)
 _CONTACTS = table_of(KnownProfessional)
+_HELD = table_of(HeldDelivery)
 
 # Statements built once: building them per message costs more than running them.
 _ALLOCATE_UID = (
@@ -138,6 +157,73 @@ _TOUCH_CONVERSATION = (
     .values(last_message_at=bindparam("now"))
 )
 _INSERT_THREAD_MEMBER = _THREADS.insert()
+_INSERT_HELD = _HELD.insert()
+_FIND_MEMBER = (
+    select(_THREADS.c.id)
+    .where(
+        _THREADS.c.conversation_id == bindparam("conversation"),
+        _THREADS.c.message_id_header == bindparam("header"),
+    )
+    .limit(1)
+)
+SUBMITTED = "submitted"
+"""``StoredMessage.direction`` of a message a local user submitted (delivered here)."""
+
+_REPORT_PARTS = frozenset(
+    {
+        "message/delivery-status",
+        "message/disposition-notification",
+        "message/global-delivery-status",
+        "message/global-disposition-notification",
+        "message/rfc822",
+        "message/global",
+        "message/global-headers",
+        "text/rfc822-headers",
+    }
+)
+_REPORT_HEADER = re.compile(rb"(?im)^content-type:[ \t]*multipart/report\b")
+_HEADER_LIMIT = 64 * 1024
+_REPORT_MAX_PARTS = 50
+
+
+def carries_no_document(content: bytes) -> bool:
+    """A delivery or read report (``multipart/report``) made of its text and report parts only.
+
+    Such a message has nothing the filing job could file, withhold or quarantine, so the
+    patient's copy need not wait for it (E5). Anything else with parts — or a report with any
+    other part, a named part or an unusual structure — waits: when in doubt, hold.
+    """
+    end = content.find(b"\r\n\r\n", 0, _HEADER_LIMIT)
+    if end < 0 or not _REPORT_HEADER.search(content, 0, end + 2):
+        return False
+    try:
+        parsed = BytesParser(policy=compat32).parsebytes(content)
+    except Exception:  # ``email`` does no I/O: anything raised is bad input, so hold
+        return False
+    stack: list[tuple[Message, int]] = [(parsed, 0)]
+    seen = 0
+    while stack:
+        part, depth = stack.pop()
+        seen += 1
+        if seen > _REPORT_MAX_PARTS or depth > 3:
+            return False
+        if part.get_content_maintype() == "multipart":
+            children = part.get_payload()
+            if not isinstance(children, list):
+                return False
+            stack.extend((cast(Message, child), depth + 1) for child in children)
+            continue
+        content_type = part.get_content_type()
+        if content_type in _REPORT_PARTS:
+            continue
+        if (
+            content_type == "text/plain"
+            and part.get_filename() is None
+            and part.get_content_disposition() != "attachment"
+        ):
+            continue
+        return False
+    return True
 
 
 def append_to_folder(
@@ -243,10 +329,34 @@ class MailDelivery:
                 },
             ).scalar_one()
         )
+        if envelope.direction == SUBMITTED and not envelope.sender_is_professional:
+            sender = recipient_account(session, envelope.envelope_from, patient=True)
+            if sender is not None:
+                join_patient_reply(
+                    session,
+                    sender.id,
+                    message_id=message_id,
+                    message_id_header=envelope.message_id,
+                    thread_ids=envelope.thread_ids,
+                )
         uids: dict[str, int] = {}
+        hold = envelope.has_attachments and any(
+            r.role is RecipientRole.PATIENT for r in envelope.recipients
+        )
+        hold = hold and not carries_no_document(envelope.content)
+        held: list[str] = []
         for recipient in envelope.recipients:
-            uids[recipient.address] = self._append_inbox(session, recipient.account_id, message_id)
-            if recipient.role is not RecipientRole.PATIENT:
+            patient = recipient.role is RecipientRole.PATIENT
+            if patient and hold:
+                # E3/E5: the patient's copy stays invisible until the filing job decided
+                # which parts the patient may see; that job appends it and notifies.
+                self._hold(session, recipient.account_id, message_id, now)
+                held.append(recipient.address)
+            else:
+                uids[recipient.address] = self._append_inbox(
+                    session, recipient.account_id, message_id
+                )
+            if not patient:
                 continue
             if envelope.sender_is_professional:
                 _record_conversation(session, recipient, envelope, message_id, now)
@@ -257,6 +367,8 @@ class MailDelivery:
                     FILE_DOCUMENTS_JOB,
                     {"message_id": message_id, "account_id": recipient.account_id},
                 )
+            if hold:
+                continue
             self.queue.enqueue(
                 session,
                 NOTIFY_PATIENT_JOB,
@@ -266,7 +378,20 @@ class MailDelivery:
                     "message_id": message_id,
                 },
             )
-        return Delivered(message_id=message_id, uids=uids)
+        return Delivered(message_id=message_id, uids=uids, held=tuple(held))
+
+    def _hold(self, session: Session, account_id: int, message_id: int, now: datetime) -> None:
+        session.connection().execute(
+            _INSERT_HELD,
+            {
+                "account_id": account_id,
+                "message_id": message_id,
+                "folder_id": self._inbox_of(session, account_id),
+                "state": HeldState.HELD.value,
+                "held_at": now,
+                "withheld_parts": 0,
+            },
+        )
 
 
 def _record_conversation(
@@ -300,6 +425,47 @@ def _record_conversation(
             "message_id_header": envelope.message_id,
         },
     )
+
+
+def join_patient_reply(
+    session: Session,
+    patient_account_id: int,
+    *,
+    message_id: int | None,
+    message_id_header: str | None,
+    thread_ids: Sequence[str],
+) -> int | None:
+    """D1: the patient's reply joins the conversation it answers (``In-Reply-To``/``References``).
+
+    ``message_id`` is the stored message when the reply was delivered here, None when it was
+    only relayed to another operator (the thread then knows it by its ``Message-ID``). The
+    same reply delivered and relayed joins once. Returns the conversation, or None when the
+    reply answers none of the patient's conversations.
+    """
+    if not thread_ids:
+        return None
+    connection = session.connection()
+    conversation_id = connection.execute(
+        _FIND_THREAD, {"account": patient_account_id, "ids": list(thread_ids)}
+    ).scalar()
+    if conversation_id is None:
+        return None
+    if message_id_header is not None:
+        member = connection.execute(
+            _FIND_MEMBER, {"conversation": conversation_id, "header": message_id_header}
+        ).first()
+        if member is not None:
+            return int(conversation_id)
+    connection.execute(_TOUCH_CONVERSATION, {"conversation": conversation_id, "now": utcnow()})
+    connection.execute(
+        _INSERT_THREAD_MEMBER,
+        {
+            "conversation_id": conversation_id,
+            "message_id": message_id,
+            "message_id_header": message_id_header,
+        },
+    )
+    return int(conversation_id)
 
 
 def _record_contact(

@@ -37,15 +37,12 @@ from sqlalchemy.orm import Session
 from caducee.mailboxes.accounts import (
     Account,
     AccountKind,
-    AppPassword,
-    may_sign_in,
-    normalise_address,
 )
 from caducee.mailboxes.delivery import ensure_folders
+from caducee.mailboxes.identity.principal import Principal as Principal
 from caducee.mailboxes.imap_models import ExpungedEntry, FolderRecent, StructureCache
 from caducee.mailboxes.imap_structure import STRUCTURE_VERSION, MessageStructure, parse_message
 from caducee.mailboxes.models import INBOX, Folder, MailboxEntry, StoredMessage
-from caducee.mailboxes.passwords import verify_password
 from caducee.mailboxes.receipts import ReadMessage, queue_displayed_receipt
 from caducee.storage.blobs import BlobRow, BlobStore, SealedBlob
 from caducee.storage.db import Database, utcnow
@@ -97,15 +94,6 @@ class InvalidFolderName(StoreError, ValueError):
 
 class FlagsTooLong(StoreError, ValueError):
     """The flags of one message do not fit the column."""
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """The account a session acts for."""
-
-    account_id: int
-    address: str
-    kind: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,36 +358,10 @@ class ImapStore:
 
     # -- login -------------------------------------------------------------------------
 
-    def authenticate(self, address: str, password: str) -> Principal | None:
-        """The account whose app password this is; argon2 runs with no transaction open."""
-        normalised = normalise_address(address)
-        with self.database.reading() as session:
-            account = session.execute(
-                select(
-                    _ACCOUNTS.c.id, _ACCOUNTS.c.address, _ACCOUNTS.c.kind, _ACCOUNTS.c.state
-                ).where(_ACCOUNTS.c.address == normalised)
-            ).first()
-            hashes: list[tuple[int, str]] = []
-            if account is not None and may_sign_in(str(account.state)):
-                hashes = [
-                    (int(row.id), str(row.password_hash))
-                    for row in session.execute(
-                        select(AppPassword.id, AppPassword.password_hash).where(
-                            AppPassword.account_id == account.id
-                        )
-                    )
-                ]
-        matched = next(
-            (row_id for row_id, stored in hashes if verify_password(stored, password)), None
-        )
-        if account is None or matched is None:
-            return None
+    def prepare_account(self, principal: Principal) -> None:
+        """Make sure the account's standard folders exist (after a fresh sign-in)."""
         with self.database.transaction() as session:
-            session.execute(
-                update(AppPassword).where(AppPassword.id == matched).values(last_used_at=utcnow())
-            )
-            ensure_folders(session, int(account.id))
-        return Principal(int(account.id), str(account.address), str(account.kind))
+            ensure_folders(session, principal.account_id)
 
     # -- folders -----------------------------------------------------------------------
 

@@ -12,9 +12,19 @@ professional gave one), and whether the exchange was ended (D3).
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from caducee.mailboxes import accounts as _accounts  # noqa: F401 - tables our foreign keys name
@@ -84,6 +94,49 @@ class MailboxEntry(Base):
     internal_date: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
+class HeldState(enum.StrEnum):
+    """Where a patient's held copy stands (E3, E5: hold until filed)."""
+
+    HELD = "held"
+    """Delivered, invisible: the filing job has not decided yet."""
+    RELEASED = "released"
+    """Visible in the folder (``uid``), as ``copy_message_id`` (the parts it withheld replaced)."""
+    WITHHELD = "withheld"
+    """Every document it carried is about another patient: kept for the operator only."""
+
+
+class HeldDelivery(Base):
+    """A patient's copy of a message with attachments, invisible until filing decided (E3, E5).
+
+    Delivery writes this row in place of the mailbox entry; the filing job (records) then
+    appends the patient's copy to ``folder_id`` — the message itself, or a copy whose parts
+    carrying an ``INVISIBLE_PATIENT`` document or another patient's document are replaced by a
+    notice — or keeps it from the patient altogether. IMAP, listings and notifications only
+    ever see mailbox entries, so a held copy is invisible to all of them without a filter.
+    """
+
+    __tablename__ = "held_deliveries"
+    __table_args__ = (
+        UniqueConstraint("account_id", "message_id", name="uq_held_deliveries_account_message"),
+        Index("ix_held_deliveries_state", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    folder_id: Mapped[int] = mapped_column(ForeignKey("folders.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(16), default=HeldState.HELD.value)
+    held_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    copy_message_id: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="SET NULL")
+    )
+    uid: Mapped[int | None] = mapped_column(BIG_ID)
+    withheld_parts: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Conversation(Base):
     """A thread between one patient and professionals, rooted at a professional's message (D1)."""
 
@@ -108,7 +161,8 @@ class ConversationMessage(Base):
     conversation_id: Mapped[int] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE"), index=True
     )
-    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    """None for a patient's reply relayed to another operator (not stored here)."""
     message_id_header: Mapped[str | None] = mapped_column(String(998), index=True)
 
 

@@ -9,18 +9,23 @@ delivery takes it from there; nothing is sent from inside a request.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Sequence
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from caducee.mailboxes.accounts import recipient_account
+from caducee.mailboxes.delivery import SUBMITTED, join_patient_reply
 from caducee.mailboxes.models import Folder, MailboxEntry, StoredMessage
 from caducee.storage.blobs import BlobStore
 from caducee.storage.jobs import JobQueue, JobRow
 
 RELAY_JOB = "relay"
-SUBMITTED = "submitted"
-"""``StoredMessage.direction`` of a message a local user submitted (delivered here)."""
+SUBMISSION = "submission"
+"""``purpose`` of a local user's message relayed to another operator (C5)."""
 SENT_FOLDER = "Sent"
 
 
@@ -53,7 +58,42 @@ def queue_outbound(
     }
     if message_id:
         payload["message_id"] = message_id
+    if purpose == SUBMISSION and envelope_from:
+        _join_conversation(session, envelope_from, content)
     return queue.enqueue(session, RELAY_JOB, payload, max_attempts=1000)
+
+
+_MESSAGE_ID = re.compile(r"<[^<>\s]{1,990}>")
+_HEADER_LIMIT = 64 * 1024
+
+
+def _join_conversation(session: Session, sender: str, content: bytes) -> None:
+    """D1: a patient's reply relayed to another operator joins the conversation it answers."""
+    end = content.find(b"\r\n\r\n", 0, _HEADER_LIMIT)
+    try:
+        headers = BytesHeaderParser(policy=compat32).parsebytes(
+            content[: end + 4 if end >= 0 else _HEADER_LIMIT]
+        )
+        answered = " ".join(
+            str(value)
+            for value in headers.get_all("In-Reply-To", []) + headers.get_all("References", [])
+        )
+        own = _MESSAGE_ID.findall(str(headers.get("Message-ID", "") or ""))
+    except (ValueError, TypeError, IndexError, AttributeError):
+        return
+    thread_ids = tuple(dict.fromkeys(_MESSAGE_ID.findall(answered)))
+    if not thread_ids:
+        return
+    patient = recipient_account(session, sender, patient=True)
+    if patient is None:
+        return
+    join_patient_reply(
+        session,
+        patient.id,
+        message_id=None,
+        message_id_header=own[0] if own else None,
+        thread_ids=thread_ids,
+    )
 
 
 def sent_by(

@@ -9,10 +9,11 @@ calls for, and in ONE transaction, which also completes the job (exactly once):
   from the mail — sender, date, subject, file name — when the document has none);
 - checks the identity a structured document names against the mailbox's (E3, rules in
   :mod:`caducee.policies.identity`): a failure quarantines the document, with its code;
-- files a document once per patient (E4: identity = document unique id, else the SHA-256 of
-  its bytes; a PDF equal to the rendition of a filed CDA is that CDA), and lets a CDA
-  replacement (``RPLC``, same ``setId``) supersede the version it replaces, in either
-  arrival order;
+- files a document once per patient (E4: the same unique id with the same content, or the
+  same content — a PDF equal to the rendition of a filed CDA is that CDA — is a duplicate;
+  another content under a unique id the record holds is a *conflict*, kept for the operator
+  and never filed), and lets a CDA replacement (``RPLC``, same ``setId``) supersede the
+  version it replaces, in either arrival order;
 - applies the author's visibility flags (E5);
 - carries out deletion requests (E4, HL7 v2 ``OBX-11 = D``): the document they name (by
   uniqueId, else every version of its setId) is withdrawn — its row is kept with state
@@ -25,7 +26,8 @@ calls for, and in ONE transaction, which also completes the job (exactly once):
 - checks the ``X-MSS-CODECDA``/``X-MSS-INS``/``X-MSS-NIL`` headers against the attachment
   they describe and records mismatches on the message as codes (D4; never blocks);
 - records attachments the record does not take as not filed, with the reason (E1);
-- queues the integration receipt the sender asked for (G3, :mod:`caducee.records.receipts`).
+- queues the integration receipt the sender asked for (G3, :mod:`caducee.records.receipts`);
+- decides the patient's held copy of the message (E3, E5, :mod:`caducee.records.withheld`).
 
 Bad input never raises: a bad attachment is recorded as not filed and the message stays as
 it is. Only infrastructure errors (database, blob store) raise, and the job is retried.
@@ -40,7 +42,7 @@ import logging
 import unicodedata
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time
 from email import message_from_bytes, policy
@@ -68,6 +70,7 @@ from caducee.records.identity import (
     is_structured,
     load_mailbox_patient,
 )
+from caducee.records.mailparts import is_attachment, leaves
 from caducee.records.model import (
     Document,
     ProblemCode,
@@ -93,6 +96,7 @@ from caducee.records.receipts import (
     is_xdm_subject,
     receipt_recipients,
 )
+from caducee.records.withheld import decide_patient_copy
 from caducee.storage.blobs import BlobStore
 from caducee.storage.db import Database, utcnow
 from caducee.storage.jobs import ClaimedJob, JobQueue
@@ -105,8 +109,6 @@ FILE_DOCUMENTS_JOB = "file-documents"
 
 MAX_ATTACHMENTS = 200
 """Attachments beyond this many are recorded as not filed (a 25 MB message has far fewer)."""
-
-_BODY_TYPES = frozenset({"text/plain", "text/html"})
 
 
 class OutboundQueue(Protocol):
@@ -205,47 +207,11 @@ class MailAttachment:
     data: bytes = field(repr=False)
 
 
-MAX_DEPTH = 20
-MAX_PARTS = 1000
-
-
-def _leaves(message: Message) -> Iterator[Message]:
-    """Leaf parts in order, without descending into attached messages (``message/*``).
-
-    Iterative and bounded: a hostile message may nest multiparts without end.
-    """
-    stack: list[tuple[Message, int]] = [(message, 0)]
-    seen = 0
-    while stack and seen < MAX_PARTS:
-        part, depth = stack.pop()
-        seen += 1
-        if part.is_multipart() and part.get_content_maintype() == "multipart":
-            if depth < MAX_DEPTH:
-                children = cast(list[Message], part.get_payload())
-                stack.extend((child, depth + 1) for child in reversed(children))
-        else:
-            yield part
-
-
-def _is_attachment(part: Message) -> bool:
-    """An attachment is named or declared so; unnamed inline parts are the body's own."""
-    try:
-        disposition = part.get_content_disposition()
-        file_name = part.get_filename()
-    except (ValueError, TypeError, IndexError):
-        disposition, file_name = None, None
-    if disposition == "attachment" or file_name:
-        return True
-    if disposition == "inline" or part.get("Content-ID") is not None:
-        return False
-    return part.get_content_type() not in _BODY_TYPES
-
-
 def mail_attachments(message: Message) -> list[MailAttachment]:
     """The attachments of a message, in order: leaf parts that are not its body."""
     found: list[MailAttachment] = []
-    for part in _leaves(message):
-        if not _is_attachment(part):
+    for part in leaves(message):
+        if not is_attachment(part):
             continue
         try:
             data = part.get_payload(decode=True)
@@ -438,6 +404,39 @@ def find_duplicate(
     )
 
 
+UID_CONFLICT = "UID_CONFLICT"
+"""Problem code of a document whose uniqueId the record holds with another content (E4)."""
+
+
+def known_document(
+    session: Session, account_id: int, document_uid: str | None, sha256: str
+) -> tuple[DocumentState, RecordDocument] | None:
+    """E4: what the record already holds of a document — by uniqueId **and** content.
+
+    The same uniqueId with the same content (the document, or the rendition of the CDA) is a
+    duplicate; the same uniqueId with another content is a conflict; without a uniqueId match,
+    the same content is a duplicate (:func:`find_duplicate`).
+    """
+    live = (DocumentState.FILED.value, DocumentState.OFFERED.value)
+    if document_uid:
+        same_uid = session.scalars(
+            select(RecordDocument)
+            .where(
+                RecordDocument.account_id == account_id,
+                RecordDocument.document_uid == document_uid,
+                RecordDocument.state.in_(live),
+            )
+            .order_by(RecordDocument.id)
+        ).all()
+        for row in same_uid:
+            if sha256 in (row.sha256, row.rendition_sha256):
+                return DocumentState.DUPLICATE, row
+        if same_uid:
+            return DocumentState.CONFLICT, same_uid[0]
+    original = find_duplicate(session, account_id, document_uid, sha256)
+    return None if original is None else (DocumentState.DUPLICATE, original)
+
+
 def _same_set(one: str | None, other: str | None) -> bool:
     return one is None or other is None or one == other
 
@@ -533,6 +532,21 @@ def add_offered_document(
     document.updated_at = now
     apply_versions(session, document)
     return document
+
+
+def offered_documents(session: Session, account_id: int) -> list[RecordDocument]:
+    """Policy ``patient-choice``: documents waiting for the patient to add them, oldest first."""
+    return list(
+        session.scalars(
+            select(RecordDocument)
+            .where(
+                RecordDocument.account_id == account_id,
+                RecordDocument.state == DocumentState.OFFERED.value,
+                RecordDocument.hidden_from_patient.is_(False),
+            )
+            .order_by(RecordDocument.id)
+        )
+    )
 
 
 def set_hidden_from_professionals(
@@ -781,17 +795,24 @@ class Filing:
             row.error_code = verdict.code
             row.identity_rule = verdict.rule
         else:
-            original = find_duplicate(self.session, mailbox.account_id, uid, sha256)
-            if original is not None:
+            known = known_document(self.session, mailbox.account_id, uid, sha256)
+            if known is not None and known[0] is DocumentState.DUPLICATE:
                 row.state = DocumentState.DUPLICATE.value
-                row.duplicate_of_id = original.id
+                row.duplicate_of_id = known[1].id
                 self.session.add(row)
                 return row.state
-            # E5: a document the patient may not see cannot wait for the patient's choice
-            auto = self.settings.records.filing_policy == "auto" or row.hidden_from_patient
-            row.state = (DocumentState.FILED if auto else DocumentState.OFFERED).value
-            row.dedupe_key = dedupe_key(uid, sha256)
-            row.filed_at = now if auto else None
+            if known is not None:
+                # E4: another content under a uniqueId the record holds is not the same
+                # document: kept (content too) for the operator, never filed, never dropped
+                row.state = DocumentState.CONFLICT.value
+                row.duplicate_of_id = known[1].id
+                row.problems = _codes_json([*found.problems, UID_CONFLICT])
+            else:
+                # E5: a document the patient may not see cannot wait for the patient's choice
+                auto = self.settings.records.filing_policy == "auto" or row.hidden_from_patient
+                row.state = (DocumentState.FILED if auto else DocumentState.OFFERED).value
+                row.dedupe_key = dedupe_key(uid, sha256)
+                row.filed_at = now if auto else None
         row.content_blob_id = self.blobs.write(self.session, document.content)
         if document.rendition is not None:
             row.rendition_blob_id = self.blobs.write(self.session, document.rendition)
@@ -1021,8 +1042,16 @@ def make_filing_handler(
             summary = Filing(session, blobs, queue, settings, outbound).run(message_id, account_id)
             if on_filed is not None and summary.skipped is None:
                 on_filed(session, message_id=message_id, account_id=account_id)
+            # E3/E5: whatever filing found (or skipped), the patient's held copy is decided now
+            decision = decide_patient_copy(
+                session, blobs, queue, message_id=message_id, account_id=account_id
+            )
             if not queue.complete(job, session):
                 raise LeaseLostError("the job's lease was lost; filing rolled back")
-        log.info("documents filed", extra={"job_id": job.id, **summary.log_fields()})
+        fields = summary.log_fields()
+        if decision is not None:
+            fields["patient_copy"] = decision.state
+            fields["withheld_parts"] = decision.withheld_parts
+        log.info("documents filed", extra={"job_id": job.id, **fields})
 
     return handle

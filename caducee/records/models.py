@@ -4,11 +4,13 @@
 filed (in the record), offered (policy ``patient-choice``: on the message until the patient
 adds it), quarantined (E3: kept for the operator, never shown to the patient) or duplicate
 (E4: the same document was already in the record; the row only says where it came from
-again) or withdrawn (E4: its author asked for its deletion; kept for the operator and the
-audit, shown to no one else). The bytes are encrypted blobs (J1); the row keeps what
-search and the FHIR ``DocumentReference`` need. ``record_attachments`` says what filing did
-with each attachment of a message, so that a format the record does not take stays on the
-message, marked not filed, with the reason (E1).
+again), in conflict (E4: another content under a uniqueId the record holds; kept for the
+operator, never filed) or withdrawn (E4: its author asked for its deletion; kept for the
+operator and the audit, shown to no one else). The bytes are encrypted blobs (J1); the row
+keeps what search and the FHIR ``DocumentReference`` need. ``record_attachments`` says what
+filing did with each attachment of a message, so that a format the record does not take stays
+on the message, marked not filed, with the reason (E1), and whether the attachment was
+withheld from the patient's copy of the message (E3, E5).
 
 ``records`` and ``mailboxes`` are independent layers (the import contract forbids either to
 import the other), yet filing reads the stored message, the patient's identity and writes the
@@ -54,6 +56,8 @@ class DocumentState(enum.StrEnum):
     QUARANTINED = "quarantined"
     DUPLICATE = "duplicate"
     WITHDRAWN = "withdrawn"
+    CONFLICT = "conflict"
+    """E4: another content under a uniqueId the record knows; not filed, kept for the operator."""
 
 
 class VersionStatus(enum.StrEnum):
@@ -174,6 +178,9 @@ class RecordAttachment(Base):
     problems: Mapped[str | None] = mapped_column(Text)
     document_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    withheld: Mapped[bool] = mapped_column(Boolean, default=False)
+    """E3/E5: left out of the patient's copy of the message (a notice in its place)."""
+    withheld_reason: Mapped[str | None] = mapped_column(String(32))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,12 +190,47 @@ MAIL_MESSAGES = table(
     "messages",
     column("id", BIG_ID),
     column("blob_id", String(32)),
+    column("size", BIG_ID),
     column("received_at", UtcDateTime()),
+    column("direction", String(16)),
     column("envelope_from", String(320)),
     column("header_from", String(320)),
     column("message_id_header", String(998)),
+    column("dkim_result", String(16)),
+    column("end_of_exchange", Boolean()),
     column("mss_problems", Text),
 )
+MAIL_HELD = table(
+    "held_deliveries",
+    column("id", BIG_ID),
+    column("account_id", BIG_ID),
+    column("message_id", BIG_ID),
+    column("folder_id", BIG_ID),
+    column("state", String(16)),
+    column("decided_at", UtcDateTime()),
+    column("copy_message_id", BIG_ID),
+    column("uid", BIG_ID),
+    column("withheld_parts", Integer()),
+)
+MAIL_FOLDERS = table(
+    "folders",
+    column("id", BIG_ID),
+    column("uid_next", BIG_ID),
+    column("highest_modseq", BIG_ID),
+)
+MAIL_ENTRIES = table(
+    "mailbox_entries",
+    column("id", BIG_ID),
+    column("folder_id", BIG_ID),
+    column("message_id", BIG_ID),
+    column("uid", BIG_ID),
+    column("flags", String(500)),
+    column("modseq", BIG_ID),
+    column("internal_date", UtcDateTime()),
+)
+HELD_STATE = "held"
+RELEASED_STATE = "released"
+WITHHELD_STATE = "withheld"
 MAIL_ACCOUNTS = table(
     "accounts",
     column("id", BIG_ID),

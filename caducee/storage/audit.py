@@ -125,8 +125,27 @@ class AuditHead(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+class AuditCheckpoint(Base):
+    """Where a purge cut the chain (I5): the last purged event's position and hash, signed.
+
+    :func:`verify_chain` starts from the latest checkpoint; the signature (HMAC under a key
+    derived from the keyring, see :mod:`caducee.storage.traces`) shows it was written by the
+    gateway, not by whoever deleted rows.
+    """
+
+    __tablename__ = "audit_checkpoints"
+
+    position: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64))
+    cutoff: Mapped[datetime] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    kek_id: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(64))
+
+
 _EVENTS = table_of(AuditEvent)
 _HEAD = table_of(AuditHead)
+_CHECKPOINTS = table_of(AuditCheckpoint)
 _LIMITS = {
     "actor_kind": 16,
     "actor_id": 80,
@@ -280,14 +299,21 @@ def login_event(
     success: bool,
     method: str,
     channel: str,
+    throttled: bool = False,
 ) -> EventFields:
     """One login attempt (IMAP, SMTP submission, HTTP): who, how, and whether it worked.
 
     ``account_id`` is the account the credentials named (None when no such account);
-    ``method`` names the mechanism (``app-password``, ``oidc``, ``client-certificate``).
+    ``method`` names the mechanism (``app-password``, ``oidc``, ``client-certificate``);
+    ``channel`` the door (``smtp``, ``imap``, ``http``). An attempt refused without
+    checking, because of earlier failures, is ``denied`` under the rule ``C1-throttled``.
     """
     known = account_id is not None
     kind = account_kind if success and account_kind else ActorKind.UNKNOWN.value
+    if throttled:
+        result, rule = Result.DENIED, "C1-throttled"
+    else:
+        result, rule = (Result.OK if success else Result.FAILED), f"C1-{method}"
     return record_event(
         session,
         actor_kind=kind,
@@ -295,8 +321,8 @@ def login_event(
         action=Action.LOGIN.value,
         object_type="account",
         object_id=str(account_id) if known else "unknown",
-        result=(Result.OK if success else Result.FAILED).value,
-        rule=f"C1-{method}"[:64],
+        result=result.value,
+        rule=rule[:64],
         subject_account_id=account_id,
         channel=channel,
     )
@@ -401,9 +427,9 @@ def _fields_of(row: Any) -> EventFields:
     )
 
 
-def _rows(session: Session, batch: int) -> Iterator[Any]:
+def _rows(session: Session, batch: int, after: int = 0) -> Iterator[Any]:
     """Every event in chain order, in batches (Core rows: nothing stays in the session)."""
-    last = 0
+    last = after
     connection = session.connection()
     while True:
         rows = connection.execute(
@@ -425,14 +451,19 @@ def verify_chain(session: Session, *, batch: int = 2000) -> ChainReport:
     ).first()
     head_position = int(head.position) if head is not None else 0
     head_hash = str(head.hash) if head is not None else GENESIS_HASH
-    expected = 1
-    previous = GENESIS_HASH
+    checkpoint = session.execute(
+        select(_CHECKPOINTS.c.position, _CHECKPOINTS.c.hash)
+        .order_by(_CHECKPOINTS.c.position.desc())
+        .limit(1)
+    ).first()
+    expected = 1 if checkpoint is None else int(checkpoint.position) + 1  # after a purge (I5)
+    previous = GENESIS_HASH if checkpoint is None else str(checkpoint.hash)
     count = 0
 
     def broken(position: int, problem: str) -> ChainReport:
         return ChainReport(count, head_position, head_hash, broken_at=position, problem=problem)
 
-    for row in _rows(session, batch):
+    for row in _rows(session, batch, expected - 1):
         fields = _fields_of(row)
         if fields.position != expected:
             return broken(expected, "event missing (deleted)")

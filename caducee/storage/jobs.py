@@ -21,7 +21,7 @@ import json
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text, and_, or_, select, update
@@ -227,6 +227,18 @@ class JobQueue:
             rows = session.execute(select(JobRow.state, func.count()).group_by(JobRow.state)).all()
         return {state: count for state, count in rows}
 
+    def backlog(self) -> list[tuple[str, int, datetime]]:
+        """Per kind: how many jobs are ready (due or waiting to retry) and the oldest's creation."""
+        from sqlalchemy import func
+
+        with self.database.reading() as session:
+            rows = session.execute(
+                select(JobRow.kind, func.count(), func.min(JobRow.created_at))
+                .where(JobRow.state == READY)
+                .group_by(JobRow.kind)
+            ).all()
+        return [(kind, count, _aware(oldest)) for kind, count, oldest in rows]
+
     def retry_now(self, job_id: int) -> bool:
         """Put a dead or waiting job back at the front of the queue."""
         now = utcnow()
@@ -240,3 +252,8 @@ class JobQueue:
                 .execution_options(synchronize_session=False)
             )
             return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
+def _aware(moment: datetime) -> datetime:
+    """``moment`` in UTC (an aggregate may come back naive from SQLite)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -12,13 +12,16 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 
-from caducee.storage.jobs import ClaimedJob, JobQueue
+from caducee.storage.jobs import DEAD, ClaimedJob, JobQueue
 
 log = logging.getLogger("caducee.worker")
 
 JobHandler = Callable[[ClaimedJob], None]
+JobObserver = Callable[[str, str, float], None]
+"""Told ``(kind, outcome, seconds)`` after each job: done, retry, dead (metrics)."""
 
 
 class PermanentJobError(Exception):
@@ -36,8 +39,10 @@ class WorkerPool:
         workers: int,
         poll_interval: float,
         name: str = "worker",
+        observe: JobObserver | None = None,
     ) -> None:
         self.queue = queue
+        self.observe = observe
         self.handlers = dict(handlers)
         self.workers = workers
         self.poll_interval = poll_interval
@@ -96,15 +101,21 @@ class WorkerPool:
     def _execute(self, job: ClaimedJob) -> None:
         handler = self.handlers[job.kind]
         fields = {"job_id": job.id, "kind": job.kind, "attempt": job.attempts}
+        started = time.perf_counter()
+        outcome = "done"
         try:
             handler(job)
         except PermanentJobError as error:
+            outcome = "dead"
             self.queue.fail(job, str(error), permanent=True)
             log.warning("job dead-lettered", extra={**fields, "reason": type(error).__name__})
         except Exception as error:
             state = self.queue.fail(job, f"{type(error).__name__}: {error}")
+            outcome = "dead" if state == DEAD else "retry"
             log.warning(
                 "job failed", extra={**fields, "state": state, "reason": type(error).__name__}
             )
         else:
             self.queue.complete(job)
+        if self.observe is not None:
+            self.observe(job.kind, outcome, time.perf_counter() - started)

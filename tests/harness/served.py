@@ -13,6 +13,8 @@ already in use" and :meth:`ServedGateway.start` picks new ports and starts again
 from __future__ import annotations
 
 import base64
+import email
+import email.policy
 import imaplib
 import json
 import os
@@ -31,9 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import dkim
+from sqlalchemy import select
 
 from caducee.config import load_settings
 from caducee.gateway.runtime import Gateway, build_gateway
+from caducee.mailboxes.outbound import RELAY_JOB
+from caducee.storage.jobs import JobRow
 from tests.harness.identities import Identity, add_patient, valid_ins
 from tests.harness.paths import CADUCEE, IMAP_ONLY
 from tests.harness.waiting import wait_until
@@ -343,6 +348,24 @@ class ServedGateway:
         finally:
             os.environ.clear()
             os.environ.update(previous)
+
+    def queued_mdns(self) -> list[EmailMessage]:
+        """The MDNs (receipts) waiting in the relay queue, parsed."""
+        components = self.components()
+        try:
+            with components.database.transaction() as session:
+                jobs = session.scalars(select(JobRow).where(JobRow.kind == RELAY_JOB)).all()
+                return [
+                    email.message_from_bytes(
+                        components.blobs.read(session, job.payload["blob_id"]),
+                        _class=EmailMessage,
+                        policy=email.policy.default,
+                    )
+                    for job in jobs
+                    if job.payload.get("purpose") == "mdn"
+                ]
+        finally:
+            components.close()
 
     def add_patient(self, ins: str, state: str = "active") -> str:
         """A patient space for ``ins`` in this home's database; its address."""

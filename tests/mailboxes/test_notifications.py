@@ -279,6 +279,7 @@ def test_g1_a_burst_is_grouped_into_one_notification(
     assert "3 nouveaux messages" in body and "2 documents nouveaux ou mis à jour" in body
     # after sending, a new event opens a new batch
     record.deliver(build_mail([pdf_part(n1_pdf + b"\n% 4\n")], subject="quatre"))
+    record.file()  # E5: the patient's copy is visible (and notified) once filed
     run_jobs(record.queue, handler)
     release_delayed(record.database)
     run_jobs(record.queue, handler)
@@ -292,16 +293,19 @@ def test_g1_per_type_preferences_and_no_contact(
     email = FakeEmail()
     handler = make_notify_handler(record.database, record.queue, settings, email=email)
     record.deliver(build_mail([pdf_part(n1_pdf)]))
+    record.file()  # E5: the patient's copy is visible (and notified) once filed
     run_jobs(record.queue, handler)
     assert email.sent == []  # no personal contact: nothing to send, nothing kept
     set_contact(record, settings, phone=None, types={"new-message": False})
     record.deliver(build_mail([pdf_part(n1_pdf + b"\n% b\n")]))
+    record.file()  # E5: the patient's copy is visible (and notified) once filed
     run_jobs(record.queue, handler)
     assert email.sent == []
     with record.database.reading() as session:
         assert list(session.scalars(select(NotificationBatch))) == []
     set_contact(record, settings, types={"new-message": None}, channels={"sms": False})
     record.deliver(build_mail([pdf_part(n1_pdf + b"\n% c\n")]))
+    record.file()  # E5: the patient's copy is visible (and notified) once filed
     run_jobs(record.queue, handler)
     assert len(email.sent) == 1
     assert not settings.path(settings.sms_file).exists()
@@ -316,6 +320,7 @@ def test_g1_failures_are_retried_without_sending_twice(
     sms = FlakySms(settings.path(settings.sms_file), failures=1)
     handler = make_notify_handler(record.database, record.queue, settings, email=email, sms=sms)
     record.deliver(build_mail([pdf_part(n1_pdf)]))
+    record.file()  # E5: the patient's copy is visible (and notified) once filed
     run_jobs(record.queue, handler)  # the e-mail fails: retried later
     assert email.sent == [] and sms.sent() == []
     release_delayed(record.database)

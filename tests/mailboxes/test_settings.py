@@ -73,4 +73,5 @@ def test_g1_standard_handler_without_senders_drops_quietly(
     handler = notify_handler(gateway)
     set_contact(record, NotificationSettings.from_settings(record.settings))
     record.deliver(build_mail([pdf_part(n1_pdf)]))
+    record.file()  # E5: the patient's copy is visible (and notified) once filed
     assert run_jobs(record.queue, handler) == 1  # collected nowhere: no channel configured

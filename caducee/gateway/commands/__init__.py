@@ -24,3 +24,22 @@ def add_home_argument(parser: argparse.ArgumentParser) -> None:
 
 class CommandError(Exception):
     """A command could not do its work; the message is shown to the operator (exit 1)."""
+
+
+def confirm_removal(would_remove: int, existing: int, share: float, *, assume_yes: bool) -> bool:
+    """Ask before an import removes more than ``share`` of ``existing`` rows (or ``--yes``).
+
+    Without a terminal on standard input the answer is no: a script passes ``--yes``.
+    """
+    import sys
+
+    if assume_yes or existing <= 0 or would_remove / existing <= share:
+        return True
+    question = (
+        f"This import would remove {would_remove} of {existing} entries "
+        f"({would_remove / existing:.0%}, more than {share:.0%}). Continue? [y/N] "
+    )
+    if not sys.stdin.isatty():
+        print(question + "no (not a terminal; pass --yes)", file=sys.stderr)
+        return False
+    return input(question).strip().lower() in ("y", "yes", "o", "oui")

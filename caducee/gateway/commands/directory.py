@@ -28,6 +28,7 @@ from typing import Any
 from caducee.directory.formats import SourceKind
 from caducee.directory.importer import (
     DirectoryImportError,
+    ImportCancelled,
     ImportMode,
     ImportSummary,
     import_file,
@@ -42,7 +43,12 @@ from caducee.directory.search import (
     hit_from_practitioner,
 )
 from caducee.directory.service import DirectoryError, lookup, search, set_red_list
-from caducee.gateway.commands import CommandError, Subcommands, add_home_argument
+from caducee.gateway.commands import (
+    CommandError,
+    Subcommands,
+    add_home_argument,
+    confirm_removal,
+)
 from caducee.gateway.home import open_home
 
 _KINDS = {"mss": SourceKind.MSS_EXTRACTION, "ps": SourceKind.PS_LIBREACCES}
@@ -70,6 +76,12 @@ def register(subcommands: Subcommands) -> None:
         "merge: add and update only",
     )
     importer.add_argument("--json", action="store_true", help="print the summary as JSON")
+    importer.add_argument(
+        "--dry-run", action="store_true", help="say what would change, change nothing"
+    )
+    importer.add_argument(
+        "--yes", action="store_true", help="no confirmation when many entries would be removed"
+    )
     add_home_argument(importer)
     importer.set_defaults(handler=run_import)
 
@@ -114,9 +126,18 @@ def run_import(args: argparse.Namespace) -> int:
                 mode=ImportMode(args.mode),
                 expected=_KINDS[args.kind] if args.kind else None,
                 hosted_domains=home.settings.gateway.hosted_domains,
+                dry_run=args.dry_run,
+                confirm_removal=lambda removed, existing: confirm_removal(
+                    removed,
+                    existing,
+                    home.settings.lifecycle.import_removal_share,
+                    assume_yes=args.yes,
+                ),
             )
-        except DirectoryImportError as error:
+        except (DirectoryImportError, ImportCancelled) as error:
             raise CommandError(str(error)) from None
+    if args.dry_run and not args.json:
+        print("Dry run: nothing changed. The import would do this:")
     if args.json:
         print(json.dumps(summary.to_dict(), ensure_ascii=False, indent=2))
     else:

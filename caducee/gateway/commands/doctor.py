@@ -1,7 +1,8 @@
 """``caducee doctor --home DIR``: is this gateway fit to run? (K3)
 
 Checks the configuration, the database and its migrations, the certificates
-(and how long they have left), the keys, the blob folder and the listeners'
+(and how long they have left), the keys, the blob folder (or the S3 bucket:
+reachable and listable with the configured credentials) and the listeners'
 ports. Prints one line per check; exits 0 when all is well, 1 with the list of
 problems otherwise.
 """
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from caducee.config import ConfigError, Settings, load_settings
 from caducee.gateway.commands import Subcommands, add_home_argument
 from caducee.storage import schema
+from caducee.storage.blob_backends import BlobBackendError, S3Backend, make_backend
 from caducee.storage.blobs import BlobStore
 from caducee.storage.db import Database
 from caducee.storage.keyring import Keyring, KeyringError
@@ -142,6 +144,16 @@ def _check_dkim(settings: Settings, report: Report) -> None:
 
 
 def _check_blobs(settings: Settings, report: Report) -> None:
+    if settings.blobs.backend == "s3":
+        backend = make_backend(settings)
+        assert isinstance(backend, S3Backend)
+        try:
+            backend.check()
+        except BlobBackendError as error:
+            report.problem(f"blob store: {error}")
+        else:
+            report.ok(f"blob store: {backend.describe()}")
+        return
     folder = settings.path(settings.blobs.path)
     if folder.is_dir() and os.access(folder, os.W_OK):
         report.ok(f"blob folder: {folder}")

@@ -11,9 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
 from caducee.config import load_settings
+from caducee.config.settings import env_value
 from caducee.directory.anchors import add_anchors
 from caducee.gateway import pki
 from caducee.gateway.commands import CommandError, Subcommands, add_home_argument
@@ -40,7 +45,42 @@ def _toml_string(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def render_config(*, demo: bool, peer_dkim_record: str | None) -> str:
+DEFAULT_DATABASE_URL = "sqlite:///caducee.db"
+DATABASE_URL_ENV = "CADUCEE_DATABASE__URL"
+
+
+def initial_database_url(environ: Mapping[str, str]) -> tuple[str, bool]:
+    """The database URL a new home is made with, as it goes into ``caducee.toml``.
+
+    The one the environment sets (``CADUCEE_DATABASE__URL``, read like every
+    override), else SQLite in the home. A password in the URL is left out of the
+    file (secrets stay in the environment, ``PGPASSWORD`` or ``~/.pgpass``); the
+    second value says whether one was left out.
+    """
+    raw = environ.get(DATABASE_URL_ENV, "").strip()
+    value = env_value(raw) if raw else ""
+    if not isinstance(value, str) or not value:
+        return DEFAULT_DATABASE_URL, False
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        return value, False  # load_settings reports the bad URL in one sentence
+    if url.password is None:
+        return value, False
+    without = URL.create(
+        url.drivername,
+        username=url.username,
+        host=url.host,
+        port=url.port,
+        database=url.database,
+        query=url.query,
+    )
+    return without.render_as_string(hide_password=False), True
+
+
+def render_config(
+    *, demo: bool, peer_dkim_record: str | None, database_url: str = DEFAULT_DATABASE_URL
+) -> str:
     """The caducee.toml of a new home: only what differs from the defaults."""
     lines = [
         "# Caducée gateway configuration; every field is described in",
@@ -57,7 +97,7 @@ def render_config(*, demo: bool, peer_dkim_record: str | None) -> str:
     lines += [
         "",
         "[database]",
-        'url = "sqlite:///caducee.db"',
+        f"url = {_toml_string(database_url)}",
         "",
         "[listeners]",
         'host = "127.0.0.1"',
@@ -152,11 +192,18 @@ def run(args: argparse.Namespace) -> int:
     ca = _ensure_tls(layout, "mx.caducee.localhost", hosted, steps)
     peer_record = _ensure_peer(layout, ca, steps) if args.demo else None
     if not config_existed:
+        database_url, password_left_out = initial_database_url(os.environ)
         layout.config.write_text(
-            render_config(demo=args.demo, peer_dkim_record=peer_record), "utf-8"
+            render_config(demo=args.demo, peer_dkim_record=peer_record, database_url=database_url),
+            "utf-8",
         )
         os.chmod(layout.config, 0o600)
         steps.did("configuration (caducee.toml)")
+        if password_left_out:
+            print(
+                "Note: the database password was not written to caducee.toml; give it with "
+                f"{DATABASE_URL_ENV}, PGPASSWORD or ~/.pgpass."
+            )
     settings = load_settings(layout.root)
     _ensure_dkim(settings.path(settings.dkim.private_key), steps)
     keyring_folder = settings.path(settings.crypto.keyring)

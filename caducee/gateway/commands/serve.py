@@ -20,10 +20,14 @@ import uvicorn
 
 from caducee.config import Settings, load_settings
 from caducee.gateway.commands import CommandError, Subcommands, add_home_argument
+from caducee.gateway.http.admin_api import admin_routes
 from caducee.gateway.http.app import build_http_app
 from caducee.gateway.http.directory_api import directory_routes
+from caducee.gateway.http.limits import limited_protocol
 from caducee.gateway.http.patient_api import access_routes
 from caducee.gateway.imap.server import ImapListeners
+from caducee.gateway.lifecycle import ensure_sweep
+from caducee.gateway.limits import ConnectionLimiter
 from caducee.gateway.logs import configure_logging
 from caducee.gateway.runtime import Gateway, build_gateway
 from caducee.gateway.smtp.auth import Authenticator
@@ -70,6 +74,10 @@ def _http_server(gateway: Gateway) -> _HttpServer | None:
             "ssl_ciphers": TLS12_CIPHERS,
         }
     routes = [*directory_routes(gateway.database), *access_routes(gateway)]
+    if settings.admin.enabled:
+        routes += admin_routes(gateway)
+    limits = settings.http
+    limiter = ConnectionLimiter(total=limits.max_connections, per_ip=limits.max_connections_per_ip)
     config = uvicorn.Config(
         build_http_app(gateway, extra_routes=routes),
         host=settings.listeners.host,
@@ -78,6 +86,11 @@ def _http_server(gateway: Gateway) -> _HttpServer | None:
         access_log=False,
         server_header=False,
         lifespan="off",
+        # Connection caps answer 503 problem+json (uvicorn's limit_concurrency would
+        # answer in text/plain, and counts no client address): ours, in the protocol.
+        http=limited_protocol(limiter, limits.max_connection_seconds),
+        timeout_keep_alive=limits.keep_alive_seconds,
+        h11_max_incomplete_event_size=limits.max_header_bytes,
         **ssl_options,  # type: ignore[arg-type]
     )
     return _HttpServer(config)
@@ -133,6 +146,7 @@ async def serve(gateway: Gateway, role: str = ROLE_MAIN) -> None:
         loop.add_signal_handler(signum, stop.set)
     workers = gateway.worker_pool() if main else None
     if workers is not None:
+        ensure_sweep(gateway)  # the periodic lifecycle sweep (I1, I2, I4)
         workers.start()
     committer = GroupCommitter(gateway.database)
     committer.start()

@@ -6,7 +6,9 @@ and its TLS certificate must chain to a trust anchor. These commands import the
 whitelist, manage the anchors, add a domain by hand and tell whether a domain
 is trusted, so that an operator can see and fix why a peer is refused.
 
-- ``trust import FILE``: replace the whitelist rows with the file's content.
+- ``trust import FILE [--dry-run] [--yes]``: replace the whitelist rows with the file's
+  content (``--dry-run``: say what would change; a confirmation when more than
+  ``[lifecycle] import_removal_share`` of the domains would go).
   A truncated file is normal for the published list: the report says what was
   lost and the exit code is 0; it is 1 only when nothing could be imported.
 - ``trust add-anchor FILE``, ``trust anchors``, ``trust remove-anchor FINGERPRINT``.
@@ -19,7 +21,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from caducee.directory.anchors import AnchorError, add_anchor_file, list_anchors, remove_anchor
 from caducee.directory.trust_models import (
@@ -29,8 +32,14 @@ from caducee.directory.trust_models import (
     is_trusted_domain,
     to_ascii_domain,
 )
+from caducee.directory.whitelist import SOURCE as WHITELIST_SOURCE
 from caducee.directory.whitelist import import_whitelist
-from caducee.gateway.commands import CommandError, Subcommands, add_home_argument
+from caducee.gateway.commands import (
+    CommandError,
+    Subcommands,
+    add_home_argument,
+    confirm_removal,
+)
 from caducee.gateway.home import open_home
 from caducee.storage.db import utcnow
 
@@ -41,6 +50,12 @@ def register(subcommands: Subcommands) -> None:
 
     importer = actions.add_parser("import", help="import the national MSSanté whitelist XML")
     importer.add_argument("file", type=Path, help="the whitelist file (listeblanchemssante.xml)")
+    importer.add_argument(
+        "--dry-run", action="store_true", help="say what would change, change nothing"
+    )
+    importer.add_argument(
+        "--yes", action="store_true", help="no confirmation when many domains would be removed"
+    )
     add_home_argument(importer)
     importer.set_defaults(handler=run_import)
 
@@ -77,11 +92,37 @@ def run_import(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise CommandError(f"{path} is not a readable file")
     with open_home(Path(args.home)) as home:
-        report = import_whitelist(home.database, path)
+        share = home.settings.lifecycle.import_removal_share
+        session = Session(home.database.engine)
+        try:
+            existing = int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(TrustDomain)
+                    .where(TrustDomain.source == WHITELIST_SOURCE)
+                )
+                or 0
+            )
+            report = import_whitelist(session, path)  # in our transaction: ours to keep or not
+            keep = not args.dry_run and (
+                report.removed == 0
+                or confirm_removal(report.removed, existing, share, assume_yes=args.yes)
+            )
+            if keep:
+                session.commit()
+            else:
+                session.rollback()
+        finally:
+            session.close()
+    if args.dry_run:
+        print("Dry run: nothing changed. The import would do this:")
     for line in report.summary_lines():
         print(line)
     if not report.imported:
         print("Nothing could be imported; the trust space is unchanged.")
+        return 1
+    if not args.dry_run and not keep:
+        print("Cancelled: the trust space is unchanged.")
         return 1
     return 0
 

@@ -1,7 +1,8 @@
 """The HTTP application: liveness, readiness, Prometheus metrics and the APIs (K3).
 
 Errors are ``application/problem+json`` (RFC 9457) so that every client gets
-the same shape of refusal.
+the same shape of refusal. Request bodies are bounded before they are read
+(``[http] max_body_bytes``, :mod:`caducee.gateway.http.limits`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from prometheus_client.registry import Collector
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from caducee import __version__
+from caducee.gateway.http.limits import BodyLimitMiddleware
+from caducee.gateway.metrics import QueueBacklogCollector
 from caducee.gateway.runtime import Gateway
 from caducee.storage import schema
 from caducee.storage.jobs import DEAD, DONE, READY, RUNNING
@@ -55,6 +59,8 @@ def build_http_app(gateway: Gateway, extra_routes: list[BaseRoute] | None = None
     """The Starlette application served on the HTTP listener."""
     registry = CollectorRegistry()
     registry.register(QueueCollector(gateway))
+    registry.register(QueueBacklogCollector(gateway.queue))
+    registry.register(gateway.metrics)  # listeners, SMTP, jobs, blobs, database
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "service": "caducee", "version": __version__})
@@ -94,4 +100,10 @@ def build_http_app(gateway: Gateway, extra_routes: list[BaseRoute] | None = None
         Route("/metrics", metrics),
         *(extra_routes or []),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    return Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: http_error},
+        middleware=[
+            Middleware(BodyLimitMiddleware, max_bytes=gateway.settings.http.max_body_bytes)
+        ],
+    )

@@ -42,6 +42,7 @@ from caducee import __version__
 from caducee.gateway.http.fhir_auth import (
     REALM,
     AuthenticationFailed,
+    AuthenticationThrottled,
     Authenticator,
     BasicAuthenticator,
     Principal,
@@ -562,6 +563,9 @@ class FhirApi:
                 principal = await authenticator.authenticate(request)
                 if principal is not None:
                     break
+        except AuthenticationThrottled as throttled:
+            retry = {"Retry-After": str(throttled.retry_after)}
+            raise FhirError(429, "throttled", "too many failed sign-ins", retry) from None
         except AuthenticationFailed:
             raise FhirError(401, "login", "authentication failed", challenge) from None
         if principal is None:

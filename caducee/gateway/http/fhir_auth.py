@@ -1,36 +1,33 @@
 """Who is calling the FHIR API: HTTP Basic with a mailbox address and an app password (C1).
 
 Patients' FHIR clients authenticate like their mail clients: the mailbox address and one of
-its app passwords. Checking an app password is argon2id, slow on purpose, so the check runs
-in a worker thread, off the event loop, and a success is remembered for a short while
-(``ttl_seconds``) under an HMAC of the credentials, keyed by a secret drawn at start-up: a
-search session of a few requests then pays for one check, and the cache never holds the
-password or anything that could be tested against it offline. Failures are never cached.
-A remembered success is used only while the account's sign-in fingerprint (its state and
-its app-password hashes: one indexed query) is unchanged: a suspended or closed account, or
-a revoked or added app password, is checked again at once.
+its app passwords, checked by the identity service every door shares
+(:mod:`caducee.mailboxes.identity`): argon2id in a worker thread, off the event loop, a
+verified-credential cache (an HMAC of the credentials under a secret drawn at start-up,
+used only while the account's sign-in fingerprint is unchanged: a suspended or closed
+account, or a revoked or added app password, is checked again at once), and the failure
+limiter: past a few failures for an account from one client address, or many from one
+address, attempts are refused with :class:`AuthenticationThrottled` (HTTP 429 with
+``Retry-After``) until a growing delay passes. Failures are never cached. Fresh checks
+(not cache hits) and every failure are ``login`` audit events (F4, channel ``http``).
 
 :class:`Authenticator` is the seam for other ways in: the webmail's session cookie (H2) and
-professionals' OpenID Connect tokens (F2) will be other implementations, tried in order.
+professionals' OpenID Connect tokens (F2) are other implementations, tried in order.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
-import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
-from caducee.mailboxes.accounts import check_app_password, sign_in_fingerprint
+from caducee.config import Settings
+from caducee.mailboxes.identity import IdentityService, Principal
 from caducee.storage.db import Database
 
 REALM = "Caducee"
@@ -38,17 +35,41 @@ MAX_ADDRESS_LENGTH = 320
 MAX_PASSWORD_LENGTH = 256
 
 
-@dataclass(frozen=True)
-class Principal:
-    """An authenticated caller: the account and how it proved who it is."""
-
-    account_id: int
-    kind: str
-    method: str
+__all__ = ["Principal"]
 
 
 class AuthenticationFailed(Exception):
     """Credentials were presented and are wrong; the caller answers 401."""
+
+
+class AuthenticationThrottled(AuthenticationFailed):
+    """Too many failures for these credentials from this address; the caller answers 429."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("too many failed sign-ins")
+        self.retry_after = retry_after
+
+
+def too_many_failures(throttled: AuthenticationThrottled) -> JSONResponse:
+    """``429`` as ``application/problem+json`` with ``Retry-After`` (RFC 6585, RFC 9457)."""
+    seconds = throttled.retry_after
+    body = {
+        "type": "about:blank",
+        "title": "Too many failed sign-ins",
+        "status": 429,
+        "detail": f"try again in {seconds} s",
+    }
+    return JSONResponse(
+        body,
+        status_code=429,
+        media_type="application/problem+json",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+def client_address(request: Request) -> str:
+    """The client's IP address as the connection shows it."""
+    return request.client.host if request.client is not None else "unknown"
 
 
 class Authenticator(Protocol):
@@ -87,49 +108,34 @@ def basic_credentials(header: str) -> tuple[str, str] | None:
 
 
 class BasicAuthenticator:
-    """HTTP Basic against the app passwords of hosted accounts, with a short success cache."""
+    """HTTP Basic against the app passwords of hosted accounts, through the identity service.
+
+    ``identity`` is the process's shared service (:func:`caducee.gateway.identity.identity_for`);
+    without it (tests), a service of its own with a ``ttl_seconds`` cache on ``clock``.
+    """
 
     def __init__(
         self,
         database: Database,
         *,
+        identity: IdentityService | None = None,
         ttl_seconds: float = 60.0,
-        max_entries: int = 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.database = database
-        self.ttl = ttl_seconds
-        self.max_entries = max_entries
-        self.clock = clock
-        self._secret = secrets.token_bytes(32)
-        self._cache: OrderedDict[bytes, tuple[float, Principal, str]] = OrderedDict()
-        self.checks = 0
+        if identity is None:
+            defaults = Settings()
+            cache = {"credential_cache_seconds": ttl_seconds}
+            settings = defaults.model_copy(
+                update={"identity": defaults.identity.model_copy(update=cache)}
+            )
+            identity = IdentityService(settings, database, clock=clock)
+        self.identity = identity
+
+    @property
+    def checks(self) -> int:
         """How many argon2 checks ran (for tests and metrics)."""
-
-    def _key(self, user: str, password: str) -> bytes:
-        material = user.lower().encode("utf-8") + b"\x00" + password.encode("utf-8")
-        return hmac.new(self._secret, material, hashlib.sha256).digest()
-
-    def _check(self, user: str, password: str) -> tuple[Principal, str] | None:
-        with self.database.transaction() as session:
-            account = check_app_password(session, user, password)
-            if account is None:
-                return None
-            fingerprint = sign_in_fingerprint(session, account.id)
-            if fingerprint is None:
-                return None
-            principal = Principal(account_id=account.id, kind=account.kind, method="basic")
-            return principal, fingerprint
-
-    def _fingerprint(self, account_id: int) -> str | None:
-        with self.database.reading() as session:
-            return sign_in_fingerprint(session, account_id)
-
-    def _remember(self, key: bytes, principal: Principal, fingerprint: str) -> None:
-        self._cache[key] = (self.clock() + self.ttl, principal, fingerprint)
-        self._cache.move_to_end(key)
-        while len(self._cache) > self.max_entries:
-            self._cache.popitem(last=False)
+        return self.identity.checks
 
     async def authenticate(self, request: Request) -> Principal | None:
         header = request.headers.get("authorization")
@@ -139,18 +145,11 @@ class BasicAuthenticator:
         if credentials is None:
             return None
         user, password = credentials
-        key = self._key(user, password)
-        cached = self._cache.get(key)
-        if cached is not None:
-            expires, principal, fingerprint = cached
-            if expires > self.clock() and fingerprint == await run_in_threadpool(
-                self._fingerprint, principal.account_id
-            ):
-                return principal
-            del self._cache[key]
-        self.checks += 1
-        checked = await run_in_threadpool(self._check, user, password)
-        if checked is None:
+        outcome = await self.identity.sign_in(
+            user, password, ip=client_address(request), channel="http", audit_cached=False
+        )
+        if outcome.throttled is not None:
+            raise AuthenticationThrottled(outcome.throttled.retry_after_seconds)
+        if outcome.principal is None:
             raise AuthenticationFailed("wrong credentials")
-        self._remember(key, *checked)
-        return checked[0]
+        return outcome.principal

@@ -8,7 +8,8 @@ gate in front of it, mounted at the same ``/fhir`` (:func:`record_routes` replac
 - a patient reading their own record goes on to the patient API unchanged; the gate records
   the read in the audit trail with the status it got;
 - a professional (HTTP Basic with a hosted professional's app password, or an OpenID Connect
-  bearer token of Pro Santé Connect, verified by :class:`~caducee.gateway.smtp.oidc.TokenVerifier`)
+  bearer token of Pro Santé Connect, verified by
+  :class:`~caducee.mailboxes.identity.oidc.TokenVerifier`)
   and a patient acting for a minor (naming the minor's record with ``patient.identifier``) are
   served here: ``GET /fhir/DocumentReference?patient.identifier=<INS>&…``,
   ``GET /fhir/DocumentReference/{id}`` and ``GET /fhir/Binary/{id}``.
@@ -71,13 +72,16 @@ from caducee.gateway.http.fhir_api import (
 from caducee.gateway.http.fhir_auth import (
     REALM,
     AuthenticationFailed,
+    AuthenticationThrottled,
     Authenticator,
     BasicAuthenticator,
     Principal,
+    too_many_failures,
 )
+from caducee.gateway.identity import identity_for
 from caducee.gateway.runtime import Gateway
-from caducee.gateway.smtp.oidc import TokenError, TokenVerifier
-from caducee.mailboxes.accounts import Account, AccountKind, AccountState, find_account
+from caducee.mailboxes.accounts import Account, AccountKind, AccountState
+from caducee.mailboxes.identity.oidc import TokenError, TokenVerifier
 from caducee.mailboxes.notifications import Event, queue_notification
 from caducee.mailboxes.rights import (
     AccessSettings,
@@ -112,7 +116,7 @@ from caducee.records.service import (
     record_owner,
     replaced_versions,
 )
-from caducee.storage.audit import Action, ActorKind, Result, login_event, record_event
+from caducee.storage.audit import Action, ActorKind, Result, record_event
 from caducee.storage.db import Database
 
 log = logging.getLogger("caducee.http.fhir.access")
@@ -147,27 +151,11 @@ def _actor_kind(account_kind: str) -> str:
 
 
 class AuditedBasicAuthenticator(BasicAuthenticator):
-    """HTTP Basic whose fresh credential checks (not cache hits) are login events (F4)."""
+    """HTTP Basic whose fresh credential checks (not cache hits) are login events (F4).
 
-    def _check(self, user: str, password: str) -> tuple[Principal, str] | None:
-        checked = super()._check(user, password)
-        principal = checked[0] if checked is not None else None
-        with self.database.transaction() as session:
-            if principal is not None:
-                account_id: int | None = principal.account_id
-                kind: str | None = _actor_kind(principal.kind)
-            else:
-                account = find_account(session, user)
-                account_id, kind = (account.id, None) if account is not None else (None, None)
-            login_event(
-                session,
-                account_id=account_id,
-                account_kind=kind,
-                success=principal is not None,
-                method="app-password",
-                channel="http",
-            )
-        return checked
+    The identity service audits them (every failure, fresh successes: channel ``http``);
+    the name stays for the callers that build one.
+    """
 
 
 @dataclass(frozen=True)
@@ -246,6 +234,7 @@ class OidcAuthenticator:
             self._login(session, Result.OK, national_id, account_id)
         principal = TokenPrincipal(
             account_id=account_id,
+            address="",
             kind=AccountKind.PROFESSIONAL.value,
             method="oidc",
             national_id=national_id,
@@ -895,6 +884,9 @@ class RecordGate:
                 principal = await authenticator.authenticate(request)
                 if principal is not None:
                     break
+        except AuthenticationThrottled as throttled:
+            await too_many_failures(throttled)(scope, receive, send)
+            return
         except AuthenticationFailed:
             error = FhirError(
                 401, "login", "authentication failed", {"WWW-Authenticate": BOTH_CHALLENGES}
@@ -1007,5 +999,10 @@ def record_routes(
 
 
 def shared_basic_authenticator(gateway: Gateway) -> AuditedBasicAuthenticator:
-    """The HTTP Basic authenticator the FHIR gate and the patient API share."""
-    return AuditedBasicAuthenticator(gateway.database)
+    """The HTTP Basic authenticator the FHIR gate and the patient API share.
+
+    On the identity service every door of the process shares (one limiter, one cache).
+    """
+    return AuditedBasicAuthenticator(
+        gateway.database, identity=identity_for(gateway.settings, gateway.database)
+    )

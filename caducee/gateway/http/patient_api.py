@@ -13,6 +13,9 @@ POST    ``/professionals/{id}/authorise``           authorise one again
 PUT     ``/medecin-traitant``                       ``{"professional": id}``: name the médecin
                                                     traitant (replaces the previous one)
 GET/PUT ``/emergency-access``                       ``{"enabled": bool}``: break-glass on/off
+GET     ``/documents/offered``                      documents offered under the ``patient-choice``
+                                                    policy, waiting to be added (E1)
+POST    ``/documents/{id}/add``                     add one to the record (E1 patient-choice)
 PUT     ``/documents/{id}/visibility``              ``{"hidden_from_professionals": bool}`` (E5)
 GET     ``/history?limit=&before=&action=``         who did what in the space, newest first
 GET     ``/notifications``, PUT/PATCH same          contact e-mail/phone, language, channels,
@@ -44,7 +47,12 @@ from starlette.routing import BaseRoute, Mount, Route
 from caducee.directory.models import DirectoryEntry
 from caducee.directory.service import find_by_address, find_by_national_id
 from caducee.gateway.http.app import PROBLEM_JSON
-from caducee.gateway.http.fhir_auth import AuthenticationFailed, Authenticator, Principal
+from caducee.gateway.http.fhir_auth import (
+    AuthenticationFailed,
+    AuthenticationThrottled,
+    Authenticator,
+    Principal,
+)
 from caducee.gateway.http.fhir_professional import shared_basic_authenticator
 from caducee.gateway.runtime import Gateway
 from caducee.mailboxes.accounts import Account, AccountKind
@@ -67,7 +75,11 @@ from caducee.mailboxes.rights import (
     set_professional_status,
 )
 from caducee.policies.access import ProfessionalStatus, is_minor
-from caducee.records.filing import set_hidden_from_professionals
+from caducee.records.filing import (
+    add_offered_document,
+    offered_documents,
+    set_hidden_from_professionals,
+)
 from caducee.records.readers.cda import french_time
 from caducee.storage.audit import Action, ActorKind, AuditEvent, Result, history, record_event
 
@@ -83,6 +95,7 @@ class ApiError(Exception):
     title: str
     detail: str | None = None
     rule: str | None = None
+    retry_after: int | None = None
 
 
 def _problem(error: ApiError) -> JSONResponse:
@@ -94,6 +107,8 @@ def _problem(error: ApiError) -> JSONResponse:
     headers = {"Cache-Control": "no-store"}
     if error.status == 401:
         headers["WWW-Authenticate"] = CHALLENGE
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
     return JSONResponse(body, status_code=error.status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -178,6 +193,11 @@ class PatientApi:
                 principal = await authenticator.authenticate(request)
                 if principal is not None:
                     break
+        except AuthenticationThrottled as throttled:
+            detail = f"try again in {throttled.retry_after} s"
+            raise ApiError(
+                429, "Too many failed sign-ins", detail, retry_after=throttled.retry_after
+            ) from None
         except AuthenticationFailed:
             raise ApiError(401, "Authentication failed") from None
         if principal is None:
@@ -337,6 +357,57 @@ class PatientApi:
             raise ApiError(404, "Not found", "no such document in your record")
         return _json({"id": public_id, "hidden_from_professionals": hidden})
 
+    # -- offered documents (E1 patient-choice) ----------------------------------------------------
+
+    async def offered(self, request: Request) -> Response:
+        principal = await self._patient(request)
+        patient_id = principal.account_id
+
+        def read(session: Session) -> list[dict[str, Any]]:
+            return [
+                {
+                    "id": document.public_id,
+                    "title": document.title,
+                    "type": document.type_display or document.type_code,
+                    "mime_type": document.mime_type,
+                    "size": document.size,
+                    "date": _instant(document.document_date),
+                    "received_at": _instant(document.received_at),
+                }
+                for document in offered_documents(session, patient_id)
+            ]
+
+        return _json({"documents": await self._in_thread(read)})
+
+    async def add_document(self, request: Request) -> Response:
+        principal = await self._patient(request)
+        public_id = str(request.path_params["id"])
+        if not (0 < len(public_id) <= 64 and public_id.isalnum()):
+            raise ApiError(404, "Not found", "no such offered document")
+        patient_id = principal.account_id
+
+        def change(session: Session) -> bool:
+            document = add_offered_document(session, patient_id, public_id)
+            if document is None:
+                return False
+            record_event(
+                session,
+                actor_kind=ActorKind.PATIENT.value,
+                actor_id=f"account:{patient_id}",
+                action=Action.DOCUMENT_FILE.value,
+                object_type="document",
+                object_id=public_id,
+                result=Result.OK.value,
+                rule="E1-patient-choice",
+                subject_account_id=patient_id,
+                channel="http",
+            )
+            return True
+
+        if not await self._in_thread(change):
+            raise ApiError(404, "Not found", "no such offered document")
+        return _json({"id": public_id, "state": "filed"})
+
     # -- history (F4) ----------------------------------------------------------------------------
 
     async def history(self, request: Request) -> Response:
@@ -468,6 +539,8 @@ def patient_routes(
             Route("/professionals/{id}/authorise", api.authorise, methods=["POST"]),
             Route("/medecin-traitant", api.medecin_traitant, methods=["PUT"]),
             Route("/emergency-access", api.emergency, methods=["GET", "PUT"]),
+            Route("/documents/offered", api.offered, methods=["GET"]),
+            Route("/documents/{id}/add", api.add_document, methods=["POST"]),
             Route("/documents/{id}/visibility", api.visibility, methods=["PUT"]),
             Route("/history", api.history, methods=["GET"]),
             Route("/notifications", api.notification_settings, methods=["GET", "PUT", "PATCH"]),

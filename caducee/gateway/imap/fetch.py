@@ -84,6 +84,31 @@ def needs(attributes: Sequence[FetchAttribute]) -> tuple[bool, bool]:
     return structure, content
 
 
+_HEADER_ONLY = frozenset({b"HEADER", b"HEADER.FIELDS", b"HEADER.FIELDS.NOT", b"MIME"})
+
+
+def reads_body(attributes: Sequence[FetchAttribute]) -> bool:
+    """True when the attributes return message content beyond headers (F4: a read).
+
+    ``BODY[]``, ``BODY[TEXT]``, ``BODY[1]``, ``BINARY[…]``, ``RFC822``, ``RFC822.TEXT``
+    (peek or not) read; ``BODY[HEADER…]``, ``BODY[n.MIME]``, ``RFC822.HEADER``, ``ENVELOPE``,
+    ``BODYSTRUCTURE``, sizes and flags do not.
+    """
+    for attribute in attributes:
+        name = attribute.value
+        if name in (b"RFC822", b"RFC822.TEXT"):
+            return True
+        if name in (b"BODY", b"BODY.PEEK", b"BINARY", b"BINARY.PEEK"):
+            section = attribute.section
+            if section is None:
+                if name.startswith(b"BINARY"):
+                    return True
+                continue  # BODY without a section is the structure
+            if section.specifier not in _HEADER_ONLY:
+                return True
+    return False
+
+
 KNOWN_ENCODINGS = frozenset({None, "7bit", "8bit", "binary", "base64", "quoted-printable"})
 
 

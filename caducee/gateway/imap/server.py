@@ -16,8 +16,13 @@ The connection is pymap's :class:`~pymap.imap.IMAPConnection` with these changes
   §5.4), the same for IDLE (RFC 2177 asks clients to re-IDLE within 29);
 * untagged responses are drained to the socket as they are written, so a
   ``FETCH 1:* BODY[]`` does not queue a whole mailbox in memory first;
-* a connection limit, and a graceful stop: commands in progress finish,
-  everyone else gets ``BYE``;
+* connection limits (``[imap] max_connections`` for both ports of a process,
+  ``max_connections_per_ip`` per client address): one more gets
+  ``* BYE [UNAVAILABLE]`` and is closed (on the STARTTLS port before any TLS, on
+  the implicit-TLS port after the handshake, the first moment it can be told);
+  a total session time (``max_session_seconds``): ``BYE`` at the next command
+  boundary or at the end of an IDLE; a graceful stop: commands in progress
+  finish, everyone else gets ``BYE``;
 * literals are bounded before a byte of them is read (issue 12): pymap reads a
   non-synchronising literal ``{n+}`` whole, of any size, before parsing, and
   sends ``+`` for a synchronising APPEND literal of any size before login. Here
@@ -61,6 +66,7 @@ from caducee.gateway.imap.config import CaduceeImapConfig
 from caducee.gateway.imap.events import MailboxEvents
 from caducee.gateway.imap.session import ImapBackend, Login
 from caducee.gateway.imap.state import CaduceeConnectionState
+from caducee.gateway.limits import ConnectionLimiter, client_key
 from caducee.gateway.runtime import Gateway
 from caducee.gateway.tls import server_context
 from caducee.mailboxes.imap_changes import ChangeFeed
@@ -78,6 +84,10 @@ LINE_LIMIT = 1024 * 1024
 #: pymap's parser refuses longer strings outside APPEND (``String._MAX_LEN``).
 OTHER_LITERAL_BYTES = 4096
 OTHER_COMMAND_BYTES = 1024 * 1024
+TOO_MANY_CONNECTIONS = {
+    "total": b"* BYE [UNAVAILABLE] Too many connections, try again later.\r\n",
+    "per-ip": b"* BYE [UNAVAILABLE] Too many connections from your address.\r\n",
+}
 
 # A literal announced at the end of a line: ``{n}`` (synchronising), ``{n+}``, ``~{n}``.
 _LITERAL_AT_END = re.compile(rb"~?\{(\d+)(\+?)\}\r?\n\Z")
@@ -122,6 +132,7 @@ class CaduceeImapConnection(IMAPConnection):
         "budget",
         "busy",
         "bye_sent",
+        "deadline",
         "idle_timeout",
         "idling",
         "in_command",
@@ -139,10 +150,13 @@ class CaduceeImapConnection(IMAPConnection):
         *,
         login_timeout: float = LOGIN_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
+        max_session_seconds: float | None = None,
     ) -> None:
         super().__init__(commands, config, reader, writer, sock_info)
         self.login_timeout = login_timeout
         self.idle_timeout = idle_timeout
+        loop = asyncio.get_running_loop()
+        self.deadline = loop.time() + max_session_seconds if max_session_seconds else None
         self.busy = 0
         self.idling = False
         self.bye_sent = False
@@ -170,16 +184,32 @@ class CaduceeImapConnection(IMAPConnection):
         self.bye_sent = True
         await self.write_response(ResponseBye(text, ResponseCode.of(code) if code else None))
 
+    def _session_left(self) -> float | None:
+        """Seconds left of the total session time (None: no limit)."""
+        if self.deadline is None:
+            return None
+        return self.deadline - asyncio.get_running_loop().time()
+
+    async def _session_over(self) -> None:
+        await self._bye(b"Session time limit reached.")
+        raise EOFError()
+
     async def read_command(self, state: CaduceeConnectionState) -> Command:  # type: ignore[override]
         self.authenticated = state._session is not None
-        timeout = self.idle_timeout if self.authenticated else self.login_timeout
+        idle = self.idle_timeout if self.authenticated else self.login_timeout
         while True:
+            left = self._session_left()
+            if left is not None and left <= 0:
+                await self._session_over()
+            timeout = idle if left is None else min(idle, left)
             self.in_command = True
             self.budget = None
             try:
                 async with asyncio.timeout(timeout):  # no task per command, unlike wait_for
                     return await super().read_command(state)
             except TimeoutError:
+                if timeout < idle:
+                    await self._session_over()
                 await self._bye(b"Autologout: no command for too long.")
                 raise EOFError() from None
             except _LiteralRefused as refused:
@@ -245,10 +275,14 @@ class CaduceeImapConnection(IMAPConnection):
             buf += line
 
     async def read_idle_done(self, cmd: IdleCommand) -> bool:
+        left = self._session_left()
+        timeout = self.idle_timeout if left is None else max(0.0, min(self.idle_timeout, left))
         try:
-            async with asyncio.timeout(self.idle_timeout):
+            async with asyncio.timeout(timeout):
                 return await super().read_idle_done(cmd)
         except TimeoutError:
+            if timeout < self.idle_timeout:
+                await self._session_over()
             await self._bye(b"Autologout: IDLE for too long.")
             raise EOFError() from None
 
@@ -317,9 +351,14 @@ class ImapListener:
         max_connections: int = MAX_CONNECTIONS,
         login_timeout: float = LOGIN_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
+        limiter: ConnectionLimiter | None = None,
+        max_session_seconds: float | None = None,
     ) -> None:
         self.login_timeout = login_timeout
         self.idle_timeout = idle_timeout
+        self.max_session_seconds = max_session_seconds
+        # Shared by the ports of a process when given; else this port's own, total only.
+        self.limiter = limiter or ConnectionLimiter(total=max_connections, per_ip=max_connections)
         self.host = host
         self.port = port
         self.implicit_tls = implicit_tls
@@ -348,10 +387,24 @@ class ImapListener:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self.connections) >= self.max_connections:
-            writer.write(b"* BYE [UNAVAILABLE] Too many connections.\r\n")
+        key = client_key(writer.get_extra_info("peername"))
+        refusal = self.limiter.admit(key)
+        if refusal is not None:
+            log.info("imap connection refused", extra={"reason": f"connections.{refusal}"})
+            writer.write(TOO_MANY_CONNECTIONS[refusal])
             writer.close()
             return
+        try:
+            await self._serve(task, reader, writer)
+        finally:
+            self.limiter.release(key)
+
+    async def _serve(
+        self,
+        task: asyncio.Task[None],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
         connection = CaduceeImapConnection(
             self.config.commands,
             self.config,
@@ -360,6 +413,7 @@ class ImapListener:
             SocketInfoLocal(writer, unique_id=uuid.uuid4().bytes),
             login_timeout=self.login_timeout,
             idle_timeout=self.idle_timeout,
+            max_session_seconds=self.max_session_seconds,
         )
         state = CaduceeConnectionState(self.login, self.config, implicit_tls=self.implicit_tls)
         self.connections[task] = connection
@@ -422,6 +476,10 @@ class ImapListeners:
         tls = server_context(settings)
         host = settings.listeners.host
         login = Login(self.backend)
+        limits = settings.imap
+        limiter = ConnectionLimiter(
+            total=limits.max_connections, per_ip=limits.max_connections_per_ip
+        )
         self.listeners: list[ImapListener] = []
         for port, implicit in ((settings.listeners.imap, False), (settings.listeners.imaps, True)):
             if not port:
@@ -437,7 +495,16 @@ class ImapListeners:
             )
             self.listeners.append(
                 ImapListener(
-                    host=host, port=port, implicit_tls=implicit, config=config, login=login, tls=tls
+                    host=host,
+                    port=port,
+                    implicit_tls=implicit,
+                    config=config,
+                    login=login,
+                    tls=tls,
+                    login_timeout=limits.login_timeout_seconds,
+                    idle_timeout=limits.idle_timeout_seconds,
+                    limiter=limiter,
+                    max_session_seconds=limits.max_session_seconds,
                 )
             )
 

@@ -12,8 +12,10 @@ Isolation: a session is bound to one :class:`~caducee.mailboxes.imap_store.Princ
 at login and passes it to every store call; the store scopes every query to it.
 
 Authentication takes the app password from pysasl's credentials (PLAIN or
-LOGIN), checks it with argon2id in a worker thread, and slows down and then
-refuses repeated failures per address and per client IP (C1).
+LOGIN) and hands it to the identity service every door shares
+(:mod:`caducee.mailboxes.identity`): one password check with its verified-credential
+cache, one failure limiter with growing delays per (address, client IP) and per client
+IP, one audit vocabulary (``login`` events, channel ``imap``) (C1, F4).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -58,8 +60,12 @@ from pymap.selected import SelectedMailbox
 from pymap.user import UserMetadata
 from pysasl.creds.server import ServerCredentials
 
+from caducee.gateway.identity import identity_of
 from caducee.gateway.imap.events import MailboxEvents
 from caducee.gateway.imap.selected import CaduceeSelected, ImapMessage
+from caducee.mailboxes.accounts import AccountKind
+from caducee.mailboxes.identity import IdentityService
+from caducee.mailboxes.identity.audit import write_with_retries
 from caducee.mailboxes.imap_store import (
     DELIMITER,
     FlagsTooLong,
@@ -74,6 +80,7 @@ from caducee.mailboxes.imap_store import (
     NewMessage,
     Principal,
 )
+from caducee.storage.audit import ActorKind, message_read_event
 
 log = logging.getLogger("caducee.imap")
 
@@ -83,6 +90,9 @@ PERMANENT_FLAGS = frozenset(get_system_flags() - {Recent})
 SESSION_FLAGS = frozenset({Recent})
 MAX_KEYWORDS = 50
 REFRESH_AT_LEAST = 1.0
+FAILURE_PAUSE = 0.5
+MAX_AUDITED_READS = 100_000
+"""Seconds a wrong password waits for its answer (the limiter adds growing delays)."""
 
 
 class Refused(MailboxError):
@@ -100,8 +110,15 @@ class ImapBackend:
         self.events = events
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imap-store")
         self._changes: dict[tuple[int, int | None], asyncio.Future[FolderChanges]] = {}
-        self.failures = LoginFailures()
         self.snapshots = FolderSnapshots()
+        self._identity: IdentityService | None = None
+
+    @property
+    def identity(self) -> IdentityService:
+        """The identity service every door of this process shares (looked up at first use)."""
+        if self._identity is None:
+            self._identity = identity_of(self.store.database)
+        return self._identity
 
     async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a synchronous store call in the IMAP thread pool."""
@@ -170,39 +187,6 @@ class FolderSnapshots:
         return messages
 
 
-class LoginFailures:
-    """Sliding-window counts of failed logins per address and per IP (C1)."""
-
-    window = 300.0
-    per_address = 10
-    per_ip = 60
-
-    def __init__(self) -> None:
-        self._events: dict[str, deque[float]] = {}
-
-    def _recent(self, key: str) -> deque[float]:
-        now = time.monotonic()
-        events = self._events.setdefault(key, deque())
-        while events and now - events[0] > self.window:
-            events.popleft()
-        return events
-
-    def blocked(self, address: str, ip: str) -> bool:
-        return (
-            len(self._recent("a:" + address)) >= self.per_address
-            or len(self._recent("i:" + ip)) >= self.per_ip
-        )
-
-    def failed(self, address: str, ip: str) -> None:
-        self._recent("a:" + address).append(time.monotonic())
-        self._recent("i:" + ip).append(time.monotonic())
-        if len(self._events) > 100_000:
-            self._events.clear()
-
-    def succeeded(self, address: str) -> None:
-        self._events.pop("a:" + address, None)
-
-
 class _NoTokens(TokensInterface):
     """Bearer tokens are not offered over IMAP (app passwords only)."""
 
@@ -264,30 +248,25 @@ class Login(LoginInterface):
         return _NoTokens()
 
     async def authenticate(self, credentials: ServerCredentials) -> IdentityInterface:
-        address = credentials.authcid.strip().lower()
         try:
             ip = str(socket_info.get().peername_ip or "unknown")
         except LookupError:
             ip = "unknown"
-        failures = self.backend.failures
-        if failures.blocked(address, ip):
-            await asyncio.sleep(1.0)
-            raise InvalidAuth("Too many failed logins; try again later.")
         catcher = _SecretCatcher()
         credentials.verify(catcher)
-        principal = None
-        if address and catcher.secret:
-            principal = await self.backend.run(
-                self.backend.store.authenticate, address, catcher.secret
-            )
-        if principal is None:
-            failures.failed(address, ip)
-            await asyncio.sleep(1.0)
-            log.info("imap login failed", extra={"client": ip})
+        backend = self.backend
+        outcome = await backend.identity.sign_in(
+            credentials.authcid, catcher.secret, ip=ip, channel="imap"
+        )
+        if outcome.throttled is not None:
+            raise InvalidAuth("Too many failed logins; try again later.")
+        if outcome.principal is None:
+            await asyncio.sleep(FAILURE_PAUSE)
             raise InvalidAuth()
-        failures.succeeded(address)
-        log.info("imap login", extra={"account": principal.account_id, "client": ip})
-        return Identity(self.backend, principal)
+        principal = outcome.principal
+        if outcome.fresh:
+            await backend.run(backend.store.prepare_account, principal)
+        return Identity(backend, principal)
 
     async def authorize(self, authenticated: IdentityInterface, authzid: str) -> IdentityInterface:
         if authzid and authzid.strip().lower() != authenticated.name:
@@ -376,6 +355,34 @@ class ImapSession(SessionInterface):
         self._watching = False
         self._seen_version: tuple[int, int] | None = None
         self._refreshed_at = 0.0
+        self._reads_audited: set[int] = set()
+
+    def audit_reads(self, message_ids: Sequence[int]) -> None:
+        """One ``message.read`` event (F4, channel ``imap``) per message whose body this
+        session reads for the first time, for patient mailboxes; written before the body
+        is sent (with retries), so that a read the trail cannot hold is not served."""
+        if self.principal.kind != AccountKind.PATIENT.value:
+            return
+        new = [i for i in dict.fromkeys(message_ids) if i not in self._reads_audited]
+        if not new:
+            return
+        principal = self.principal
+
+        def work(session: Any) -> None:
+            for message_id in new:
+                message_read_event(
+                    session,
+                    reader_account_id=principal.account_id,
+                    reader_kind=ActorKind.PATIENT.value,
+                    message_id=message_id,
+                    mailbox_account_id=principal.account_id,
+                    channel="imap",
+                )
+
+        write_with_retries(self.store.database, work)
+        if len(self._reads_audited) > MAX_AUDITED_READS:
+            self._reads_audited.clear()
+        self._reads_audited.update(new)
 
     @property
     def owner(self) -> str:

@@ -16,7 +16,8 @@ EXPUNGE and IDLE plumbing and change:
   the backend; here they are batched (see :mod:`.fetch`, :mod:`.search`),
   answer ``MODSEQ``/``CHANGEDSINCE``/``UNCHANGEDSINCE``, and a non-peek fetch
   sets ``\\Seen`` through the same store call as STORE (so it queues the G2
-  read receipt).
+  read receipt); the first read of each message's body in a session of a patient
+  mailbox is audited (F4, ``message.read``) before it is sent.
 """
 
 from __future__ import annotations
@@ -285,6 +286,8 @@ class CaduceeConnectionState(ConnectionState):
                     ),
                     None,
                 )
+        if fetching.reads_body(attributes) and messages:
+            await session.backend.run(session.audit_reads, [m.message_id for _, m in messages])
         need_structure, need_content = fetching.needs(attributes)
         loader = None
         if need_structure or need_content:

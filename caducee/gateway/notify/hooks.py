@@ -4,11 +4,11 @@
 hook from the gateway, the way it receives ``queue_outbound``. Called in the filing
 transaction once a run filed documents, it appends one ``document.file`` audit event per
 document the message brought into the record (and one ``denied`` event per quarantined
-document, naming the identity rule, E3), one ``document.withdraw`` event per document the
-message withdrew (E4, a deletion request), and queues one ``new-document`` notification (G1:
-"new or updated document" — a withdrawal changes the record too) counting only the documents
-the patient may see: telling of a document its author made ``INVISIBLE_PATIENT`` (E5) would
-reveal that it exists.
+document, naming the identity rule, E3, or per document in conflict, ``E4-conflict``), one
+``document.withdraw`` event per document the message withdrew (E4, a deletion request), and
+queues one ``new-document`` notification (G1: "new or updated document" — a withdrawal changes
+the record too) counting only the documents the patient may see: telling of a document its
+author made ``INVISIBLE_PATIENT`` (E5) would reveal that it exists.
 Both commit with the filing or not at all.
 """
 
@@ -46,7 +46,11 @@ def filing_hook(queue: JobQueue, *, actor_id: str = "filing") -> FilingHook:
                 RecordDocument.account_id == account_id,
                 RecordDocument.message_id == message_id,
                 RecordDocument.state.in_(
-                    (DocumentState.FILED.value, DocumentState.QUARANTINED.value)
+                    (
+                        DocumentState.FILED.value,
+                        DocumentState.QUARANTINED.value,
+                        DocumentState.CONFLICT.value,
+                    )
                 ),
             )
             .order_by(RecordDocument.id)
@@ -54,7 +58,8 @@ def filing_hook(queue: JobQueue, *, actor_id: str = "filing") -> FilingHook:
         filed = 0
         told = 0  # documents the patient may see (E5: INVISIBLE_PATIENT ones are not told)
         for public_id, state, identity_rule, hidden_from_patient in rows:
-            quarantined = state == DocumentState.QUARANTINED.value
+            conflict = state == DocumentState.CONFLICT.value
+            quarantined = state == DocumentState.QUARANTINED.value or conflict
             filed += not quarantined
             told += not quarantined and not hidden_from_patient
             record_event(
@@ -65,7 +70,7 @@ def filing_hook(queue: JobQueue, *, actor_id: str = "filing") -> FilingHook:
                 object_type="document",
                 object_id=str(public_id),
                 result=(Result.DENIED if quarantined else Result.OK).value,
-                rule=identity_rule if quarantined else "E1-filed",
+                rule="E4-conflict" if conflict else identity_rule if quarantined else "E1-filed",
                 subject_account_id=account_id,
                 channel="worker",
             )

@@ -1,10 +1,14 @@
 """Authentication on the submission ports (C1): app passwords and OIDC tokens, rate-limited.
 
 aiosmtpd calls an ``auth_<MECHANISM>`` method of the handler; ours parse the
-mechanism's exchange, then verify off the event loop (argon2id is slow on
-purpose). Failures are counted per account and per client address; past the
-limit the answer is ``454 4.7.0`` until the window passes, so guessing is
-slow and the account's owner is not locked out for good.
+mechanism's exchange and hand the credentials to the identity service every door
+shares (:mod:`caducee.mailboxes.identity`): one password check with its cache, one
+failure limiter (per account and client address, then per client address, with growing
+delays: ``454 4.7.0`` while one runs), one audit vocabulary (``login`` events, channel
+``smtp``).
+
+``AUTH PLAIN`` with an authorization identity other than the authentication identity
+(RFC 4616) is refused unless that mailbox is delegated to the authenticated account (C2).
 """
 
 from __future__ import annotations
@@ -12,61 +16,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import time
-from collections import defaultdict, deque
-from dataclasses import dataclass
+import logging
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session
-from sqlalchemy import select
 
 from caducee.config import Settings
-from caducee.directory.models import DirectoryEntry
-from caducee.gateway.smtp.oidc import TokenError, TokenVerifier
-from caducee.mailboxes.accounts import Account, AccountState, check_app_password
+from caducee.gateway.identity import identity_for
+from caducee.mailboxes.delegation import delegated_principal
+from caducee.mailboxes.identity import Principal
 from caducee.storage.db import Database
+
+log = logging.getLogger("caducee.smtp.auth")
 
 INVALID = "535 5.7.8 Authentication credentials invalid"
 THROTTLED = "454 4.7.0 Too many failed authentications; try again later"
+FOREIGN_AUTHZID = "535 5.7.8 Not authorised to act as that mailbox"
 
-
-@dataclass(frozen=True)
-class AuthenticatedUser:
-    """Who is submitting: their account and how they proved it."""
-
-    account_id: int
-    address: str
-    kind: str
-    mechanism: str
-
-    @property
-    def login(self) -> bytes:
-        return self.address.encode()
-
-
-class FailureLimiter:
-    """Counts failed authentications per key over a sliding window."""
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit = limit
-        self.window = window
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
-
-    def _recent(self, key: str) -> deque[float]:
-        stamps = self._failures[key]
-        cutoff = time.monotonic() - self.window
-        while stamps and stamps[0] < cutoff:
-            stamps.popleft()
-        return stamps
-
-    def blocked(self, key: str) -> bool:
-        return len(self._recent(key)) >= self.limit
-
-    def fail(self, key: str) -> None:
-        self._recent(key).append(time.monotonic())
-
-    def clear(self, key: str) -> None:
-        self._failures.pop(key, None)
+AuthenticatedUser = Principal
+"""Who is submitting: the one principal type of every door."""
 
 
 def _client_ip(session: Session) -> str:
@@ -75,65 +43,44 @@ def _client_ip(session: Session) -> str:
 
 
 class Authenticator:
-    """Checks credentials against accounts and the directory; keeps the failure counts."""
+    """Checks credentials through the shared identity service."""
 
     def __init__(self, settings: Settings, database: Database) -> None:
         self.database = database
-        self.tokens = TokenVerifier(settings)
-        window = settings.submission.failure_window_seconds
-        self.per_account = FailureLimiter(settings.submission.max_failures_per_account, window)
-        self.per_ip = FailureLimiter(settings.submission.max_failures_per_ip, window)
-
-    def _password(self, address: str, password: str) -> AuthenticatedUser | None:
-        with self.database.transaction() as session:
-            account = check_app_password(session, address, password)  # active accounts only
-            if account is None:
-                return None
-            return AuthenticatedUser(account.id, account.address, account.kind, "password")
-
-    def _token(self, token: str, user: str | None) -> AuthenticatedUser | None:
-        try:
-            claims = self.tokens.claims(token)
-        except TokenError:
-            return None
-        national_id = self.tokens.national_id(claims)
-        if national_id is None:
-            return None
-        with self.database.reading() as session:
-            rows = session.execute(
-                select(Account.id, Account.address, Account.kind)
-                .join(DirectoryEntry, DirectoryEntry.address == Account.address)
-                .where(
-                    DirectoryEntry.national_id == national_id,
-                    DirectoryEntry.hosted.is_(True),
-                    Account.state == AccountState.ACTIVE.value,
-                )
-                .order_by(Account.id)
-            ).all()
-        accounts = [AuthenticatedUser(row.id, row.address, row.kind, "oidc") for row in rows]
-        if user:
-            accounts = [a for a in accounts if a.address == user.strip().lower()]
-        return accounts[0] if accounts else None
+        self.identity = identity_for(settings, database)
+        self.tokens = self.identity.tokens
 
     async def verify(
-        self, session: Session, user: str, secret: str, *, token: bool
+        self, session: Session, user: str, secret: str, *, token: bool, authzid: str = ""
     ) -> AuthenticatedUser | str:
         """The authenticated user, or the SMTP reply refusing them."""
-        ip_key = _client_ip(session)
-        account_key = user.strip().lower()
-        if self.per_ip.blocked(ip_key) or (account_key and self.per_account.blocked(account_key)):
+        outcome = await self.identity.sign_in(
+            user, secret, ip=_client_ip(session), channel="smtp", token=token
+        )
+        if outcome.throttled is not None:
             return THROTTLED
-        if token:
-            result = await asyncio.to_thread(self._token, secret, user or None)
-        else:
-            result = await asyncio.to_thread(self._password, user, secret)
-        if result is None:
-            self.per_ip.fail(ip_key)
-            if account_key:
-                self.per_account.fail(account_key)
+        if outcome.principal is None:
             return INVALID
-        self.per_account.clear(result.address)
-        return result
+        principal = outcome.principal
+        wanted = authzid.strip().lower()
+        if wanted and wanted != principal.address:
+            delegated = await asyncio.to_thread(self._delegated, principal, wanted)
+            if delegated is None:
+                log.info(
+                    "foreign authorization identity refused",
+                    extra={"account": principal.account_id},
+                )
+                return FOREIGN_AUTHZID
+            log.info(
+                "acting for a delegated mailbox",
+                extra={"account": principal.account_id, "mailbox": delegated.account_id},
+            )
+            return delegated
+        return principal
+
+    def _delegated(self, principal: Principal, mailbox: str) -> Principal | None:
+        with self.database.reading() as session:
+            return delegated_principal(session, principal, mailbox)
 
 
 def _b64(text: str | bytes) -> bytes | None:
@@ -143,8 +90,8 @@ def _b64(text: str | bytes) -> bytes | None:
         return None
 
 
-def _result(outcome: AuthenticatedUser | str) -> AuthResult:
-    if isinstance(outcome, AuthenticatedUser):
+def _result(outcome: Principal | str) -> AuthResult:
+    if isinstance(outcome, Principal):
         return AuthResult(success=True, auth_data=outcome)
     return AuthResult(success=False, handled=False, message=outcome)
 
@@ -171,9 +118,13 @@ class AuthMechanisms:
         parts = data.split(b"\x00")
         if len(parts) != 3:
             return AuthResult(success=False, handled=False, message="501 5.5.2 Cannot decode")
+        authzid = parts[0].decode("utf-8", "replace")
         user, password = parts[1].decode("utf-8", "replace"), parts[2].decode("utf-8", "replace")
         assert server.session is not None
-        return _result(await self.authenticator.verify(server.session, user, password, token=False))
+        outcome = await self.authenticator.verify(
+            server.session, user, password, token=False, authzid=authzid
+        )
+        return _result(outcome)
 
     async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
         user_raw: Any = _b64(args[1]) if len(args) > 1 else await server.challenge_auth("Username:")

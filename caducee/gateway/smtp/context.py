@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from caducee.config import Settings
 from caducee.directory.anchors import verify_bundle
 from caducee.directory.trust_models import trusted_domains
+from caducee.gateway.limits import ConnectionLimiter, DataBudget
 from caducee.mailboxes.delivery import MailDelivery
 from caducee.storage.blobs import BlobStore
 from caducee.storage.db import Database
@@ -60,3 +61,13 @@ class SmtpContext:
     delivery: MailDelivery
     on_commit: Callable[[], None] = lambda: None
     in_flight: int = 0
+    connections: ConnectionLimiter = field(init=False)
+    data_budget: DataBudget = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Every SMTP port of this process shares the connection caps and the DATA budget.
+        smtp = self.settings.smtp
+        self.connections = ConnectionLimiter(
+            total=smtp.max_connections, per_ip=smtp.max_connections_per_ip
+        )
+        self.data_budget = DataBudget(smtp.max_data_in_flight_bytes)

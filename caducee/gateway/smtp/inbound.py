@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from caducee.directory.lookup import same_professional
 from caducee.gateway import dkim_verify
+from caducee.gateway.metrics import process_metrics
 from caducee.gateway.smtp import data as data_stage
 from caducee.gateway.smtp.connection import peer_identity
 from caducee.gateway.smtp.context import SmtpContext
@@ -29,6 +31,8 @@ from caducee.mailboxes.delivery import Envelope as DeliveryEnvelope
 from caducee.mailboxes.delivery import RecipientRole
 from caducee.mailboxes.outbound import sent_by
 from caducee.policies.verdict import Verdict
+
+LISTENER = "operators"
 
 log = logging.getLogger("caducee.smtp.inbound")
 
@@ -42,6 +46,7 @@ def _sender(envelope: Envelope) -> str:
 
 
 def _refuse(stage: str, verdict: Verdict, **fields: Any) -> str:
+    process_metrics().refusal(LISTENER, stage, verdict.rule)
     log.info(
         "refused",
         extra={"stage": stage, "rule": verdict.rule, "code": verdict.refusal.code, **fields},
@@ -58,6 +63,9 @@ class InboundHandler:
         self.local_domains = local_domains(
             context.settings.gateway.patient_domain, context.settings.gateway.hosted_domains
         )
+        self.metrics = process_metrics()
+        # every SMTP port of a process shares one limiter: one "smtp" series
+        self.metrics.watch_connections("smtp", context.connections)
 
     # Connection and TLS -------------------------------------------------------------
 
@@ -74,6 +82,7 @@ class InboundHandler:
         hostname: str,
         responses: list[str],
     ) -> list[str]:
+        self.metrics.command(LISTENER, "EHLO")
         session.host_name = hostname
         size = f"250-SIZE {self.settings.smtp.max_message_bytes}"
         # Operators authenticate with their certificate: no AUTH on this port.
@@ -85,6 +94,7 @@ class InboundHandler:
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        self.metrics.command(LISTENER, "MAIL")
         assert isinstance(session, CaduceeSession)
         address = "" if address in ("", "<>") else address
         too_big = declared_size_refusal(options, self.settings.smtp.max_message_bytes)
@@ -110,6 +120,7 @@ class InboundHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        self.metrics.command(LISTENER, "RCPT")
         assert isinstance(envelope, CaduceeEnvelope)
         too_many = recipients_refusal(envelope, self.settings.smtp.max_recipients)
         if too_many is not None:
@@ -133,6 +144,19 @@ class InboundHandler:
     # DATA ------------------------------------------------------------------------------
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """Count and time the transaction (end of DATA to the reply) around :meth:`_data`."""
+        started = time.perf_counter()
+        self.metrics.command(LISTENER, "DATA")
+        try:
+            reply = await self._data(server, session, envelope)
+        except BaseException:
+            self.metrics.transaction(LISTENER, "failed", started)
+            raise
+        outcome = "accepted" if reply.startswith("250") else "refused"
+        self.metrics.transaction(LISTENER, outcome, started)
+        return reply
+
+    async def _data(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         assert isinstance(session, CaduceeSession)
         assert isinstance(envelope, CaduceeEnvelope)
         settings = self.settings

@@ -7,6 +7,11 @@ context is rebuilt when they change); the submission ports authenticate users
 (AUTH only over TLS: after STARTTLS on one, implicit TLS on the other). On
 shutdown a socket stops accepting, sessions in the middle of storing a message
 finish and get their reply, then the remaining sessions are closed.
+
+Every port of a process shares one connection limiter (``[smtp] max_connections``,
+``max_connections_per_ip``) and one DATA budget (``max_data_in_flight_bytes``). On the
+implicit-TLS port the protocol only sees a connection after the TLS handshake, so an
+over-cap client there gets its ``421 4.7.0`` over TLS; elsewhere it gets it at once, in clear.
 """
 
 from __future__ import annotations
@@ -69,6 +74,9 @@ class SmtpListener:
             hostname=settings.gateway.hostname,
             ident=IDENT,
             timeout=settings.smtp.timeout_seconds,
+            connections=self.context.connections,
+            data_budget=self.context.data_budget,
+            max_session_seconds=settings.smtp.max_session_seconds,
             enable_SMTPUTF8=True,
             loop=asyncio.get_running_loop(),
             **self.protocol_options(),

@@ -6,11 +6,16 @@ aiosmtpd parses commands and runs STARTTLS and AUTH well; three things are ours:
   replies ("503 Error: need RCPT command") get the standard one for their code;
 * DATA is read by :mod:`caducee.gateway.smtp.dotreader` (CRLF only, big chunks),
   and a bare CR or LF ends the session after the data (B4);
-* the session and envelope carry the facts our stages gather.
+* the session and envelope carry the facts our stages gather;
+* bounded resources (issue 12): connections per process and per client address
+  (``421 4.7.0`` when over, before any TLS on the ports that speak in clear first),
+  a total session time (``421 4.4.2``), and the DATA bytes all sessions hold in
+  memory (``451 4.3.1`` when a message would go over).
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import re
@@ -20,6 +25,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from caducee.gateway.limits import ConnectionLimiter, DataBudget, Held, client_key
 from caducee.gateway.smtp.dotreader import ConnectionClosedDuringData, read_data
 from caducee.mailboxes.delivery import Recipient
 from caducee.policies.inbound import BARE_LINE_ENDING
@@ -100,6 +106,22 @@ class CaduceeEnvelope(Envelope):
 
 AUTH_LINE_LIMIT = 12288  # RFC 4954 §4: an AUTH line may carry a long token (XOAUTH2, OAUTHBEARER)
 
+TOO_MANY_CONNECTIONS = {
+    "total": "Too many connections, try again later",
+    "per-ip": "Too many connections from your address, try again later",
+}
+SESSION_TOO_LONG = "Session time limit reached, closing"
+DATA_BUDGET_FULL = "451 4.3.1 Too much mail being received right now, try again later"
+
+
+def declared_size(options: list[str]) -> int | None:
+    """The ``SIZE=`` a MAIL command declared (RFC 1870), if any."""
+    for option in options:
+        if option.upper().startswith("SIZE="):
+            value = option[5:]
+            return int(value) if value.isdigit() and len(value) <= 15 else None
+    return None
+
 
 class CaduceeSMTP(SMTP):
     """The SMTP protocol of every Caducée listener."""
@@ -107,7 +129,16 @@ class CaduceeSMTP(SMTP):
     # The command reader's line limit; other commands keep aiosmtpd's 512 (below).
     line_length_limit = AUTH_LINE_LIMIT
 
-    def __init__(self, handler: Any, *, max_message_bytes: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        max_message_bytes: int,
+        connections: ConnectionLimiter | None = None,
+        data_budget: DataBudget | None = None,
+        max_session_seconds: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         # SIZE is advertised and enforced by our handler (with enhanced codes), so
         # aiosmtpd's own data_size_limit is off.
         super().__init__(handler, data_size_limit=None, **kwargs)
@@ -117,11 +148,62 @@ class CaduceeSMTP(SMTP):
         self.max_message_bytes = max_message_bytes
         self._raw_replies = False
         self.on_close: Callable[[CaduceeSMTP], None] | None = None
+        self.connections = connections
+        self.data_budget = data_budget
+        self.max_session_seconds = max_session_seconds
+        self._client: str | None = None  # the key counted in ``connections``
+        self._refused = False
+        self._session_timer: asyncio.TimerHandle | None = None
+        self._in_data = False
+        self._expired = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self._client is None and self._original_transport is None
+        if first and self.connections is not None:
+            key = client_key(transport.get_extra_info("peername"))
+            refusal = self.connections.admit(key)
+            if refusal is not None:
+                # Refused before any command (and on ports in clear first, before any TLS).
+                self._refused = True
+                log.info("smtp connection refused", extra={"reason": f"connections.{refusal}"})
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(
+                    f"421 4.7.0 {self.hostname} {TOO_MANY_CONNECTIONS[refusal]}\r\n".encode()
+                )
+                transport.close()
+                return
+            self._client = key
+        super().connection_made(transport)
+        if first and self.max_session_seconds:
+            self._session_timer = self.loop.call_later(
+                self.max_session_seconds, self._session_expired
+            )
 
     def connection_lost(self, error: Exception | None) -> None:
-        super().connection_lost(error)
+        if not self._refused:
+            if self._session_timer is not None:
+                self._session_timer.cancel()
+            if self._client is not None and self.connections is not None:
+                self.connections.release(self._client)
+                self._client = None
+            super().connection_lost(error)
         if self.on_close is not None:
             self.on_close(self)
+
+    def _session_expired(self) -> None:
+        """The total session time is over: close now, or after the message being received."""
+        if self._in_data:
+            self._expired = True
+        else:
+            self._close_expired()
+
+    def _close_expired(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        log.info("smtp session closed", extra={"reason": "max-session-seconds"})
+        assert isinstance(self.transport, asyncio.WriteTransport)
+        self.transport.write(f"421 4.4.2 {self.hostname} {SESSION_TOO_LONG}\r\n".encode())
+        self.transport.close()
 
     def _create_session(self) -> Session:
         return CaduceeSession(self.loop)
@@ -161,11 +243,36 @@ class CaduceeSMTP(SMTP):
         if arg:
             await self.push("501 5.5.4 Syntax: DATA")
             return
+        self._in_data = True
+        held = self.data_budget.hold() if self.data_budget is not None else None
+        try:
+            await self._data(held)
+        finally:
+            if held is not None:
+                held.release()
+            self._in_data = False
+            if self._expired:
+                self._close_expired()
+
+    async def _data(self, held: Held | None) -> None:
+        assert self.envelope is not None
+        declared = declared_size(self.envelope.mail_options)
+        if held is not None and declared and not held.take(min(declared, self.max_message_bytes)):
+            # The declared size does not fit in the DATA budget: not a byte is read.
+            log.info("message refused: data in flight", extra={"rule": "limits.data-in-flight"})
+            await self.push(DATA_BUDGET_FULL)
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         try:
-            received = await read_data(self._reader, self.max_message_bytes)
+            received = await read_data(self._reader, self.max_message_bytes, held)
         except ConnectionClosedDuringData:
             log.info("connection closed during DATA")
+            return
+        if received.over_budget:
+            log.info("message refused: data in flight", extra={"rule": "limits.data-in-flight"})
+            await self.push(DATA_BUDGET_FULL)
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
             return
         if received.bare_line_ending:
             log.info("message refused: bare line ending", extra={"rule": "B4.crlf-only"})

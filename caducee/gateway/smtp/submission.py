@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from email.utils import format_datetime
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from caducee.directory.lookup import bal_type_of
+from caducee.gateway.metrics import process_metrics
 from caducee.gateway.smtp import data as data_stage
 from caducee.gateway.smtp.auth import AuthenticatedUser, Authenticator, AuthMechanisms
 from caducee.gateway.smtp.context import SmtpContext
@@ -40,6 +42,8 @@ from caducee.policies.submission import (
 from caducee.policies.verdict import first_refusal
 from caducee.storage.db import utcnow
 
+LISTENER = "submission"
+
 log = logging.getLogger("caducee.smtp.submission")
 
 
@@ -59,6 +63,9 @@ class SubmissionHandler(AuthMechanisms):
         self.local_domains = local_domains(
             context.settings.gateway.patient_domain, context.settings.gateway.hosted_domains
         )
+        self.metrics = process_metrics()
+        # every SMTP port of a process shares one limiter: one "smtp" series
+        self.metrics.watch_connections("smtp", context.connections)
 
     async def handle_EHLO(
         self,
@@ -68,12 +75,14 @@ class SubmissionHandler(AuthMechanisms):
         hostname: str,
         responses: list[str],
     ) -> list[str]:
+        self.metrics.command(LISTENER, "EHLO")
         session.host_name = hostname
         return [responses[0], f"250-SIZE {self.settings.smtp.max_message_bytes}", *responses[1:]]
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        self.metrics.command(LISTENER, "MAIL")
         user = _user(session)
         too_big = declared_size_refusal(options, self.settings.smtp.max_message_bytes)
         if too_big is not None:
@@ -82,6 +91,7 @@ class SubmissionHandler(AuthMechanisms):
         verdict = first_refusal(SENDER_CHAIN, facts)
         if verdict is not None:
             log.info("refused", extra={"stage": "MAIL", "rule": verdict.rule})
+            self.metrics.refusal(LISTENER, "MAIL", verdict.rule)
             return verdict.smtp_reply()
         envelope.mail_from = user.address
         envelope.mail_options.extend(options)
@@ -92,6 +102,7 @@ class SubmissionHandler(AuthMechanisms):
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        self.metrics.command(LISTENER, "RCPT")
         assert isinstance(envelope, CaduceeEnvelope)
         too_many = recipients_refusal(envelope, self.settings.smtp.max_recipients)
         if too_many is not None:
@@ -122,6 +133,7 @@ class SubmissionHandler(AuthMechanisms):
         verdict, recipient = await asyncio.to_thread(judge)
         if verdict is not None:
             log.info("refused", extra={"stage": "RCPT", "rule": verdict.rule})
+            self.metrics.refusal(LISTENER, "RCPT", verdict.rule)
             return str(verdict.smtp_reply())
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
@@ -132,6 +144,19 @@ class SubmissionHandler(AuthMechanisms):
         return "250 2.1.5 Recipient OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """Count and time the transaction (end of DATA to the reply) around :meth:`_data`."""
+        started = time.perf_counter()
+        self.metrics.command(LISTENER, "DATA")
+        try:
+            reply = await self._data(server, session, envelope)
+        except BaseException:
+            self.metrics.transaction(LISTENER, "failed", started)
+            raise
+        outcome = "accepted" if reply.startswith("250") else "refused"
+        self.metrics.transaction(LISTENER, outcome, started)
+        return reply
+
+    async def _data(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         assert isinstance(session, CaduceeSession)
         assert isinstance(envelope, CaduceeEnvelope)
         user = _user(session)
@@ -146,6 +171,7 @@ class SubmissionHandler(AuthMechanisms):
         verdict = first_refusal(SENDER_CHAIN, SenderFacts(user.address, owned))
         if verdict is not None:
             log.info("refused", extra={"stage": "DATA", "rule": verdict.rule})
+            self.metrics.refusal(LISTENER, "DATA", verdict.rule)
             return verdict.smtp_reply()
         queue_id = secrets.token_hex(8)
         received = (

@@ -55,6 +55,25 @@ def _is_text(data: bytes) -> bool:
     return not any(ord(char) < 0x20 and char not in _TEXT_CONTROL_ALLOWED for char in text)
 
 
+def is_text(data: bytes) -> bool:
+    """UTF-8 (or cp1252) text without control characters but tabs, line ends and form feeds."""
+    return _is_text(data)
+
+
+def filed_format(
+    data: bytes, file_name: str, content_type: str | None
+) -> tuple[SourceFormat, str] | None:
+    """E1: the format and true MIME type of an unstructured document the record takes, if any.
+
+    PDF, JPEG, PNG, TIFF and RTF by their magic number; plain text when declared so and it is
+    text. Anything else (an archive, HTML, SVG, an unknown binary) is not filed.
+    """
+    sniffed = sniff_binary(data)
+    if sniffed is None and declared_as_text(file_name, content_type) and _is_text(data):
+        sniffed = SourceFormat.TEXT, "text/plain"
+    return sniffed
+
+
 def declared_as_text(file_name: str, content_type: str | None) -> bool:
     mime = (content_type or "").split(";", 1)[0].strip().lower()
     return mime == "text/plain" or file_name.lower().endswith(_TEXT_EXTENSIONS)
@@ -74,9 +93,7 @@ def read_plain(
     if not data:
         problem = Problem(ProblemCode.UNSUPPORTED_FORMAT, "attachment is empty", file_name)
         return ReadResult.refused(SourceFormat.UNKNOWN, problem)
-    sniffed = sniff_binary(data)
-    if sniffed is None and declared_as_text(file_name, content_type) and _is_text(data):
-        sniffed = SourceFormat.TEXT, "text/plain"
+    sniffed = filed_format(data, file_name, content_type)
     if sniffed is None:
         problem = Problem(ProblemCode.UNSUPPORTED_FORMAT, "attachment format not filed", file_name)
         return ReadResult.refused(SourceFormat.UNKNOWN, problem)

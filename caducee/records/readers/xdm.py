@@ -42,6 +42,7 @@ from caducee.records.readers.cda import (
     is_clinical_document,
     read_cda_root,
 )
+from caducee.records.readers.plain import filed_format
 from caducee.records.readers.xds_metadata import XdsEntry, read_submission_metadata
 from caducee.records.xmlsafe import parse_xml
 
@@ -307,7 +308,13 @@ def _document(
             metadata = merge_metadata(document.metadata, xds)
             mime_type = xds.mime_type or CDA_MIME_TYPE
             return replace(document, metadata=metadata, mime_type=mime_type), problems
-    mime_type = xds.mime_type or "application/octet-stream"
+    # E1 inside the archive too: only the formats the record takes, by what the bytes are
+    # (a nested archive, HTML or SVG declared as anything is neither filed nor served).
+    sniffed = filed_format(content, path, xds.mime_type)
+    if sniffed is None:
+        message = "archive entry format not filed"
+        return None, [Problem(ProblemCode.UNSUPPORTED_FORMAT, message, path)]
+    mime_type = sniffed[1]
     document = Document(content=content, file_name=path, mime_type=mime_type, metadata=xds)
     return document, identity_problems(xds.patient, path)
 

@@ -19,6 +19,7 @@ import pytest
 from tests.harness.served import Account, ServedGateway
 from tests.harness.waiting import wait_until
 
+from .accounts import new_professional
 from .mails import lab_report
 
 needs_mbsync = pytest.mark.skipif(shutil.which("mbsync") is None, reason="isync not installed")
@@ -121,12 +122,13 @@ def _set_local_flags(path: Path, flags: str) -> Path:
 
 @needs_mbsync
 def test_h1_mbsync_round_trip_loses_and_duplicates_nothing(
-    imap_gateway: ServedGateway, patient: Account, tmp_path: Path
+    imap_gateway: ServedGateway, tmp_path: Path
 ) -> None:
-    report = imap_gateway.message(to=patient.address, subject="Résultats TSH", message=lab_report())
-    imap_gateway.send(report, patient.address)
+    mailbox = new_professional(imap_gateway)  # a patient's copy would withhold the samples
+    report = imap_gateway.message(to=mailbox.address, subject="Résultats TSH", message=lab_report())
+    imap_gateway.send(report, mailbox.address)
     report_id = str(email.message_from_bytes(report, policy=policy.default)["Message-ID"]).strip()
-    client = imap_gateway.imap(patient)
+    client = imap_gateway.imap(mailbox)
     client.append("INBOX", None, None, _mail("Rendez-vous", "rdv@labo"))
     client.append("INBOX", "(\\Flagged)", None, _mail("Ordonnance", "ordo@labo"))
     client.append("Sent", "(\\Seen)", None, _mail("Question", "question@patient"))
@@ -134,7 +136,7 @@ def test_h1_mbsync_round_trip_loses_and_duplicates_nothing(
 
     maildir = tmp_path / "Mail"
     maildir.mkdir()
-    config = _mbsyncrc(imap_gateway, patient, maildir)
+    config = _mbsyncrc(imap_gateway, mailbox, maildir)
     _sync(config)  # 1. pull
     inbox = _local(maildir, "INBOX")
     assert set(inbox) == {report_id, "<rdv@labo>", "<ordo@labo>"}
@@ -153,14 +155,14 @@ def test_h1_mbsync_round_trip_loses_and_duplicates_nothing(
     draft.write_bytes(_mail("Brouillon", "draft@patient"))
     _sync(config)  # 3. push
 
-    remote_inbox = _remote(imap_gateway, patient, "INBOX")
+    remote_inbox = _remote(imap_gateway, mailbox, "INBOX")
     assert set(remote_inbox) == {report_id, "<ordo@labo>"}
     assert remote_inbox[report_id] == {"\\Seen"}
     assert remote_inbox["<ordo@labo>"] == {"\\Seen", "\\Answered"}
-    assert set(_remote(imap_gateway, patient, "Drafts")) == {"<draft@patient>"}
+    assert set(_remote(imap_gateway, mailbox, "Drafts")) == {"<draft@patient>"}
 
     # 4. the server changes too: a new report arrives, the report gets flagged
-    client = imap_gateway.imap(patient)
+    client = imap_gateway.imap(mailbox)
     client.append("INBOX", None, None, _mail("Nouveau résultat", "nouveau@labo"))
     client.select("INBOX")
     client.uid("SEARCH", None, "ALL")
@@ -173,7 +175,7 @@ def test_h1_mbsync_round_trip_loses_and_duplicates_nothing(
     assert inbox[report_id][0] == "FS"
     assert inbox["<ordo@labo>"][0] == "RS"
     assert set(_local(maildir, "Drafts")) == {"<draft@patient>"}
-    assert set(_remote(imap_gateway, patient, "INBOX")) == set(inbox)
+    assert set(_remote(imap_gateway, mailbox, "INBOX")) == set(inbox)
 
     # 6. nothing left to do: a further sync changes no file
     before = sorted(str(p.relative_to(maildir)) for p in maildir.rglob("*") if p.is_file())
@@ -183,17 +185,16 @@ def test_h1_mbsync_round_trip_loses_and_duplicates_nothing(
 
 
 @needs_neomutt
-def test_h1_neomutt_reads_the_mailbox(
-    imap_gateway: ServedGateway, patient: Account, tmp_path: Path
-) -> None:
-    report = imap_gateway.message(to=patient.address, subject="Resultats TSH", message=lab_report())
-    imap_gateway.send(report, patient.address)
+def test_h1_neomutt_reads_the_mailbox(imap_gateway: ServedGateway, tmp_path: Path) -> None:
+    mailbox = new_professional(imap_gateway)  # a patient's copy would withhold the samples
+    report = imap_gateway.message(to=mailbox.address, subject="Resultats TSH", message=lab_report())
+    imap_gateway.send(report, mailbox.address)
     muttrc = tmp_path / "muttrc"
     muttrc.write_text(
         f"""set folder = "imaps://localhost:{imap_gateway.ports["imaps"]}/"
 set spoolfile = "+INBOX"
-set imap_user = "{patient.address}"
-set imap_pass = "{patient.password}"
+set imap_user = "{mailbox.address}"
+set imap_pass = "{mailbox.password}"
 set ssl_ca_certificates_file = "{imap_gateway.credentials["ca_cert"]}"
 set ssl_force_tls = yes
 set imap_check_subscribed = no
@@ -211,7 +212,7 @@ unignore from: subject:
 """
     )
     muttrc.chmod(0o600)
-    session = f"caducee-{patient.account_id}"
+    session = f"caducee-{mailbox.account_id}"
     subprocess.run(
         [
             "tmux",
@@ -276,7 +277,7 @@ unignore from: subject:
         )
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
-    client = imap_gateway.imap(patient)
+    client = imap_gateway.imap(mailbox)
     client.select("INBOX")
     flags = client.fetch("1", "(FLAGS)")[1][0]
     client.logout()

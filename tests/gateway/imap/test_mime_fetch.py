@@ -16,6 +16,7 @@ import pytest
 
 from tests.harness.served import Account, ServedGateway
 
+from .accounts import new_professional
 from .mails import CDA, HTML, TEXT, XDM, forwarded_mdn, lab_report
 from .transcript import ImapTranscript
 
@@ -35,8 +36,12 @@ def _value(lines: list[bytes], name: bytes) -> bytes | None:
 
 @pytest.fixture(scope="module")
 def report_mailbox(imap_gateway: ServedGateway) -> tuple[Account, bytes]:
-    """A patient whose INBOX holds the lab report, delivered over SMTP as a lab would."""
-    account = imap_gateway.new_patient()
+    """A mailbox whose INBOX holds the lab report, delivered over SMTP as a lab would.
+
+    A professional's: the samples name other patients than any test patient, and a patient's
+    copy has them withheld (E3, E5; ``tests/gateway/smtp/test_withheld_e2e.py``).
+    """
+    account = new_professional(imap_gateway)
     raw = imap_gateway.message(to=account.address, subject="Résultats TSH", message=lab_report())
     imap_gateway.send(raw, account.address)
     return account, raw

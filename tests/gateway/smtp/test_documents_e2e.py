@@ -7,9 +7,7 @@ workers file it; the patient reads it through the FHIR API with an app password.
 
 from __future__ import annotations
 
-import email
 import json
-from email import policy
 from typing import Any
 
 from sqlalchemy import select
@@ -73,22 +71,6 @@ def _filing_done(gateway: ServedGateway) -> bool:
     return bool(states) and all(state == DONE for state in states)
 
 
-def _queued_mdns(gateway: ServedGateway) -> list[email.message.Message]:
-    components = gateway.components()
-    try:
-        with components.database.transaction() as session:
-            jobs = session.scalars(select(JobRow).where(JobRow.kind == "relay")).all()
-            return [
-                email.message_from_bytes(
-                    components.blobs.read(session, job.payload["blob_id"]), policy=policy.default
-                )
-                for job in jobs
-                if job.payload.get("purpose") == "mdn"
-            ]
-    finally:
-        components.close()
-
-
 def test_e1_e2_xdm_report_from_the_peer_appears_in_fhir(working_gateway: ServedGateway) -> None:
     _send(working_gateway, _mail(working_gateway, n1_xdm(N1_SAMPLE.read_bytes())))
     (entry,) = _wait_documents(working_gateway, 1)
@@ -146,7 +128,7 @@ def test_e3_other_ins_quarantined_and_904_mdn_queued(working_gateway: ServedGate
         to=other,
     )
     mdns = wait_until(
-        lambda: [m for m in _queued_mdns(working_gateway) if "904" in str(m["Subject"])],
+        lambda: [m for m in working_gateway.queued_mdns() if "904" in str(m["Subject"])],
         interval=0.3,
         message="no MDN with error 904 queued for the sender",
     )

@@ -50,7 +50,7 @@ def submission_gateway(
             "CADUCEE_SUBMISSION__OIDC_ISSUER": ISSUER,
             "CADUCEE_SUBMISSION__OIDC_AUDIENCE": AUDIENCE,
             "CADUCEE_SUBMISSION__OIDC_JWKS_FILE": str(oidc_key[1]),
-            "CADUCEE_SUBMISSION__MAX_FAILURES_PER_ACCOUNT": "3",
+            "CADUCEE_IDENTITY__FREE_FAILURES_PER_ACCOUNT_IP": "3",
         },
     )
 

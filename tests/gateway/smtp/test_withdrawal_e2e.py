@@ -10,10 +10,7 @@ history, a ``processed`` receipt for the sender.
 
 from __future__ import annotations
 
-import email
 import urllib.error
-from email import policy
-from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -78,22 +75,6 @@ def _fhir(gateway: ServedGateway, query: str) -> list[dict[str, Any]]:
     return [entry["resource"] for entry in bundle.get("entry", [])]
 
 
-def _mdns(gateway: ServedGateway) -> list[Message]:
-    components = gateway.components()
-    try:
-        with components.database.transaction() as session:
-            jobs = session.scalars(select(JobRow).where(JobRow.kind == "relay")).all()
-            return [
-                email.message_from_bytes(
-                    components.blobs.read(session, job.payload["blob_id"]), policy=policy.default
-                )
-                for job in jobs
-                if job.payload.get("purpose") == "mdn"
-            ]
-    finally:
-        components.close()
-
-
 @pytest.fixture(scope="module")
 def hl7_patient(working_gateway: ServedGateway) -> ServedGateway:
     """The demo patient, with the birthplace the ANS HL7 v2 examples give her (63220)."""
@@ -150,6 +131,6 @@ def test_e4_initial_replacement_deletion_over_smtp_leaves_the_document_withdrawn
     assert [(e["object"]["id"], e["result"]) for e in page["events"]] == [(v2.public_id, "ok")]
 
     # G3: the sender asked for a receipt: processed.
-    mdns = wait_until(lambda: _mdns(gateway), interval=0.3, message="no receipt queued")
+    mdns = wait_until(lambda: gateway.queued_mdns(), interval=0.3, message="no receipt queued")
     assert "Error" not in str(mdns[-1]["Subject"]) and "KO" not in str(mdns[-1]["Subject"])
     assert b"; processed" in mdns[-1].as_bytes()

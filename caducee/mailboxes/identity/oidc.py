@@ -1,4 +1,6 @@
-"""OpenID Connect access tokens for XOAUTH2/OAUTHBEARER (C1): Pro Santé Connect in production.
+"""OpenID Connect access tokens (C1): Pro Santé Connect in production.
+
+Used by SMTP XOAUTH2/OAUTHBEARER and by HTTP Bearer (the identity service).
 
 A token is accepted when its signature verifies with a key of the issuer's
 JWKS (a local file, or the issuer's URL fetched and cached), and ``iss``,
