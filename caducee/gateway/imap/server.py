@@ -68,7 +68,7 @@ from caducee.gateway.imap.session import ImapBackend, Login
 from caducee.gateway.imap.state import CaduceeConnectionState
 from caducee.gateway.limits import ConnectionLimiter, client_key
 from caducee.gateway.runtime import Gateway
-from caducee.gateway.tls import server_context
+from caducee.gateway.tls import handshake_failure, server_context
 from caducee.mailboxes.imap_changes import ChangeFeed
 from caducee.mailboxes.imap_store import ImapStore
 
@@ -290,7 +290,21 @@ class CaduceeImapConnection(IMAPConnection):
         if getattr(self.reader, "_buffer", b""):  # asyncio: bytes received, not yet read
             # Commands sent in clear after STARTTLS must not run as if they came over TLS.
             raise ConnectionError("data received after STARTTLS, before the TLS handshake")
-        await super().start_tls()
+        try:
+            await super().start_tls()
+        except (ssl.SSLError, ConnectionError, TimeoutError) as error:
+            # One line with who and why (J2: OpenSSL's reason, nothing the client sent).
+            peer = self.writer.get_extra_info("peername")
+            sockname = self.writer.get_extra_info("sockname")
+            log.warning(
+                "tls handshake failed",
+                extra={
+                    "client": str(peer[0]) if isinstance(peer, tuple) and peer else None,
+                    "port": int(sockname[1]) if isinstance(sockname, tuple) else None,
+                    **handshake_failure(error),
+                },
+            )
+            raise
 
     async def send_error_disconnect(self) -> None:
         if not self.bye_sent:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from typing import Any
 
@@ -45,11 +44,19 @@ def _sender(envelope: Envelope) -> str:
     return "" if envelope.mail_from in (None, NULL_SENDER) else str(envelope.mail_from)
 
 
-def _refuse(stage: str, verdict: Verdict, **fields: Any) -> str:
+def _refuse(stage: str, verdict: Verdict, envelope: Envelope, **fields: Any) -> str:
     process_metrics().refusal(LISTENER, stage, verdict.rule)
+    assert isinstance(envelope, CaduceeEnvelope)
+    envelope.refused(stage, verdict.rule)
     log.info(
         "refused",
-        extra={"stage": stage, "rule": verdict.rule, "code": verdict.refusal.code, **fields},
+        extra={
+            "queue_id": envelope.queue_id,
+            "stage": stage,
+            "rule": verdict.rule,
+            "code": verdict.refusal.code,
+            **fields,
+        },
     )
     return verdict.smtp_reply()
 
@@ -99,6 +106,8 @@ class InboundHandler:
         address = "" if address in ("", "<>") else address
         too_big = declared_size_refusal(options, self.settings.smtp.max_message_bytes)
         if too_big is not None:
+            assert isinstance(envelope, CaduceeEnvelope)
+            envelope.refused("MAIL", "limits.declared-size")
             return too_big
         trust = await self.context.trust.fresh()
         facts = sender_facts(
@@ -110,7 +119,7 @@ class InboundHandler:
         )
         verdict = judge_sender(facts)
         if verdict is not None:
-            return _refuse("MAIL", verdict)
+            return _refuse("MAIL", verdict, envelope)
         envelope.mail_from = address or NULL_SENDER
         envelope.mail_options.extend(options)
         return "250 2.1.0 Sender OK"
@@ -124,6 +133,7 @@ class InboundHandler:
         assert isinstance(envelope, CaduceeEnvelope)
         too_many = recipients_refusal(envelope, self.settings.smtp.max_recipients)
         if too_many is not None:
+            envelope.refused("RCPT", "limits.recipients")
             return too_many
         sender = _sender(envelope)
 
@@ -134,7 +144,7 @@ class InboundHandler:
         facts, recipient = await asyncio.to_thread(lookup)
         verdict = judge_recipient(facts)
         if verdict is not None:
-            return _refuse("RCPT", verdict)
+            return _refuse("RCPT", verdict, envelope)
         assert recipient is not None
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
@@ -163,6 +173,7 @@ class InboundHandler:
         sender = _sender(envelope)
         content = envelope.content
         if content is None or envelope.size_hint is None:
+            envelope.refused("DATA", "limits.size")
             return "552 5.3.4 Message too big for this recipient"
         assert isinstance(content, bytes)
         headers = data_stage.read_headers(content)
@@ -219,8 +230,8 @@ class InboundHandler:
         )
         verdict = data_stage.judge_content(facts)
         if verdict is not None:
-            return _refuse("DATA", verdict)
-        queue_id = secrets.token_hex(8)
+            return _refuse("DATA", verdict, envelope)
+        queue_id = envelope.queue_id
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
         trace = data_stage.trace_headers(
             hostname=settings.gateway.hostname,

@@ -81,6 +81,7 @@ class SmtpListener:
             loop=asyncio.get_running_loop(),
             **self.protocol_options(),
         )
+        protocol.listener = self.name
         protocol.on_close = self._sessions.discard
         self._sessions.add(protocol)
         return protocol

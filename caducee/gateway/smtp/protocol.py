@@ -19,15 +19,18 @@ import asyncio
 import collections
 import logging
 import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from caducee.gateway.limits import ConnectionLimiter, DataBudget, Held, client_key
 from caducee.gateway.smtp.dotreader import ConnectionClosedDuringData, read_data
+from caducee.gateway.tls import handshake_failure
 from caducee.mailboxes.delivery import Recipient
+from caducee.mailboxes.identity import Principal
 from caducee.policies.inbound import BARE_LINE_ENDING
 
 log = logging.getLogger("caducee.smtp")
@@ -95,13 +98,29 @@ class CaduceeSession(Session):
 
 
 class CaduceeEnvelope(Envelope):
-    """aiosmtpd's envelope plus the recipients our RCPT stage resolved."""
+    """aiosmtpd's envelope plus the recipients our RCPT stage resolved.
+
+    It also carries what the transaction's log line needs: the queue id (chosen
+    up front, so that refused transactions have one too), the last refusal's rule
+    and how many recipients were refused.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.resolved: list[Recipient] = []
         self.outgoing: list[str] = []
         self.size_hint: int | None = None
+        self.sender: Principal | None = None  # submission: the mailbox MAIL FROM sends as
+        self.queue_id = secrets.token_hex(8)
+        self.rule: str | None = None
+        self.refused_recipients = 0
+        self.logged = False
+
+    def refused(self, stage: str, rule: str) -> None:
+        """Record a refusal of this transaction (its rule goes into the transaction line)."""
+        self.rule = rule
+        if stage == "RCPT":
+            self.refused_recipients += 1
 
 
 AUTH_LINE_LIMIT = 12288  # RFC 4954 §4: an AUTH line may carry a long token (XOAUTH2, OAUTHBEARER)
@@ -112,6 +131,19 @@ TOO_MANY_CONNECTIONS = {
 }
 SESSION_TOO_LONG = "Session time limit reached, closing"
 DATA_BUDGET_FULL = "451 4.3.1 Too much mail being received right now, try again later"
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*$"
+)
+
+
+def transaction_status(code: int | None, rule: str | None) -> str:
+    """``accepted``, ``temp``, ``refused`` from the final reply; without one, ``refused`` when
+    something was refused and ``abandoned`` otherwise (RSET, QUIT or a lost connection)."""
+    if code is None:
+        return "refused" if rule else "abandoned"
+    if code < 400:
+        return "accepted"
+    return "temp" if code < 500 else "refused"
 
 
 def declared_size(options: list[str]) -> int | None:
@@ -156,6 +188,8 @@ class CaduceeSMTP(SMTP):
         self._session_timer: asyncio.TimerHandle | None = None
         self._in_data = False
         self._expired = False
+        self.listener: str | None = None  # the port's name, set by its listener
+        self._last_code: int | None = None  # the code of the last reply sent
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self._client is None and self._original_transport is None
@@ -186,6 +220,7 @@ class CaduceeSMTP(SMTP):
             if self._client is not None and self.connections is not None:
                 self.connections.release(self._client)
                 self._client = None
+            self.log_transaction(self.envelope, None)
             super().connection_lost(error)
         if self.on_close is not None:
             self.on_close(self)
@@ -205,16 +240,96 @@ class CaduceeSMTP(SMTP):
         self.transport.write(f"421 4.4.2 {self.hostname} {SESSION_TOO_LONG}\r\n".encode())
         self.transport.close()
 
+    def client_address(self) -> str | None:
+        """The client's IP address (no port), for log lines."""
+        peer = self.session.peer if self.session is not None else None
+        return str(peer[0]) if isinstance(peer, tuple) and peer else None
+
+    def local_port(self) -> int | None:
+        """The port this session came in on."""
+        transport = self._original_transport or self.transport
+        sockname = transport.get_extra_info("sockname") if transport is not None else None
+        return int(sockname[1]) if isinstance(sockname, tuple) and len(sockname) >= 2 else None
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            # A failed STARTTLS handshake: one line with who and why, not a "session error".
+            # aiosmtpd closes the connection; the reply below is never sent.
+            log.warning(
+                "tls handshake failed",
+                extra={
+                    "client": self.client_address(),
+                    "port": self.local_port(),
+                    **handshake_failure(error.__cause__),
+                },
+            )
+            return "454 4.7.0 TLS not available"
+        status: str = await super().handle_exception(error)
+        return status
+
     def _create_session(self) -> Session:
         return CaduceeSession(self.loop)
 
     def _create_envelope(self) -> Envelope:
+        # The envelope is replaced on RSET, EHLO, STARTTLS and after DATA: a transaction
+        # that ends there without a final DATA reply gets its line now.
+        if not self._in_data:
+            self.log_transaction(getattr(self, "envelope", None), None)
         return CaduceeEnvelope()
+
+    def peer_domain(self) -> str | None:
+        """The client's domain: the first its certificate names, else a well-formed EHLO name."""
+        session = self.session
+        if isinstance(session, CaduceeSession) and session.identity.certificate_domains:
+            return session.identity.certificate_domains[0]
+        name = session.host_name if session is not None else None
+        if isinstance(name, str) and _HOSTNAME.match(name):
+            return name.lower()
+        return "[invalid]" if name else None
+
+    def log_transaction(self, envelope: Envelope | None, code: int | None) -> None:
+        """The transaction's one log line (issue 12, J2): ids, counts, domains, status, rule.
+
+        Never an address (a patient's holds the INS), a subject or any content: the sender
+        appears by its domain only, recipients by their count.
+        """
+        if not isinstance(envelope, CaduceeEnvelope) or envelope.logged:
+            return
+        if envelope.mail_from is None and envelope.rule is None:
+            return  # no transaction was attempted
+        envelope.logged = True
+        status = transaction_status(code, envelope.rule)
+        sender = str(envelope.mail_from or "")
+        extra: dict[str, Any] = {
+            "queue_id": envelope.queue_id,
+            "listener": self.listener,
+            "client": self.client_address(),
+            "peer_domain": self.peer_domain(),
+            "sender_domain": sender.rpartition("@")[2].lower() or None,
+            "recipients": len(envelope.rcpt_tos),
+            "refused_recipients": envelope.refused_recipients,
+            "size": envelope.size_hint,
+            "status": status,
+            "code": code,
+        }
+        if status != "accepted" and envelope.rule is not None:
+            extra["rule"] = envelope.rule
+        log.info("smtp transaction", extra=extra)
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str) and not self._raw_replies:
             status = with_enhanced_code(status)
+        if isinstance(status, str) and status[:3].isdigit():
+            self._last_code = int(status[:3])
         await super().push(status)
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        await super().smtp_MAIL(arg)
+        envelope = self.envelope
+        if isinstance(envelope, CaduceeEnvelope) and envelope.rule and not envelope.mail_from:
+            # MAIL refused by a rule: the transaction ends here; the next MAIL starts afresh.
+            self.log_transaction(envelope, self._last_code)
+            self.envelope = CaduceeEnvelope()
 
     async def smtp_EHLO(self, hostname: str) -> None:
         # Replies to EHLO carry no enhanced codes (RFC 2034 §3).
@@ -244,13 +359,21 @@ class CaduceeSMTP(SMTP):
             await self.push("501 5.5.4 Syntax: DATA")
             return
         self._in_data = True
+        envelope = self.envelope
+        self._last_code = None
+        code: int | None = None
         held = self.data_budget.hold() if self.data_budget is not None else None
         try:
             await self._data(held)
+            code = self._last_code if self._last_code != 354 else None
+        except Exception:
+            code = 451  # the handler failed: aiosmtpd answers with handle_exception's 451
+            raise
         finally:
             if held is not None:
                 held.release()
             self._in_data = False
+            self.log_transaction(envelope, code)
             if self._expired:
                 self._close_expired()
 
@@ -260,6 +383,8 @@ class CaduceeSMTP(SMTP):
         if held is not None and declared and not held.take(min(declared, self.max_message_bytes)):
             # The declared size does not fit in the DATA budget: not a byte is read.
             log.info("message refused: data in flight", extra={"rule": "limits.data-in-flight"})
+            assert isinstance(self.envelope, CaduceeEnvelope)
+            self.envelope.refused("DATA", "limits.data-in-flight")
             await self.push(DATA_BUDGET_FULL)
             self._set_post_data_state()  # type: ignore[no-untyped-call]
             return
@@ -269,13 +394,17 @@ class CaduceeSMTP(SMTP):
         except ConnectionClosedDuringData:
             log.info("connection closed during DATA")
             return
+        assert isinstance(self.envelope, CaduceeEnvelope)
+        self.envelope.size_hint = received.size
         if received.over_budget:
             log.info("message refused: data in flight", extra={"rule": "limits.data-in-flight"})
+            self.envelope.refused("DATA", "limits.data-in-flight")
             await self.push(DATA_BUDGET_FULL)
             self._set_post_data_state()  # type: ignore[no-untyped-call]
             return
         if received.bare_line_ending:
             log.info("message refused: bare line ending", extra={"rule": "B4.crlf-only"})
+            self.envelope.refused("DATA", "B4.crlf-only")
             await self.push(
                 f"{BARE_LINE_ENDING.code} {BARE_LINE_ENDING.enhanced} {BARE_LINE_ENDING.text}"
             )
@@ -285,8 +414,6 @@ class CaduceeSMTP(SMTP):
             return
         self.envelope.content = received.content
         self.envelope.original_content = received.content
-        assert isinstance(self.envelope, CaduceeEnvelope)
-        self.envelope.size_hint = received.size
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push(status)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from email.utils import format_datetime
 from typing import Any
@@ -31,6 +30,7 @@ from caducee.gateway.smtp.protocol import CaduceeEnvelope, CaduceeSession
 from caducee.gateway.smtp.rcpt import resolve_recipient
 from caducee.mailboxes.accounts import AccountKind
 from caducee.mailboxes.contacts import patient_may_write
+from caducee.mailboxes.delegation import delegated_principal
 from caducee.mailboxes.delivery import Envelope as DeliveryEnvelope
 from caducee.mailboxes.outbound import queue_outbound
 from caducee.policies.submission import (
@@ -51,6 +51,13 @@ def _user(session: Session) -> AuthenticatedUser:
     user = session.auth_data
     assert isinstance(user, AuthenticatedUser), "aiosmtpd's auth_required guarantees a user"
     return user
+
+
+def _sender(session: Session, envelope: Envelope) -> AuthenticatedUser:
+    """The mailbox this transaction sends as: MAIL FROM's (own or delegated), else the login's."""
+    if isinstance(envelope, CaduceeEnvelope) and envelope.sender is not None:
+        return envelope.sender
+    return _user(session)
 
 
 class SubmissionHandler(AuthMechanisms):
@@ -85,19 +92,46 @@ class SubmissionHandler(AuthMechanisms):
         self.metrics.command(LISTENER, "MAIL")
         user = _user(session)
         too_big = declared_size_refusal(options, self.settings.smtp.max_message_bytes)
+        assert isinstance(envelope, CaduceeEnvelope)
         if too_big is not None:
+            envelope.refused("MAIL", "limits.declared-size")
             return too_big
-        facts = SenderFacts(address=address, owned=address.strip().lower() == user.address)
+        sender = await self._sends_as(user, address)
+        facts = SenderFacts(address=address, owned=sender is not None)
         verdict = first_refusal(SENDER_CHAIN, facts)
         if verdict is not None:
-            log.info("refused", extra={"stage": "MAIL", "rule": verdict.rule})
+            envelope.refused("MAIL", verdict.rule)
+            log.info(
+                "refused",
+                extra={"queue_id": envelope.queue_id, "stage": "MAIL", "rule": verdict.rule},
+            )
             self.metrics.refusal(LISTENER, "MAIL", verdict.rule)
             return verdict.smtp_reply()
-        envelope.mail_from = user.address
+        assert sender is not None
+        if sender.address != user.address:
+            log.info(
+                "sending for a delegated mailbox",
+                extra={"account": user.authenticated_account_id, "mailbox": sender.account_id},
+            )
+        envelope.sender = sender
+        envelope.mail_from = sender.address
         envelope.mail_options.extend(options)
-        assert isinstance(envelope, CaduceeEnvelope)
         envelope.outgoing = []
         return "250 2.1.0 Sender OK"
+
+    async def _sends_as(self, user: AuthenticatedUser, address: str) -> AuthenticatedUser | None:
+        """The mailbox ``address`` names if ``user`` owns it or it is delegated to them (C2)."""
+        wanted = address.strip().lower()
+        if wanted == user.address:
+            return user
+        if not wanted:
+            return None
+
+        def lookup() -> AuthenticatedUser | None:
+            with self.context.database.reading() as db:
+                return delegated_principal(db, user, wanted)
+
+        return await asyncio.to_thread(lookup)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -106,8 +140,9 @@ class SubmissionHandler(AuthMechanisms):
         assert isinstance(envelope, CaduceeEnvelope)
         too_many = recipients_refusal(envelope, self.settings.smtp.max_recipients)
         if too_many is not None:
+            envelope.refused("RCPT", "limits.recipients")
             return too_many
-        user = _user(session)
+        user = _sender(session, envelope)
         is_patient = user.kind == AccountKind.PATIENT.value
         trust = await self.context.trust.fresh()
         parts = split_address(address)
@@ -132,7 +167,11 @@ class SubmissionHandler(AuthMechanisms):
 
         verdict, recipient = await asyncio.to_thread(judge)
         if verdict is not None:
-            log.info("refused", extra={"stage": "RCPT", "rule": verdict.rule})
+            envelope.refused("RCPT", verdict.rule)
+            log.info(
+                "refused",
+                extra={"queue_id": envelope.queue_id, "stage": "RCPT", "rule": verdict.rule},
+            )
             self.metrics.refusal(LISTENER, "RCPT", verdict.rule)
             return str(verdict.smtp_reply())
         envelope.rcpt_tos.append(address)
@@ -159,21 +198,29 @@ class SubmissionHandler(AuthMechanisms):
     async def _data(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         assert isinstance(session, CaduceeSession)
         assert isinstance(envelope, CaduceeEnvelope)
-        user = _user(session)
+        user = _sender(session, envelope)
         content = envelope.content
         if content is None or envelope.size_hint is None:
+            envelope.refused("DATA", "limits.size")
             return "552 5.3.4 Message too big"
         assert isinstance(content, bytes)
         headers = data_stage.read_headers(content)
         if not headers.parses or not headers.from_addresses:
+            envelope.refused("DATA", "headers.malformed")
             return "550 5.6.0 The message header is malformed or has no From field"
-        owned = all(address == user.address for address in headers.from_addresses)
+        owned = True
+        for address in headers.from_addresses:
+            owned = owned and await self._sends_as(_user(session), address) is not None
         verdict = first_refusal(SENDER_CHAIN, SenderFacts(user.address, owned))
         if verdict is not None:
-            log.info("refused", extra={"stage": "DATA", "rule": verdict.rule})
+            envelope.refused("DATA", verdict.rule)
+            log.info(
+                "refused",
+                extra={"queue_id": envelope.queue_id, "stage": "DATA", "rule": verdict.rule},
+            )
             self.metrics.refusal(LISTENER, "DATA", verdict.rule)
             return verdict.smtp_reply()
-        queue_id = secrets.token_hex(8)
+        queue_id = envelope.queue_id
         received = (
             f"Received: from {session.host_name or 'unknown'} (authenticated user)\r\n"
             f"\tby {self.settings.gateway.hostname} (Caducée) with ESMTPSA id {queue_id};\r\n"
