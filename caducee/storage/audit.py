@@ -304,7 +304,7 @@ def login_event(
     """One login attempt (IMAP, SMTP submission, HTTP): who, how, and whether it worked.
 
     ``account_id`` is the account the credentials named (None when no such account);
-    ``method`` names the mechanism (``app-password``, ``oidc``, ``client-certificate``);
+    ``method`` names the mechanism (``app-password``, ``oidc``, ``certificate``);
     ``channel`` the door (``smtp``, ``imap``, ``http``). An attempt refused without
     checking, because of earlier failures, is ``denied`` under the rule ``C1-throttled``.
     """

@@ -1,6 +1,8 @@
 """``caducee account suspend|resume ADDRESS``: stop or restore a hosted account's sign-ins;
 ``caducee account create ADDRESS`` and ``app-password add|list|revoke`` (hosted accounts);
-``caducee account delegate ADDRESS --to OTHER [--revoke]``: OTHER may send as ADDRESS (C2).
+``caducee account delegate ADDRESS --to OTHER [--revoke]``: OTHER may send as ADDRESS (C2);
+``caducee account certificate add|list|revoke``: client certificates of APP mailboxes, for
+SASL EXTERNAL on the submission ports (C1).
 
 A suspended account is refused on every door alike (SMTP AUTH, IMAP LOGIN, HTTP):
 the rule is :func:`caducee.mailboxes.accounts.may_sign_in`. Its mail keeps the
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from caducee.config import load_settings
+from caducee.directory.lookup import bal_type_of
 from caducee.gateway.accounts_admin import (
     app_passwords,
     create_hosted_account,
@@ -27,7 +30,13 @@ from caducee.gateway.commands import CommandError, Subcommands, add_home_argumen
 from caducee.gateway.home import open_home
 from caducee.gateway.lifecycle import run_idle_sweep
 from caducee.gateway.runtime import build_gateway
-from caducee.mailboxes.accounts import AccountState, find_account
+from caducee.mailboxes.accounts import Account, AccountState, find_account
+from caducee.mailboxes.certificates import (
+    CertificateError,
+    account_certificates,
+    bind_certificate,
+    revoke_certificate,
+)
 from caducee.mailboxes.delegation import DelegationError, delegate, revoke_delegation
 from caducee.mailboxes.lifecycle import Actor, LifecycleError
 from caducee.storage.audit import record_event
@@ -53,6 +62,7 @@ def register(subcommands: Subcommands) -> None:
     add_home_argument(delegation)
     delegation.set_defaults(handler=_delegate)
     register_more(actions)
+    register_certificates(actions)
 
 
 def _delegate(args: argparse.Namespace) -> int:
@@ -215,4 +225,100 @@ def run_idle_sweep_command(args: argparse.Namespace) -> int:
         f"{len(report.flagged)} mailbox(es) flagged and told, {len(report.disabled)} disabled, "
         f"{len(report.cleared)} back in use."
     )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# certificate add|list|revoke: client certificates of APP mailboxes (C1, SASL EXTERNAL)
+
+
+def register_certificates(actions: Any) -> None:
+    certificate = actions.add_parser(
+        "certificate", help="client certificates of APP mailboxes (SASL EXTERNAL, C1)"
+    )
+    cert_actions = certificate.add_subparsers(
+        dest="certificate_action", metavar="ACTION", required=True
+    )
+    add = cert_actions.add_parser("add", help="bind a client certificate (PEM) to an APP account")
+    add.add_argument("address", help="the APP mailbox's hosted account")
+    add.add_argument("certificate", help="the client certificate, PEM")
+    add_home_argument(add)
+    add.set_defaults(handler=run_certificate_add)
+    listing = cert_actions.add_parser("list", help="list an account's bound certificates")
+    listing.add_argument("address")
+    listing.add_argument("--json", action="store_true")
+    add_home_argument(listing)
+    listing.set_defaults(handler=run_certificate_list)
+    revoke = cert_actions.add_parser("revoke", help="unbind one certificate by id")
+    revoke.add_argument("address")
+    revoke.add_argument("id", type=int)
+    add_home_argument(revoke)
+    revoke.set_defaults(handler=run_certificate_revoke)
+
+
+def _hosted(session: Any, address: str) -> Account:
+    account = find_account(session, address)
+    if account is None:
+        raise CommandError(f"no hosted account {address}")
+    return account
+
+
+def _certificate_event(session: Any, account: Account, action: str, certificate_id: int) -> None:
+    record_event(
+        session,
+        actor_kind="operator",
+        actor_id="cli",
+        action=action,
+        object_type="certificate",
+        object_id=f"certificate:{certificate_id}",
+        result="done",
+        subject_account_id=account.id,
+        channel="cli",
+    )
+
+
+def run_certificate_add(args: argparse.Namespace) -> int:
+    try:
+        pem = Path(args.certificate).read_text(encoding="ascii", errors="replace")
+    except OSError as error:
+        raise CommandError(f"cannot read {args.certificate}: {error.strerror}") from None
+    with open_home(Path(args.home)) as home, home.database.transaction() as session:
+        account = _hosted(session, args.address)
+        bal_type = bal_type_of(session, account.address)
+        if bal_type != "APP":
+            raise CommandError(
+                f"{account.address} is not an APP mailbox (directory type: {bal_type or 'none'});"
+                " only applicative mailboxes sign in with a client certificate"
+            )
+        try:
+            info, created = bind_certificate(session, account, pem)
+        except CertificateError as error:
+            raise CommandError(str(error)) from None
+        if created:
+            _certificate_event(session, account, "certificate-bind", info.id)
+        address = account.address
+    already = "" if created else " (already)"
+    print(f"certificate {info.id} bound to {address}{already}: sha256 {info.fingerprint}")
+    return 0
+
+
+def run_certificate_list(args: argparse.Namespace) -> int:
+    with open_home(Path(args.home)) as home, home.database.reading() as session:
+        rows = account_certificates(session, _hosted(session, args.address).id)
+    for row in rows:
+        if args.json:
+            print(json.dumps(row.public(), ensure_ascii=False))
+        else:
+            until = f"{row.not_after:%Y-%m-%d}" if row.not_after else "?"
+            print(f"{row.id:>5}  sha256 {row.fingerprint}  until {until}  {row.subject}")
+    return 0
+
+
+def run_certificate_revoke(args: argparse.Namespace) -> int:
+    with open_home(Path(args.home)) as home, home.database.transaction() as session:
+        account = _hosted(session, args.address)
+        if not revoke_certificate(session, account.id, args.id):
+            raise CommandError(f"{account.address} has no certificate {args.id}")
+        _certificate_event(session, account, "certificate-revoke", args.id)
+    print(f"certificate {args.id} of {args.address} revoked.")
     return 0

@@ -9,6 +9,11 @@ delays: ``454 4.7.0`` while one runs), one audit vocabulary (``login`` events, c
 
 ``AUTH PLAIN`` with an authorization identity other than the authentication identity
 (RFC 4616) is refused unless that mailbox is delegated to the authenticated account (C2).
+
+``AUTH EXTERNAL`` (RFC 4422 appendix A) signs in the account bound to the client certificate
+the TLS layer verified (APP mailboxes: :mod:`caducee.mailboxes.certificates`). It is
+advertised only to a session that presented a verified certificate; its authorization
+identity, if any, must be the bound mailbox or one delegated to it (``535 5.7.8`` otherwise).
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ import asyncio
 import base64
 import binascii
 import logging
+import ssl
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session
 
 from caducee.config import Settings
 from caducee.gateway.identity import identity_for
+from caducee.mailboxes.certificates import fingerprint
 from caducee.mailboxes.delegation import delegated_principal
 from caducee.mailboxes.identity import Principal
 from caducee.storage.db import Database
@@ -32,9 +39,28 @@ log = logging.getLogger("caducee.smtp.auth")
 INVALID = "535 5.7.8 Authentication credentials invalid"
 THROTTLED = "454 4.7.0 Too many failed authentications; try again later"
 FOREIGN_AUTHZID = "535 5.7.8 Not authorised to act as that mailbox"
+NO_CERTIFICATE = "504 5.5.4 EXTERNAL needs a verified client certificate"
+EXTERNAL = "EXTERNAL"
 
 AuthenticatedUser = Principal
 """Who is submitting: the one principal type of every door."""
+
+
+def client_certificate(server: SMTP) -> bytes | None:
+    """The DER of the client certificate the TLS layer verified in this session, if any.
+
+    The submission ports ask for a certificate with ``CERT_OPTIONAL``: one that was
+    presented and does not verify against the trust anchors fails the handshake, so a
+    certificate seen here was verified.
+    """
+    transport = server.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+        return None
+    if ssl_object.context.verify_mode == ssl.CERT_NONE:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    return der or None
 
 
 def _client_ip(session: Session) -> str:
@@ -61,7 +87,23 @@ class Authenticator:
             return THROTTLED
         if outcome.principal is None:
             return INVALID
-        principal = outcome.principal
+        return await self._authorised(outcome.principal, authzid)
+
+    async def verify_certificate(
+        self, session: Session, der: bytes, authzid: str = ""
+    ) -> AuthenticatedUser | str:
+        """The account bound to a verified client certificate (EXTERNAL), or the refusal."""
+        outcome = await self.identity.sign_in_certificate(
+            fingerprint(der), ip=_client_ip(session), channel="smtp"
+        )
+        if outcome.throttled is not None:
+            return THROTTLED
+        if outcome.principal is None:
+            return INVALID
+        return await self._authorised(outcome.principal, authzid)
+
+    async def _authorised(self, principal: Principal, authzid: str) -> AuthenticatedUser | str:
+        """``principal``, or the delegated mailbox its authorization identity names (C2)."""
         wanted = authzid.strip().lower()
         if wanted and wanted != principal.address:
             delegated = await asyncio.to_thread(self._delegated, principal, wanted)
@@ -137,6 +179,17 @@ class AuthMechanisms:
         password = bytes(password_raw).decode("utf-8", "replace")
         assert server.session is not None
         return _result(await self.authenticator.verify(server.session, user, password, token=False))
+
+    async def auth_EXTERNAL(self, server: SMTP, args: list[str]) -> AuthResult:
+        der = client_certificate(server)
+        if der is None:
+            return AuthResult(success=False, handled=False, message=NO_CERTIFICATE)
+        data = await _initial(server, args)
+        if data is None:
+            return AuthResult(success=False, handled=False, message="501 5.5.2 Cannot decode")
+        authzid = data.decode("utf-8", "replace")
+        assert server.session is not None
+        return _result(await self.authenticator.verify_certificate(server.session, der, authzid))
 
     async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
         data = await _initial(server, args)

@@ -4,7 +4,9 @@ One asyncio server per port (SO_REUSEPORT, so several processes can share
 it); each connection gets a fresh protocol object. The operators' port asks
 for client certificates verified against the current trust anchors (its TLS
 context is rebuilt when they change); the submission ports authenticate users
-(AUTH only over TLS: after STARTTLS on one, implicit TLS on the other). On
+(AUTH only over TLS: after STARTTLS on one, implicit TLS on the other) and ask
+for an optional client certificate verified the same way, for APP mailboxes'
+``AUTH EXTERNAL`` (C1); persons without one keep using passwords. On
 shutdown a socket stops accepting, sessions in the middle of storing a message
 finish and get their reply, then the remaining sessions are closed.
 
@@ -30,7 +32,6 @@ from caducee.gateway.smtp.context import SmtpContext
 from caducee.gateway.smtp.inbound import InboundHandler
 from caducee.gateway.smtp.protocol import CaduceeSMTP
 from caducee.gateway.smtp.submission import SubmissionHandler
-from caducee.gateway.tls import server_context
 
 log = logging.getLogger("caducee.smtp")
 
@@ -153,19 +154,40 @@ class SubmissionListener(SmtpListener):
         super().__init__(context, host, port, "submissions" if implicit else "submission")
         self.authenticator = authenticator
         self.implicit = implicit
-        self._context = server_context(context.settings)
+        self._tls: tuple[str, ssl.SSLContext] | None = None
 
     def handler(self) -> Any:
+        self._tls_context()  # built at start: an unreadable certificate fails here, not later
         return SubmissionHandler(self.context, self.authenticator)
 
+    def _tls_context(self) -> ssl.SSLContext:
+        """Our certificate; a client certificate asked for (optional), verified like a peer's."""
+        anchors = self.context.trust.anchors_pem
+        digest = hashlib.sha256(anchors.encode()).hexdigest()
+        if self._tls is None or self._tls[0] != digest:
+            context = operator_tls_context(self.context.settings, anchors)
+            if self.implicit:
+                context.sni_callback = self._current
+            self._tls = (digest, context)
+        return self._tls[1]
+
+    def _current(
+        self, ssl_object: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext
+    ) -> None:
+        """Implicit TLS: a handshake started with an older context continues with the current
+        one (trust anchors changed since the socket was opened)."""
+        current = self._tls_context()
+        if current is not context:
+            ssl_object.context = current
+
     def implicit_tls(self) -> ssl.SSLContext | None:
-        return self._context if self.implicit else None
+        return self._tls_context() if self.implicit else None
 
     def protocol_options(self) -> dict[str, Any]:
         return {
             # STARTTLS port: AUTH only after STARTTLS. Implicit TLS: the transport is TLS
             # from the first byte (aiosmtpd cannot see it, hence require_tls off there).
-            "tls_context": None if self.implicit else self._context,
+            "tls_context": None if self.implicit else self._tls_context(),
             "auth_required": True,
             "auth_require_tls": not self.implicit,
         }

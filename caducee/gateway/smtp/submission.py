@@ -22,7 +22,13 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from caducee.directory.lookup import bal_type_of
 from caducee.gateway.metrics import process_metrics
 from caducee.gateway.smtp import data as data_stage
-from caducee.gateway.smtp.auth import AuthenticatedUser, Authenticator, AuthMechanisms
+from caducee.gateway.smtp.auth import (
+    EXTERNAL,
+    AuthenticatedUser,
+    Authenticator,
+    AuthMechanisms,
+    client_certificate,
+)
 from caducee.gateway.smtp.context import SmtpContext
 from caducee.gateway.smtp.limits import declared_size_refusal, recipients_refusal
 from caducee.gateway.smtp.mail import local_domains, split_address
@@ -60,6 +66,12 @@ def _sender(session: Session, envelope: Envelope) -> AuthenticatedUser:
     return _user(session)
 
 
+def _without_external(line: str) -> str:
+    if not line[4:].upper().startswith("AUTH "):
+        return line
+    return " ".join(word for word in line.split(" ") if word.upper() != EXTERNAL)
+
+
 class SubmissionHandler(AuthMechanisms):
     """aiosmtpd handler of the submission ports (587-style and 465-style)."""
 
@@ -84,6 +96,9 @@ class SubmissionHandler(AuthMechanisms):
     ) -> list[str]:
         self.metrics.command(LISTENER, "EHLO")
         session.host_name = hostname
+        if client_certificate(server) is None:
+            # EXTERNAL only to a session whose client certificate was verified (C1)
+            responses = [_without_external(line) for line in responses]
         return [responses[0], f"250-SIZE {self.settings.smtp.max_message_bytes}", *responses[1:]]
 
     async def handle_MAIL(

@@ -10,7 +10,7 @@ class Principal:
     """An authenticated caller: the account it acts for and how it proved who it is.
 
     ``method`` names the proof in the audit vocabulary (``app-password``, ``oidc``,
-    ``client-certificate``). ``acting_account_id`` is set when the caller acts for a
+    ``certificate``). ``acting_account_id`` is set when the caller acts for a
     mailbox delegated to it (C2): ``account_id``/``address`` are then the delegated
     mailbox's and ``acting_account_id`` the account whose credentials were checked.
     """

@@ -16,6 +16,10 @@ SMTP AUTH, IMAP LOGIN and HTTP Basic all call :meth:`IdentityService.sign_in`, w
 4. counts a failure or clears the pair's count, logs the attempt (account id and client
    address, never the address named or a secret) and audits it as a ``login`` event.
 
+:meth:`IdentityService.sign_in_certificate` does the same for SASL EXTERNAL: the account
+bound to a verified client certificate's fingerprint (APP mailboxes), same limiter, same
+state rule, a ``login`` event with method ``certificate``; no cache (no argon2 to spare).
+
 The account-state rule is :func:`~caducee.mailboxes.accounts.may_sign_in`, checked by both
 the argon2 path and the fingerprint. One instance serves every door of a process
 (:func:`caducee.gateway.identity.identity_for`), so that failures on one door count on the
@@ -48,6 +52,7 @@ from caducee.mailboxes.accounts import (
     normalise_address,
     sign_in_fingerprint,
 )
+from caducee.mailboxes.certificates import certificate_account
 from caducee.mailboxes.identity.audit import LoginAudit, LoginFact
 from caducee.mailboxes.identity.limiter import Decision, FailureLimiter, LimiterPolicy
 from caducee.mailboxes.identity.oidc import TokenError, TokenVerifier
@@ -59,6 +64,8 @@ log = logging.getLogger("caducee.identity")
 
 MAX_ADDRESS_LENGTH = 320
 MAX_SECRET_LENGTH = 16384
+CERTIFICATE_METHOD = "certificate"
+"""The audit method of a sign-in with a client certificate (SASL EXTERNAL)."""
 
 
 @dataclass(frozen=True)
@@ -228,6 +235,23 @@ class IdentityService:
             accounts = [a for a in accounts if a.address == user]
         return accounts[0] if accounts else None
 
+    def check_certificate(self, digest: str) -> tuple[str, Principal | None]:
+        """The address bound to a certificate fingerprint ("" if none) and its principal.
+
+        The principal is None when no account is bound or the account may not sign in now
+        (:func:`may_sign_in`, the rule of every door).
+        """
+        self.checks += 1
+        with self.database.reading() as session:
+            account = certificate_account(session, digest)
+            if account is None:
+                return "", None
+            address = str(account.address)
+            if not may_sign_in(str(account.state)):
+                return address, None
+            principal = Principal(int(account.id), address, str(account.kind), CERTIFICATE_METHOD)
+        return address, principal
+
     # -- the door's entry point -------------------------------------------------------------------
 
     async def _run(self, function: Callable[..., object], *args: object) -> object:
@@ -301,6 +325,56 @@ class IdentityService:
                 LoginFact(channel, method, True, principal.account_id, principal.kind)
             )
         return SignIn(principal=principal, fresh=fresh)
+
+    async def sign_in_certificate(self, digest: str, *, ip: str, channel: str) -> SignIn:
+        """Sign in the account bound to a verified client certificate (SASL EXTERNAL, C1).
+
+        ``digest`` is the SHA-256 fingerprint of the certificate the TLS layer verified. The
+        same limiter, account-state rule, log line and ``login`` audit event (method
+        ``certificate``) as a password sign-in.
+        """
+        source = source_key(ip)
+        found = await self._run(self.check_certificate, digest)
+        assert isinstance(found, tuple)
+        address, principal = found
+        decision = self.limiter.check(address, source)
+        if not decision.allowed:
+            log.info(
+                "sign-in delayed",
+                extra={
+                    "channel": channel,
+                    "client": ip,
+                    "scope": decision.scope,
+                    "retry_after": decision.retry_after_seconds,
+                },
+            )
+            await self._audit(
+                LoginFact(channel, CERTIFICATE_METHOD, False, named=address or None, throttled=True)
+            )
+            return SignIn(throttled=decision)
+        if principal is None:
+            self.limiter.failed(address, source)
+            log.info(
+                "sign-in failed",
+                extra={"channel": channel, "client": ip, "method": CERTIFICATE_METHOD},
+            )
+            await self._audit(LoginFact(channel, CERTIFICATE_METHOD, False, named=address or None))
+            return SignIn(fresh=True)
+        self.limiter.succeeded(address, source)
+        log.info(
+            "sign-in",
+            extra={
+                "channel": channel,
+                "client": ip,
+                "account": principal.account_id,
+                "method": CERTIFICATE_METHOD,
+                "cached": False,
+            },
+        )
+        await self._audit(
+            LoginFact(channel, CERTIFICATE_METHOD, True, principal.account_id, principal.kind)
+        )
+        return SignIn(principal=principal, fresh=True)
 
     async def _password(
         self, address: str, password: str, success: LoginFact | None
