@@ -1,16 +1,13 @@
 """The identity service each door of a process shares (SMTP, IMAP, HTTP): C1, issue 12.
 
-``serve`` builds the three listeners separately; each asks :func:`identity_for` with the
-gateway's settings and database and gets the same
-:class:`~caducee.mailboxes.identity.IdentityService`, wired here to the directory (which
-hosted accounts an OIDC token's national id designates), so that a failure counted on one
-door delays the same attempts on the others and one credential cache serves them all.
+One :class:`~caducee.mailboxes.identity.IdentityService` per process, made with the
+gateway's components (:attr:`caducee.gateway.runtime.Gateway.identity`) and handed by
+``serve`` to the SMTP authenticator, the IMAP backend and the HTTP authenticators; wired
+here to the directory (which hosted accounts an OIDC token's national id designates).
 """
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Sequence
 
 from sqlalchemy import select
@@ -21,9 +18,6 @@ from caducee.directory.models import DirectoryEntry
 from caducee.mailboxes.accounts import Account, AccountState
 from caducee.mailboxes.identity import IdentityService, Principal
 from caducee.storage.db import Database
-
-_SERVICES: weakref.WeakKeyDictionary[Database, IdentityService] = weakref.WeakKeyDictionary()
-_LOCK = threading.Lock()
 
 
 def token_accounts(session: Session, national_id: str) -> Sequence[Principal]:
@@ -41,22 +35,11 @@ def token_accounts(session: Session, national_id: str) -> Sequence[Principal]:
     return [Principal(int(row.id), str(row.address), str(row.kind), "oidc") for row in rows]
 
 
-def identity_for(settings: Settings, database: Database) -> IdentityService:
-    """The identity service of ``database`` in this process (made on first use)."""
-    with _LOCK:
-        service = _SERVICES.get(database)
-        if service is None:
-            service = IdentityService(settings, database, token_accounts=token_accounts)
-            _SERVICES[database] = service
-        return service
+def make_identity(settings: Settings, database: Database) -> IdentityService:
+    """The identity service of one gateway process, wired to the directory for OIDC tokens.
 
-
-def identity_of(database: Database) -> IdentityService:
-    """The identity service already made for ``database`` (``build_gateway`` makes it).
-
-    For doors built without the settings at hand (the IMAP backend); a database no gateway
-    was built for gets one with the default ``[identity]`` settings.
+    :func:`caducee.gateway.runtime.build_gateway` makes one per process and ``serve`` hands
+    that one to every door, so a failure counted on one door delays the same attempts on
+    the others and one credential cache serves them all.
     """
-    with _LOCK:
-        service = _SERVICES.get(database)
-    return service if service is not None else identity_for(Settings(), database)
+    return IdentityService(settings, database, token_accounts=token_accounts)

@@ -11,12 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from caducee.config import Settings
-from caducee.gateway.identity import identity_for
+from caducee.gateway.identity import make_identity
 from caducee.gateway.lifecycle import lifecycle_handlers
 from caducee.gateway.metrics import GatewayMetrics, process_metrics
 from caducee.gateway.notify import filing_hook, notify_handler
 from caducee.gateway.relay import make_relay_handler
 from caducee.mailboxes.delivery import NOTIFY_PATIENT_JOB
+from caducee.mailboxes.identity import IdentityService
 from caducee.mailboxes.outbound import RELAY_JOB, queue_outbound
 from caducee.records.filing import FILE_DOCUMENTS_JOB, make_filing_handler
 from caducee.storage.blobs import BlobStore
@@ -37,6 +38,11 @@ class Gateway:
     queue: JobQueue
     handlers: dict[str, JobHandler] = field(default_factory=dict)
     metrics: GatewayMetrics = field(default_factory=process_metrics)
+    identity: IdentityService = field(init=False)
+    """The identity service every door of this process shares (C1)."""
+
+    def __post_init__(self) -> None:
+        self.identity = make_identity(self.settings, self.database)
 
     def worker_pool(self, name: str = "worker") -> WorkerPool:
         """Worker threads for the job kinds this gateway handles."""
@@ -100,5 +106,4 @@ def build_gateway(settings: Settings, handlers: Mapping[str, JobHandler] | None 
         metrics=metrics,
     )
     gateway.handlers = dict(handlers) if handlers is not None else standard_handlers(gateway)
-    identity_for(settings, database)  # every door of this process shares it (C1)
     return gateway

@@ -447,7 +447,7 @@ def test_imap_session_time_limit(limited: ServedGateway) -> None:
     store = ImapStore(
         components.database, components.blobs, components.queue, reporting_host="test"
     )
-    backend = ImapBackend(store, MailboxEvents(), workers=1)
+    backend = ImapBackend(store, MailboxEvents(), components.identity, workers=1)
     tls = server_context(components.settings)
     port = free_port()
     config = CaduceeImapConfig(

@@ -169,7 +169,7 @@ async def serve(gateway: Gateway, role: str = ROLE_MAIN) -> None:
         banner.append(
             f"  SMTP from operators (STARTTLS + client certificate)  {host}:{listeners.smtp}"
         )
-    authenticator = Authenticator(settings, gateway.database)
+    authenticator = Authenticator(gateway.database, gateway.identity)
     if listeners.submission:
         services.append(
             SubmissionListener(

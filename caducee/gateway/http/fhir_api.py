@@ -716,7 +716,9 @@ def fhir_routes(
     ``authenticators`` are tried in order (default: HTTP Basic with app passwords); the
     webmail will add its session here.
     """
-    api = FhirApi(gateway, authenticators or [BasicAuthenticator(gateway.database)])
+    api = FhirApi(
+        gateway, authenticators or [BasicAuthenticator(gateway.database, identity=gateway.identity)]
+    )
     app = Starlette(
         routes=[
             Route("/metadata", api.metadata, methods=["GET"], name="metadata"),

@@ -110,7 +110,7 @@ def basic_credentials(header: str) -> tuple[str, str] | None:
 class BasicAuthenticator:
     """HTTP Basic against the app passwords of hosted accounts, through the identity service.
 
-    ``identity`` is the process's shared service (:func:`caducee.gateway.identity.identity_for`);
+    ``identity`` is the process's shared service (:attr:`caducee.gateway.runtime.Gateway.identity`);
     without it (tests), a service of its own with a ``ttl_seconds`` cache on ``clock``.
     """
 

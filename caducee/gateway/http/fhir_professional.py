@@ -78,7 +78,6 @@ from caducee.gateway.http.fhir_auth import (
     Principal,
     too_many_failures,
 )
-from caducee.gateway.identity import identity_for
 from caducee.gateway.runtime import Gateway
 from caducee.mailboxes.accounts import Account, AccountKind, AccountState
 from caducee.mailboxes.identity.oidc import TokenError, TokenVerifier
@@ -1003,6 +1002,4 @@ def shared_basic_authenticator(gateway: Gateway) -> AuditedBasicAuthenticator:
 
     On the identity service every door of the process shares (one limiter, one cache).
     """
-    return AuditedBasicAuthenticator(
-        gateway.database, identity=identity_for(gateway.settings, gateway.database)
-    )
+    return AuditedBasicAuthenticator(gateway.database, identity=gateway.identity)

@@ -478,7 +478,7 @@ class ImapListeners:
             gateway.queue,
             reporting_host=settings.gateway.hostname,
         )
-        self.backend = ImapBackend(self.store, self.events, workers=workers)
+        self.backend = ImapBackend(self.store, self.events, gateway.identity, workers=workers)
         self.feed = ChangeFeed(
             gateway.database,
             self.store,

@@ -60,7 +60,6 @@ from pymap.selected import SelectedMailbox
 from pymap.user import UserMetadata
 from pysasl.creds.server import ServerCredentials
 
-from caducee.gateway.identity import identity_of
 from caducee.gateway.imap.events import MailboxEvents
 from caducee.gateway.imap.selected import CaduceeSelected, ImapMessage
 from caducee.mailboxes.accounts import AccountKind
@@ -105,20 +104,21 @@ class Refused(MailboxError):
 class ImapBackend:
     """What all sessions of a gateway process share: the store, wake-ups, a thread pool."""
 
-    def __init__(self, store: ImapStore, events: MailboxEvents, *, workers: int = 8) -> None:
+    def __init__(
+        self,
+        store: ImapStore,
+        events: MailboxEvents,
+        identity: IdentityService,
+        *,
+        workers: int = 8,
+    ) -> None:
         self.store = store
         self.events = events
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imap-store")
         self._changes: dict[tuple[int, int | None], asyncio.Future[FolderChanges]] = {}
         self.snapshots = FolderSnapshots()
-        self._identity: IdentityService | None = None
-
-    @property
-    def identity(self) -> IdentityService:
-        """The identity service every door of this process shares (looked up at first use)."""
-        if self._identity is None:
-            self._identity = identity_of(self.store.database)
-        return self._identity
+        self.identity = identity
+        """The identity service every door of this process shares."""
 
     async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a synchronous store call in the IMAP thread pool."""

@@ -27,11 +27,9 @@ from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session
 
-from caducee.config import Settings
-from caducee.gateway.identity import identity_for
 from caducee.mailboxes.certificates import fingerprint
 from caducee.mailboxes.delegation import delegated_principal
-from caducee.mailboxes.identity import Principal
+from caducee.mailboxes.identity import IdentityService, Principal
 from caducee.storage.db import Database
 
 log = logging.getLogger("caducee.smtp.auth")
@@ -71,9 +69,9 @@ def _client_ip(session: Session) -> str:
 class Authenticator:
     """Checks credentials through the shared identity service."""
 
-    def __init__(self, settings: Settings, database: Database) -> None:
+    def __init__(self, database: Database, identity: IdentityService) -> None:
         self.database = database
-        self.identity = identity_for(settings, database)
+        self.identity = identity
         self.tokens = self.identity.tokens
 
     async def verify(

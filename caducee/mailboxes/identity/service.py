@@ -22,8 +22,8 @@ state rule, a ``login`` event with method ``certificate``; no cache (no argon2 t
 
 The account-state rule is :func:`~caducee.mailboxes.accounts.may_sign_in`, checked by both
 the argon2 path and the fingerprint. One instance serves every door of a process
-(:func:`caducee.gateway.identity.identity_for`), so that failures on one door count on the
-others.
+(``Gateway.identity``, handed to each door by ``serve``), so that failures on one door count
+on the others.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ def test_h1_silent_connection_gets_autologout(imap_gateway: ServedGateway) -> No
     store = ImapStore(
         components.database, components.blobs, components.queue, reporting_host="test"
     )
-    backend = ImapBackend(store, MailboxEvents(), workers=1)
+    backend = ImapBackend(store, MailboxEvents(), components.identity, workers=1)
     tls = server_context(components.settings)
     port = free_port()
     config = CaduceeImapConfig(
