@@ -1,7 +1,8 @@
 """The suite runs from a fresh clone: nothing it reads lies outside the repository.
 
-A person who clones the project has no ``../shared``; the samples the tests read are
-copied into ``tests/samples`` with their sources and licences.
+A person who clones the project has only the repository: the samples the tests read are
+copied into ``tests/samples`` with their sources and licences, and no test climbs out of
+the repository to find a file.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from pathlib import Path
 
 from tests.harness.paths import REPO, SAMPLES
 
-OUTSIDE = re.compile(r"""["']shared["']|shared/data|/work/|\.parent\s*/\s*["']\.\.["']""")
+OUTSIDE = re.compile(
+    r"""/work/|REPO\.parent|\.parent\s*/\s*["']\.\.["']|\.parent\.parent\.parent"""
+)
+"""A machine's absolute path, or a path built from the folder above the repository."""
 
 
 def _sources() -> list[Path]:
