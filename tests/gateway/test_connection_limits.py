@@ -27,15 +27,9 @@ from typing import Any
 
 import pytest
 
-from caducee.gateway.imap.config import CaduceeImapConfig
-from caducee.gateway.imap.events import MailboxEvents
-from caducee.gateway.imap.server import ImapListener
-from caducee.gateway.imap.session import ImapBackend, Login
 from caducee.gateway.limits import ConnectionLimiter, DataBudget, client_key
 from caducee.gateway.smtp.protocol import CaduceeSMTP
-from caducee.gateway.tls import server_context
-from caducee.mailboxes.imap_store import ImapStore
-from tests.harness.served import ServedGateway, free_port, prepare_demo
+from tests.harness.served import ServedGateway, in_process_imap_listener, prepare_demo
 from tests.harness.waiting import wait_until
 
 CROWD = 1000
@@ -443,25 +437,8 @@ def test_smtp_session_time_limit() -> None:
 
 
 def test_imap_session_time_limit(limited: ServedGateway) -> None:
-    components = limited.components()
-    store = ImapStore(
-        components.database, components.blobs, components.queue, reporting_host="test"
-    )
-    backend = ImapBackend(store, MailboxEvents(), components.identity, workers=1)
-    tls = server_context(components.settings)
-    port = free_port()
-    config = CaduceeImapConfig(
-        host="127.0.0.1", port=port, hostname="test", ssl_context=tls, max_append_len=1000
-    )
-    listener = ImapListener(
-        host="127.0.0.1",
-        port=port,
-        implicit_tls=False,
-        config=config,
-        login=Login(backend),
-        tls=tls,
-        max_session_seconds=0.5,
-    )
+    imap = in_process_imap_listener(limited, max_session_seconds=0.5)
+    listener, port = imap.listener, imap.port
 
     async def scenario() -> list[bytes]:
         await listener.start()
@@ -480,8 +457,7 @@ def test_imap_session_time_limit(limited: ServedGateway) -> None:
     try:
         lines = asyncio.run(scenario())
     finally:
-        backend.close()
-        components.close()
+        imap.close()
     assert lines[0].startswith(b"* OK ")
     assert lines[1].startswith(b"a OK")
     assert lines[-1] == b"* BYE Session time limit reached.\r\n"

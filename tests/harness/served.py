@@ -436,3 +436,53 @@ def serve_demo(
         yield served
     finally:
         served.stop_all()
+
+
+@dataclass
+class InProcessImap:
+    """An IMAP listener built in the test's process, and what to release after it."""
+
+    listener: Any
+    port: int
+    close: Any
+
+
+def in_process_imap_listener(served: ServedGateway, **limits: float) -> InProcessImap:
+    """An IMAP STARTTLS listener on a free port, built in this process on the served home.
+
+    For tests that need a listener with short limits (``login_timeout``,
+    ``max_session_seconds``…) without restarting the served gateway. Returns the listener
+    (start and stop it in the test's event loop), its port and ``close()`` for the rest.
+    """
+    from caducee.gateway.imap.config import CaduceeImapConfig
+    from caducee.gateway.imap.events import MailboxEvents
+    from caducee.gateway.imap.server import ImapListener
+    from caducee.gateway.imap.session import ImapBackend, Login
+    from caducee.gateway.tls import server_context
+    from caducee.mailboxes.imap_store import ImapStore
+
+    components = served.components()
+    store = ImapStore(
+        components.database, components.blobs, components.queue, reporting_host="test"
+    )
+    backend = ImapBackend(store, MailboxEvents(), components.identity, workers=1)
+    tls = server_context(components.settings)
+    port = free_port()
+    config = CaduceeImapConfig(
+        host="127.0.0.1", port=port, hostname="test", ssl_context=tls, max_append_len=1000
+    )
+    listener = ImapListener(
+        host="127.0.0.1",
+        port=port,
+        implicit_tls=False,
+        config=config,
+        login=Login(backend),
+        tls=tls,
+        **limits,  # type: ignore[arg-type]
+    )
+
+    def close() -> None:
+        backend.close()
+        components.close()
+
+    return InProcessImap(listener, port, close)
