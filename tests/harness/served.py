@@ -45,6 +45,7 @@ from tests.harness.waiting import wait_until
 
 LISTENERS = ("smtp", "submission", "submissions", "imap", "imaps", "http")
 START_ATTEMPTS = 3
+LOOPBACK = "127.0.0.1"
 PORT_TAKEN = "address already in use"
 SIGNED_HEADERS = [b"from", b"to", b"subject", b"date", b"message-id"]
 
@@ -56,19 +57,19 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def greets(port: int, prefix: bytes) -> bool:
-    """Whether a server on ``port`` sends a greeting starting with ``prefix``."""
+def greets(port: int, prefix: bytes, host: str = LOOPBACK) -> bool:
+    """Whether a server on ``host:port`` sends a greeting starting with ``prefix``."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+        with socket.create_connection((host, port), timeout=1) as sock:
             sock.settimeout(2)
             return sock.recv(200).startswith(prefix)
     except OSError:
         return False
 
 
-def answers_http(port: int) -> bool:
+def answers_http(port: int, host: str = LOOPBACK) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=2):
             return True
     except OSError:
         return False
@@ -138,6 +139,11 @@ class ServedGateway:
                 self.env[f"CADUCEE_LISTENERS__{name.upper()}"] = str(self.ports[name])
         raise AssertionError("gateway did not start: " + self.log("serve"))
 
+    @property
+    def host(self) -> str:
+        """The address the listeners bind (``[listeners] host``; several nodes use several)."""
+        return self.env.get("CADUCEE_LISTENERS__HOST", LOOPBACK)
+
     def _started(self, name: str, command: list[str], env: dict[str, str]) -> bool:
         """Spawn ``command`` and wait for its listeners; False if a port was taken."""
         log_path = self.home / f"{name}.log"
@@ -159,11 +165,11 @@ class ServedGateway:
                 return "exited"
             if name == "serve" and not (
                 "Caducée gateway running" in self.log(name)
-                and greets(ports["smtp"], b"220")
-                and answers_http(ports["http"])
+                and greets(ports["smtp"], b"220", self.host)
+                and answers_http(ports["http"], self.host)
             ):
                 return ""
-            if ports.get("imap") and not greets(ports["imap"], b"* OK"):
+            if ports.get("imap") and not greets(ports["imap"], b"* OK", self.host):
                 return ""
             return "ready"
 
@@ -233,7 +239,7 @@ class ServedGateway:
     def smtp(self, *, client_cert: bool = True, starttls: bool = True) -> smtplib.SMTP:
         """The peer operator's MTA on the operators' port (mutual TLS by default)."""
         client = smtplib.SMTP(
-            "127.0.0.1",
+            self.host,
             self.ports["smtp"],
             local_hostname="mx." + self.peer["domain"],
             timeout=30,
@@ -250,10 +256,10 @@ class ServedGateway:
         client: smtplib.SMTP
         if implicit:
             client = smtplib.SMTP_SSL(
-                "127.0.0.1", self.ports["submissions"], context=context, timeout=30
+                self.host, self.ports["submissions"], context=context, timeout=30
             )
         else:
-            client = smtplib.SMTP("127.0.0.1", self.ports["submission"], timeout=30)
+            client = smtplib.SMTP(self.host, self.ports["submission"], timeout=30)
             client.starttls(context=context)
         if login:
             client.login(self.credentials[who]["address"], self.credentials[who]["password"])
@@ -262,7 +268,7 @@ class ServedGateway:
     def imap(self, account: Account, *, port: int | None = None) -> imaplib.IMAP4_SSL:
         """A logged-in IMAP client (implicit TLS) for ``account``."""
         client = imaplib.IMAP4_SSL(
-            "127.0.0.1", port or self.ports["imaps"], ssl_context=self.tls_context(), timeout=30
+            self.host, port or self.ports["imaps"], ssl_context=self.tls_context(), timeout=30
         )
         client.login(account.address, account.password)
         return client
@@ -272,7 +278,7 @@ class ServedGateway:
         account = self.credentials[who]
         token = base64.b64encode(f"{account['address']}:{account['password']}".encode()).decode()
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.ports['http']}{path}",
+            f"http://{self.host}:{self.ports['http']}{path}",
             headers={"Authorization": f"Basic {token}", "Accept": accept},
         )
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
