@@ -52,6 +52,7 @@ from caducee.mailboxes.delivery import ensure_folders
 from caducee.mailboxes.passwords import hash_password, verify_password
 from caducee.mailboxes.proof import text_pdf
 from caducee.policies.identity import ins_oid_allowed
+from caducee.policies.inbound import PatientState
 from caducee.storage.audit import record_event
 from caducee.storage.blobs import BlobStore
 from caducee.storage.db import Base, UtcDateTime, utcnow
@@ -913,6 +914,35 @@ def purge_deadline(session: Session, account_id: int) -> datetime | None:
 def space_status(session: Session, account_id: int) -> str | None:
     """The lifecycle status of ``account_id`` (None: no space)."""
     return session.scalar(select(PatientSpace.status).where(PatientSpace.account_id == account_id))
+
+
+def door_state(
+    session: Session, account_id: int, account_state: str, *, test_mode: bool
+) -> PatientState:
+    """What the SMTP rules say about a patient recipient (A2, I1, I2), one query.
+
+    ``accounts.state`` alone says ``closed`` for every space that is not open, so a space
+    still awaiting activation, an opposed one and a closed one would get the same words;
+    the lifecycle status tells them apart. A space under a test or demo INS OID is
+    refused whatever its state once the gateway is out of test mode (A2).
+    """
+    oid, status = session.execute(
+        select(Patient.ins_oid, PatientSpace.status)
+        .select_from(Patient)
+        .outerjoin(PatientSpace, PatientSpace.account_id == Patient.account_id)
+        .where(Patient.account_id == account_id)
+    ).one_or_none() or (None, None)
+    if oid is not None and not ins_oid_allowed(oid, test_mode=test_mode):
+        return PatientState.TEST_IDENTITY
+    if account_state == AccountState.CLOSED.value and status in _NOT_OPEN:
+        return _NOT_OPEN[status]
+    return PatientState(account_state)
+
+
+_NOT_OPEN = {
+    SpaceStatus.CREATED.value: PatientState.NOT_OPEN_YET,
+    SpaceStatus.OPPOSED.value: PatientState.OPPOSED,
+}
 
 
 def opposition_proof(session: Session, address: str) -> bytes:

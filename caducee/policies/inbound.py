@@ -45,11 +45,19 @@ class RecipientKind(enum.StrEnum):
 
 
 class PatientState(enum.StrEnum):
-    """The state of a patient space (I1, I2)."""
+    """The state of a patient space as the mail rules see it (A2, I1, I2).
+
+    ``NOT_OPEN_YET``, ``OPPOSED`` and ``CLOSED`` all refuse mail with ``5.2.1``, each in
+    its own words: telling a sender "closed" about a space that never opened is false.
+    ``TEST_IDENTITY`` is a space under a test or demo INS OID on a gateway out of test mode.
+    """
 
     ACTIVE = "active"
     SUSPENDED = "suspended"
     CLOSED = "closed"
+    NOT_OPEN_YET = "not-open-yet"
+    OPPOSED = "opposed"
+    TEST_IDENTITY = "test-identity"
     UNKNOWN = "unknown"
 
 
@@ -162,6 +170,26 @@ RECIPIENT_STATE_RULES: tuple[Rule[HostedRecipient], ...] = (
         ),
         _refuse(550, "5.1.1", "No such mailbox here"),
         "Unknown mailboxes are refused.",
+    ),
+    Rule(
+        "A2.test-identity",
+        lambda f: f.kind is RecipientKind.PATIENT and f.patient_state is PatientState.TEST_IDENTITY,
+        _refuse(
+            550, "5.2.1", "This patient's space uses a test INS; this gateway is not in test mode"
+        ),
+        "Test and demo INS OIDs are refused unless the gateway runs in test mode.",
+    ),
+    Rule(
+        "I1.patient-not-open-yet",
+        lambda f: f.kind is RecipientKind.PATIENT and f.patient_state is PatientState.NOT_OPEN_YET,
+        _refuse(550, "5.2.1", "This patient's space is not open yet (awaiting activation)"),
+        "A space opens on activation or after the configured delay; before, it receives nothing.",
+    ),
+    Rule(
+        "I1.patient-opposed",
+        lambda f: f.kind is RecipientKind.PATIENT and f.patient_state is PatientState.OPPOSED,
+        _refuse(550, "5.2.1", "This patient declined the space; it receives no mail"),
+        "A patient who opposed the creation of the space never receives mail in it.",
     ),
     Rule(
         "B2.patient-closed",

@@ -25,6 +25,10 @@ SCOPES = (
     "accounts:read",
     "accounts:write",
     "queue:read",
+    "queue:write",
+    "trust:read",
+    "trust:write",
+    "directory:write",
     "audit:read",
 )
 

@@ -1,11 +1,11 @@
 """The admin API (issue 16): every operation of its OpenAPI document, valid and invalid inputs.
 
-schemathesis is not installed (and not in the lock), so this test walks the document itself:
-for every operation it calls without a token, with a token lacking the scope, with garbage
-bodies and path values, and with valid inputs; no answer is a 5xx, every error is
-``application/problem+json`` with the status it claims, and every status is one the document
-declares for that operation. Plus the scoped flow: create → show → code → close → reopen →
-export, accounts and app passwords, each audited.
+This test walks the document itself, in process (tests/gateway/http/test_admin_schemathesis.py
+runs schemathesis against a served gateway): for every operation it calls without a token,
+with a token lacking the scope, with garbage bodies and path values, and with valid inputs;
+no answer is a 5xx, every error is ``application/problem+json`` with the status it claims,
+and every status is one the document declares for that operation. Plus the scoped flow:
+create → show → code → close → reopen → export, accounts and app passwords, each audited.
 """
 
 from __future__ import annotations

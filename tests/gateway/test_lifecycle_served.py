@@ -12,17 +12,20 @@ import base64
 import imaplib
 import json
 import mailbox
+import re
 import smtplib
 import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from caducee.mailboxes.accounts import Account as AccountRow
 from caducee.mailboxes.lifecycle import totp_now
 from caducee.records.filing import FILE_DOCUMENTS_JOB
 from caducee.storage.jobs import READY, RUNNING, JobRow
@@ -165,12 +168,43 @@ def _imap_count(served: ServedGateway, account: Account) -> int:
         client.logout()
 
 
+R4_BUNDLE_TYPES = {
+    "document", "message", "transaction", "transaction-response", "batch", "batch-response",
+    "history", "searchset", "collection",
+}  # fmt: skip
+R4_DOCUMENT_STATUSES = {"current", "superseded", "entered-in-error"}
+R4_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
+def _check_fhir_r4_bundle(bundle: dict[str, Any]) -> list[bytes]:
+    """The Bundle holds to the R4 rules a reader relies on; the Binaries' decoded content."""
+    assert bundle["resourceType"] == "Bundle" and bundle["type"] in R4_BUNDLE_TYPES
+    assert datetime.fromisoformat(bundle["timestamp"]).tzinfo is not None  # an instant
+    binaries = []
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        assert entry["fullUrl"].startswith("https://")
+        assert entry["fullUrl"].endswith(f"/{resource['resourceType']}/{resource['id']}")
+        assert R4_ID.fullmatch(resource["id"])
+        if resource["resourceType"] == "DocumentReference":
+            assert resource["status"] in R4_DOCUMENT_STATUSES
+            assert {"reference", "identifier"} & set(resource["subject"])  # a Reference
+            assert resource["content"] and all(
+                c["attachment"]["contentType"] for c in resource["content"]
+            )
+        else:
+            assert resource["resourceType"] == "Binary" and resource["contentType"]
+            binaries.append(base64.b64decode(resource["data"], validate=True))
+    return binaries
+
+
 def test_i1_i2_i3_create_activate_receive_export_close_reopen(
     served: ServedGateway, tmp_path: Path
 ) -> None:
     address, code = _create(served)
     assert _show(served, address)["status"] == "created"
-    assert _refusal(served, address) is not None  # not open yet
+    refusal = _refusal(served, address)  # I1: not open yet, and said so (not "closed")
+    assert refusal == (550, b"5.2.1 This patient's space is not open yet (awaiting activation)")
     _activate(served, address, code)
     assert _show(served, address)["status"] == "active"
     password = served.cli("account", "app-password", "add", address, "--label", "imap")
@@ -205,13 +239,15 @@ def test_i1_i2_i3_create_activate_receive_export_close_reopen(
     in_mbox = sum(len(mailbox.mbox(str(tmp_path / "unzipped" / name))) for name in mboxes)
     assert in_mbox == _imap_count(served, account) == 2
     assert len(documents) == fhir_total == len(manifest["documents"])
-    assert bundle["resourceType"] == "Bundle"
+    binaries = _check_fhir_r4_bundle(bundle)
     kinds = [entry["resource"]["resourceType"] for entry in bundle["entry"]]
     assert kinds.count("DocumentReference") == kinds.count("Binary") == fhir_total
+    with zipfile.ZipFile(output) as archive:  # the files as filed are the Bundle's Binaries
+        assert sorted(archive.read(name) for name in documents) == sorted(binaries)
 
     served.cli("patient", "close", address)
     refusal = _refusal(served, address)
-    assert refusal is not None and refusal[0] == 550 and b"5.2.1" in refusal[1]
+    assert refusal == (550, b"5.2.1 This patient's space is closed")
     with pytest.raises(imaplib.IMAP4.error):
         served.imap(account)
     status, _body, kind = _get(served, "/fhir/DocumentReference", _basic(address, account.password))
@@ -230,7 +266,7 @@ def test_i1_opposition_never_opens_and_the_proof_downloads(served: ServedGateway
     assert isinstance(proof, bytes) and proof.startswith(b"%PDF-")
     assert _show(served, address)["status"] == "opposed"
     refusal = _refusal(served, address)
-    assert refusal is not None and refusal[0] == 550 and b"5.2.1" in refusal[1]
+    assert refusal == (550, b"5.2.1 This patient declined the space; it receives no mail")
     served.cli("patient", "run-due")
     assert _show(served, address)["status"] == "opposed"
     token = served.cli("admin", "token", "create", "--scope", "patients:read").splitlines()[-1]
@@ -249,3 +285,60 @@ def test_i1_space_opens_by_itself_after_the_configured_delay(served: ServedGatew
     wait_until(lambda: _show(served, address)["status"] == "active", timeout=60)
     assert _show(served, address)["opened_by"] == "automatic"
     assert _refusal(served, address) is None
+
+
+def test_a2_test_ins_refused_once_test_mode_is_off(tmp_path: Path, pg_schemas: Any) -> None:
+    """The demo patient (test INS OID) gets mail in test mode, and none once it is switched off."""
+    url = pg_schemas.new() if pg_schemas is not None else None
+    gateway = prepare_demo(tmp_path / "home", url)
+    patient = gateway.credentials["patient"]["address"]
+    gateway.start()
+    try:
+        assert _refusal(gateway, patient) is None  # test mode (the demo's): accepted
+        gateway.stop()
+        gateway.env["CADUCEE_GATEWAY__TEST_MODE"] = "false"
+        gateway.start()
+        refusal = _refusal(gateway, patient)
+        assert refusal == (
+            550, b"5.2.1 This patient's space uses a test INS; this gateway is not in test mode"
+        )  # fmt: skip
+    finally:
+        gateway.stop_all()
+
+
+def _notices(served: ServedGateway, address: str) -> list[str]:
+    return [m["subject"] for m in served.mailbox(address) if m["folder"] == "INBOX"]
+
+
+def test_i4_idle_professional_flagged_told_then_disabled_after_the_configured_delays(
+    served: ServedGateway,
+) -> None:
+    """Delays of about 1.7 s each, from the environment as an operator would configure them."""
+    env = {
+        **served.env,
+        "CADUCEE_LIFECYCLE__IDLE_FLAG_DAYS": "0.00002",
+        "CADUCEE_LIFECYCLE__IDLE_DISABLE_DAYS": "0.00002",
+    }
+    professional = served.professional
+    served.imap(professional).logout()  # a sign-in: the idle time counts from now
+    notice = "Boîte aux lettres inutilisée / Unused mailbox"
+
+    def sweep() -> str:
+        return run_cli(env, "account", "idle-sweep", "--home", str(served.home))
+
+    wait_until(lambda: sweep() and notice in _notices(served, professional.address), timeout=60)
+    wait_until(lambda: sweep() and _state(served, professional.address) == "suspended", timeout=60)
+    assert _notices(served, professional.address).count(notice) == 1  # told once
+    with pytest.raises(imaplib.IMAP4.error):  # disabled: refused on the door
+        served.imap(professional)
+    served.cli("account", "resume", professional.address)
+    served.imap(professional).logout()
+
+
+def _state(served: ServedGateway, address: str) -> str | None:
+    components = served.components()
+    try:
+        with components.database.reading() as session:
+            return session.scalar(select(AccountRow.state).where(AccountRow.address == address))
+    finally:
+        components.close()

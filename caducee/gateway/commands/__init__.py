@@ -33,7 +33,9 @@ def confirm_removal(would_remove: int, existing: int, share: float, *, assume_ye
     """
     import sys
 
-    if assume_yes or existing <= 0 or would_remove / existing <= share:
+    from caducee.gateway.imports import removal_exceeds_share
+
+    if assume_yes or not removal_exceeds_share(would_remove, existing, share):
         return True
     question = (
         f"This import would remove {would_remove} of {existing} entries "

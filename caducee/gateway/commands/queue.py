@@ -1,11 +1,15 @@
-"""``caducee queue list|retry|delete --home DIR``: the outbound relay queue, for the operator.
+"""``caducee queue list|show|retry|bounce|delete --home DIR``: the outbound relay queue.
 
 ``list`` shows what is waiting to leave (``--all``: also what left): job id,
 purpose, state, age, recipients and their states, the next attempt and the
 last error *codes*. It never shows content: no subject, no body, and no
 address (recipient domains only with ``--json``). ``retry ID`` makes a waiting
-(or dead-lettered) relay job due now. ``delete ID`` drops a job and its stored
-message without telling the sender: no DSN is sent, which the command says.
+(or dead-lettered) relay job due now. ``show ID`` prints one job with each recipient's
+domain, state and last status code. ``bounce ID`` fails the recipients still pending and
+sends the sender a failure DSN (the relay's own rules). ``delete ID`` drops a job and its
+stored message without telling the sender: no DSN is sent, which the command says. The
+admin API offers the same operations through the same functions
+(:mod:`caducee.gateway.queue_admin`).
 """
 
 from __future__ import annotations
@@ -16,11 +20,11 @@ from datetime import datetime
 from pathlib import Path
 
 from caducee.config import load_settings
+from caducee.gateway import queue_admin
 from caducee.gateway.commands import CommandError, Subcommands, add_home_argument
 from caducee.gateway.relay import state
 from caducee.gateway.runtime import build_gateway
 from caducee.storage.db import utcnow
-from caducee.storage.jobs import RUNNING
 
 
 def register(subcommands: Subcommands) -> None:
@@ -35,6 +39,16 @@ def register(subcommands: Subcommands) -> None:
     retry.add_argument("job_id", type=int, metavar="ID", help="the job id (see 'queue list')")
     add_home_argument(retry)
     retry.set_defaults(handler=run_retry)
+    show = actions.add_parser("show", help="one relay job: recipients' domains, states, codes")
+    show.add_argument("job_id", type=int, metavar="ID", help="the job id (see 'queue list')")
+    add_home_argument(show)
+    show.set_defaults(handler=run_show)
+    bounce = actions.add_parser(
+        "bounce", help="fail a relay job's pending recipients now; the sender gets a DSN"
+    )
+    bounce.add_argument("job_id", type=int, metavar="ID", help="the job id (see 'queue list')")
+    add_home_argument(bounce)
+    bounce.set_defaults(handler=run_bounce)
     remove = actions.add_parser("delete", help="drop a relay job without notifying the sender")
     remove.add_argument("job_id", type=int, metavar="ID", help="the job id (see 'queue list')")
     add_home_argument(remove)
@@ -74,26 +88,7 @@ def run_list(args: argparse.Namespace) -> int:
     now = utcnow()
     if args.json:
         for entry in entries:
-            print(
-                json.dumps(
-                    {
-                        "id": entry.job_id,
-                        "purpose": entry.purpose,
-                        "state": entry.job_state,
-                        "created": entry.created_at.isoformat(),
-                        "age_seconds": int((now - entry.created_at).total_seconds()),
-                        "attempts": entry.attempts,
-                        "recipients": entry.recipients,
-                        "recipient_states": entry.states,
-                        "recipient_domains": list(entry.domains),
-                        "next_attempt": entry.next_attempt_at.isoformat()
-                        if entry.next_attempt_at
-                        else None,
-                        "expires": entry.expires_at.isoformat() if entry.expires_at else None,
-                        "last_error": entry.last_error,
-                    }
-                )
-            )
+            print(json.dumps(queue_admin.entry_view(entry, now)))
         return 0
     what = "relay job(s)" if args.all else "relay job(s) waiting"
     print(f"{len(entries)} {what}")
@@ -111,21 +106,46 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_show(args: argparse.Namespace) -> int:
+    gateway = build_gateway(load_settings(Path(args.home)))
+    try:
+        with gateway.database.reading() as session:
+            view = queue_admin.show_job(session, args.job_id)
+    except queue_admin.QueueError as error:
+        raise CommandError(str(error)) from None
+    finally:
+        gateway.close()
+    print(json.dumps(view, indent=2))
+    return 0
+
+
 def run_retry(args: argparse.Namespace) -> int:
     gateway = build_gateway(load_settings(Path(args.home)))
     try:
         with gateway.database.transaction() as session:
-            job = state.relay_job(session, args.job_id)
-            if job is None:
-                raise CommandError(f"no relay job {args.job_id}")
-            if not state.retry_now(session, args.job_id, utcnow()):
-                raise CommandError(
-                    f"relay job {args.job_id} is {job.state}: nothing to retry"
-                    + (" (it is being attempted right now)" if job.state == RUNNING else "")
-                )
+            queue_admin.retry_job(session, args.job_id)
+    except queue_admin.QueueError as error:
+        message = f"{error}: nothing to retry" if error.status == 409 else str(error)
+        raise CommandError(message) from None
     finally:
         gateway.close()
     print(f"relay job {args.job_id} will be attempted now (by the running gateway's workers)")
+    return 0
+
+
+def run_bounce(args: argparse.Namespace) -> int:
+    gateway = build_gateway(load_settings(Path(args.home)))
+    try:
+        with gateway.database.transaction() as session:
+            bounced = queue_admin.bounce_job(gateway, session, args.job_id)
+    except queue_admin.QueueError as error:
+        raise CommandError(str(error)) from None
+    finally:
+        gateway.close()
+    told = (
+        "the sender gets a failure DSN" if bounced.dsn else "no DSN (the message had none to go to)"
+    )
+    print(f"relay job {args.job_id} bounced: {bounced.failed} recipient(s) failed; {told}")
     return 0
 
 
@@ -133,19 +153,11 @@ def run_delete(args: argparse.Namespace) -> int:
     gateway = build_gateway(load_settings(Path(args.home)))
     try:
         with gateway.database.transaction() as session:
-            job = state.relay_job(session, args.job_id)
-            if job is None:
-                raise CommandError(f"no relay job {args.job_id}")
-            lease = job.locked_until
-            if job.state == RUNNING and lease is not None and lease > utcnow():
-                raise CommandError(
-                    f"relay job {args.job_id} is being attempted right now; try again in a moment"
-                )
-            dropped = state.delete_job(session, args.job_id)
-            assert dropped is not None
-            blob_id, count = dropped
-            if blob_id:
-                gateway.blobs.delete(session, blob_id)
+            count = queue_admin.delete_job(gateway, session, args.job_id)
+    except queue_admin.QueueError as error:
+        raise CommandError(
+            f"{error}; try again in a moment" if error.code == "busy" else str(error)
+        ) from None
     finally:
         gateway.close()
     print(

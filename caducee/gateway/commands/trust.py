@@ -21,8 +21,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
 from caducee.directory.anchors import AnchorError, add_anchor_file, list_anchors, remove_anchor
 from caducee.directory.trust_models import (
@@ -32,8 +31,6 @@ from caducee.directory.trust_models import (
     is_trusted_domain,
     to_ascii_domain,
 )
-from caducee.directory.whitelist import SOURCE as WHITELIST_SOURCE
-from caducee.directory.whitelist import import_whitelist
 from caducee.gateway.commands import (
     CommandError,
     Subcommands,
@@ -41,6 +38,7 @@ from caducee.gateway.commands import (
     confirm_removal,
 )
 from caducee.gateway.home import open_home
+from caducee.gateway.imports import import_trust
 from caducee.storage.db import utcnow
 
 
@@ -93,35 +91,22 @@ def run_import(args: argparse.Namespace) -> int:
         raise CommandError(f"{path} is not a readable file")
     with open_home(Path(args.home)) as home:
         share = home.settings.lifecycle.import_removal_share
-        session = Session(home.database.engine)
-        try:
-            existing = int(
-                session.scalar(
-                    select(func.count())
-                    .select_from(TrustDomain)
-                    .where(TrustDomain.source == WHITELIST_SOURCE)
-                )
-                or 0
-            )
-            report = import_whitelist(session, path)  # in our transaction: ours to keep or not
-            keep = not args.dry_run and (
-                report.removed == 0
-                or confirm_removal(report.removed, existing, share, assume_yes=args.yes)
-            )
-            if keep:
-                session.commit()
-            else:
-                session.rollback()
-        finally:
-            session.close()
+        outcome = import_trust(
+            home.database,
+            path,
+            dry_run=args.dry_run,
+            confirm=lambda removed, existing: confirm_removal(
+                removed, existing, share, assume_yes=args.yes
+            ),
+        )
     if args.dry_run:
         print("Dry run: nothing changed. The import would do this:")
-    for line in report.summary_lines():
+    for line in outcome.report.summary_lines():
         print(line)
-    if not report.imported:
+    if not outcome.report.imported:
         print("Nothing could be imported; the trust space is unchanged.")
         return 1
-    if not args.dry_run and not keep:
+    if outcome.cancelled:
         print("Cancelled: the trust space is unchanged.")
         return 1
     return 0

@@ -42,6 +42,9 @@ from caducee.gateway.accounts_admin import (
     set_account_state,
 )
 from caducee.gateway.export import export_to_file
+from caducee.gateway.http.admin_operations import KINDS, MAX_JOB_ID, OperationsApi
+from caducee.gateway.http.admin_problems import ApiProblem, problem
+from caducee.gateway.http.admin_schemas import RESPONSES
 from caducee.gateway.http.app import PROBLEM_JSON
 from caducee.gateway.lifecycle import (
     deliver_activation_code,
@@ -80,28 +83,6 @@ _ADDRESS = r"^[^/@\s\x00-\x1f]{1,64}@[^/@\s\x00-\x1f]{1,253}$"
 
 
 _ADDRESS_RE = re.compile(_ADDRESS)
-
-
-class ApiProblem(Exception):
-    """A refusal said as problem+json."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-
-
-def problem(status: int, code: str, detail: str, **headers: str) -> JSONResponse:
-    """An RFC 9457 problem with a stable ``code``."""
-    body = {
-        "type": f"urn:caducee:problem:{code}",
-        "title": code.replace("-", " "),
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -587,6 +568,7 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 def admin_routes(gateway: Gateway) -> list[BaseRoute]:
     """``/admin`` (operator) and ``/api/enrolment`` (patient), for ``build_http_app``."""
     api = AdminApi(gateway)
+    ops = OperationsApi(gateway)
     g = api.guarded
     admin = Starlette(
         routes=[
@@ -672,6 +654,43 @@ def admin_routes(gateway: Gateway) -> list[BaseRoute]:
                 methods=["DELETE"],
             ),
             Route("/queue", g("queue:read", "queue.read", api.queue), methods=["GET"]),
+            Route("/queue/relay", g("queue:read", "queue.list", ops.relay_list), methods=["GET"]),
+            Route(
+                "/queue/relay/{job_id}",
+                g("queue:read", "queue.show", ops.relay_show),
+                methods=["GET"],
+            ),
+            Route(
+                "/queue/relay/{job_id}",
+                g("queue:write", "queue.delete", ops.relay_delete),
+                methods=["DELETE"],
+            ),
+            Route(
+                "/queue/relay/{job_id}/retry",
+                g("queue:write", "queue.retry", ops.relay_retry),
+                methods=["POST"],
+            ),
+            Route(
+                "/queue/relay/{job_id}/bounce",
+                g("queue:write", "queue.bounce", ops.relay_bounce),
+                methods=["POST"],
+            ),
+            Route("/trust", g("trust:read", "trust.read", ops.trust), methods=["GET"]),
+            Route(
+                "/trust/domains/{domain}",
+                g("trust:read", "trust.check", ops.trust_check),
+                methods=["GET"],
+            ),
+            Route(
+                "/trust/import",
+                g("trust:write", "trust.import", ops.trust_import),
+                methods=["POST"],
+            ),
+            Route(
+                "/directory/import",
+                g("directory:write", "directory.import", ops.directory_import),
+                methods=["POST"],
+            ),
             Route(
                 "/audit/verify", g("audit:read", "audit.verify", api.audit_verify), methods=["GET"]
             ),
@@ -748,6 +767,25 @@ def openapi_document() -> dict[str, Any]:
         "required": True,
         "schema": {"type": "integer", "minimum": 1},
     }
+    job_id = {
+        "name": "job_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_JOB_ID - 1},
+    }
+    domain = {
+        "name": "domain",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 253},
+    }
+
+    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": False, "schema": schema,
+                "description": description}  # fmt: skip
+
+    dry_run = query("dry_run", {"type": "boolean"}, "Say what would change, change nothing")
+    confirm = query("confirm", {"type": "boolean"}, "Allow removing more than the configured share")
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
     errors = (401, 403, 404, 409, 422)
 
@@ -773,7 +811,15 @@ def openapi_document() -> dict[str, Any]:
                 **_problem_responses(*problems),
             },
         }
-        if body:
+        if body == "file":
+            operation["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+            }
+            operation["responses"].update(_problem_responses(413))
+        elif body:
             operation["requestBody"] = _body_of(body, body_required)
             operation["responses"].update(_problem_responses(400, 413))
         return operation
@@ -805,13 +851,15 @@ def openapi_document() -> dict[str, Any]:
             "code": {"type": "string"},
         },
     }
-    return {
+    schemas.update(RESPONSES)
+    document: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {
             "title": "Caducée admin API",
             "version": __version__,
-            "description": "Patient spaces (I1–I3), hosted accounts, app passwords, queue and "
-            "audit, for the operator (bearer tokens with scopes); enrolment for the patient.",
+            "description": "Patient spaces (I1–I3), hosted accounts, app passwords, trust "
+            "space, directory imports, relay queue and audit, for the operator (bearer "
+            "tokens with scopes); enrolment for the patient.",
         },
         "servers": [{"url": "/"}],
         "components": {
@@ -936,6 +984,101 @@ def openapi_document() -> dict[str, Any]:
             "/admin/queue": {
                 "get": op("Jobs by state", "queue:read", "Counts", problems=(401, 403)),
             },
+            "/admin/queue/relay": {
+                "get": op(
+                    "Relay jobs waiting (all=true: also finished); codes, never content",
+                    "queue:read",
+                    "The jobs",
+                    params=[query("all", {"type": "boolean"}, "Also the finished jobs")],
+                    problems=(401, 403, 422),
+                ),
+            },
+            "/admin/queue/relay/{job_id}": {
+                "get": op(
+                    "One relay job: recipients' domains, states, status codes",
+                    "queue:read",
+                    "The job",
+                    params=[job_id],
+                    problems=(401, 403, 404),
+                ),
+                "delete": op(
+                    "Drop a relay job and its message; the sender is NOT told",
+                    "queue:write",
+                    "",
+                    status="204",
+                    params=[job_id],
+                    content={"description": "Deleted"},
+                    problems=(401, 403, 404, 409),
+                ),
+            },
+            "/admin/queue/relay/{job_id}/retry": {
+                "post": op(
+                    "Attempt a waiting or dead relay job now",
+                    "queue:write",
+                    "The job",
+                    params=[job_id],
+                    problems=(401, 403, 404, 409),
+                ),
+            },
+            "/admin/queue/relay/{job_id}/bounce": {
+                "post": op(
+                    "Fail the pending recipients now; the sender gets a failure DSN",
+                    "queue:write",
+                    "What was failed",
+                    params=[job_id],
+                    problems=(401, 403, 404, 409),
+                ),
+            },
+            "/admin/trust": {
+                "get": op(
+                    "The trust space: domains by source, trust anchors",
+                    "trust:read",
+                    "The trust space",
+                    problems=(401, 403),
+                ),
+            },
+            "/admin/trust/domains/{domain}": {
+                "get": op(
+                    "Is a domain in the trust space?",
+                    "trust:read",
+                    "The answer",
+                    params=[domain],
+                    problems=(401, 403, 404, 422),
+                ),
+            },
+            "/admin/trust/import": {
+                "post": op(
+                    "Import the national whitelist XML (the body); dry run; confirmation",
+                    "trust:write",
+                    "What changed (or would)",
+                    params=[dry_run, confirm],
+                    body="file",
+                    problems=(401, 403, 409, 422),
+                ),
+            },
+            "/admin/directory/import": {
+                "post": op(
+                    "Import a directory extraction (the body); dry run; confirmation",
+                    "directory:write",
+                    "What changed (or would)",
+                    params=[
+                        query(
+                            "mode",
+                            {"type": "string", "enum": ["full", "merge"]},
+                            "full (default): entries the file lacks are removed",
+                        ),
+                        query(
+                            "kind",
+                            {"type": "string", "enum": sorted(KINDS)},
+                            "Refuse a file of the other kind",
+                        ),
+                        dry_run,
+                        confirm,
+                    ],
+                    body="file",
+                    problems=(401, 403, 409, 422),
+                ),
+            },
             "/admin/audit/verify": {
                 "get": op(
                     "Verify the audit chain", "audit:read", "The report", problems=(401, 403)
@@ -967,3 +1110,34 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
+    for (path, method), name in _RETURNS.items():
+        answer = next(iter(document["paths"][path][method]["responses"].values()))
+        answer["content"]["application/json"]["schema"] = {"$ref": f"#/components/schemas/{name}"}
+    return document
+
+
+_RETURNS = {
+    ("/admin/patients", "post"): "Space",
+    ("/admin/patients/{address}", "get"): "Space",
+    ("/admin/patients/{address}", "delete"): "Space",
+    ("/admin/patients/{address}/activation-code", "post"): "ActivationCode",
+    ("/admin/patients/{address}/oppose", "post"): "Space",
+    ("/admin/patients/{address}/close", "post"): "Space",
+    ("/admin/patients/{address}/reopen", "post"): "Space",
+    ("/admin/accounts", "post"): "Account",
+    ("/admin/accounts/{address}", "get"): "Account",
+    ("/admin/accounts/{address}/suspend", "post"): "AccountState",
+    ("/admin/accounts/{address}/resume", "post"): "AccountState",
+    ("/admin/accounts/{address}/app-passwords", "get"): "AppPasswords",
+    ("/admin/accounts/{address}/app-passwords", "post"): "NewAppPassword",
+    ("/admin/queue", "get"): "JobCounts",
+    ("/admin/queue/relay", "get"): "RelayJobs",
+    ("/admin/queue/relay/{job_id}", "get"): "RelayJob",
+    ("/admin/queue/relay/{job_id}/retry", "post"): "RelayJob",
+    ("/admin/queue/relay/{job_id}/bounce", "post"): "Bounced",
+    ("/admin/trust", "get"): "TrustSpace",
+    ("/admin/trust/domains/{domain}", "get"): "TrustCheck",
+    ("/admin/trust/import", "post"): "TrustImport",
+    ("/admin/directory/import", "post"): "DirectoryImport",
+}
+"""The schema of each operation's success answer (components from ``admin_schemas``)."""

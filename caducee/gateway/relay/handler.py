@@ -184,6 +184,26 @@ class Relay:
             delay_warning=self.timing.delay_warning,
         )
 
+    def fail_pending(
+        self,
+        session: Session,
+        job: ClaimedJob,
+        payload: state.RelayPayload,
+        failure: Outcome,
+        now: datetime,
+    ) -> int:
+        """Give every recipient still pending ``failure`` (an operator's bounce): how many.
+
+        The states, the DSN to the sender and the job's end follow the relay's own rules, as
+        after an attempt; the caller holds the job (claimed) and commits.
+        """
+        snapshot = self._load(session, job, payload)
+        pending = snapshot.pending()
+        content = self.blobs.read(session, payload.blob_id)
+        results = dict.fromkeys((row.address for row in pending), failure)
+        self._record(session, job, payload, content, snapshot, results, now)
+        return len(pending)
+
     # -- remote recipients --------------------------------------------------------------
 
     def _trust_view(self) -> _Trust:

@@ -11,6 +11,7 @@ from caducee.directory.trust_models import DomainError, to_ascii_domain
 from caducee.gateway.smtp.mail import split_address
 from caducee.mailboxes.accounts import recipient_account
 from caducee.mailboxes.delivery import Recipient, RecipientRole
+from caducee.mailboxes.lifecycle import door_state
 from caducee.policies.inbound import (
     RCPT_CHAIN,
     PatientState,
@@ -51,7 +52,9 @@ def resolve_recipient(
             ins_ok = ins_key_valid(local)
             account = recipient_account(session, address, patient=True)
             if account is not None:
-                state = PatientState(account.state)
+                state = door_state(
+                    session, account.id, account.state, test_mode=settings.gateway.test_mode
+                )
                 recipient = Recipient(account.address, account.id, RecipientRole.PATIENT)
         elif domain in hosted:
             account = recipient_account(session, address, patient=False)

@@ -1,4 +1,4 @@
-"""C5 operations: ``caducee queue list|retry|delete`` shows codes and counts, never content."""
+"""C5 operations: ``caducee queue list|show|retry|bounce|delete``: codes and counts, no content."""
 
 from __future__ import annotations
 
@@ -112,3 +112,26 @@ def test_c5_queue_delete_drops_the_job_without_a_dsn(
     assert out.splitlines()[0] == "0 relay job(s) waiting"
     code, _out, err = run(bench, capsys, "delete", str(job_id))
     assert code == 1 and f"no relay job {job_id}" in err
+
+
+def test_c5_g4_queue_bounce_fails_pending_recipients_and_tells_the_sender(
+    bench: RelayBench, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bench.sink.handler.per_address = {DR: "451", DR2: "250"}
+    job_id = bench.queue([DR, DR2])
+    bench.attempt()  # DR2 delivered, DR pending (451)
+    code, out, _err = run(bench, capsys, "show", str(job_id))
+    shown = json.loads(out)
+    assert code == 0 and sorted(r["state"] for r in shown["recipients"]) == ["delivered", "pending"]
+    assert "@" not in out and SECRET not in out
+
+    code, out, _err = run(bench, capsys, "bounce", str(job_id))
+    assert code == 0 and "1 recipient(s) failed; the sender gets a failure DSN" in out
+    assert bench.job(job_id).state == DONE
+    (dsn,) = bench.inbox()  # the hosted sender's INBOX: one failure DSN, about DR only
+    report = dsn.as_string()
+    assert dsn.get_content_type() == "multipart/report"
+    assert f"Final-Recipient: rfc822; {DR}" in report and "Status: 5.0.0" in report
+    assert DR2 not in report.split("message/delivery-status", 1)[1].split("text/rfc822", 1)[0]
+    code, _out, err = run(bench, capsys, "bounce", str(job_id))
+    assert code == 1 and "is done" in err
