@@ -13,7 +13,8 @@ envelope sender as ``multipart/report; report-type=delivery-status``:
    enough for the sender to recognise the message, without mailing its health
    content back (RET=HDRS is our only return mode).
 
-This module only builds bytes; it does no I/O. The relay decides when a DSN is
+This module says what a DSN contains; :func:`caducee.reports.build_report` writes it, as it
+writes every report. It does no I/O. The relay decides when a DSN is
 due and sends it with the null sender (``MAIL FROM:<>``), and never about a
 message that itself had the null sender (RFC 3461 §6.2, RFC 5321 §4.5.5), which
 is what prevents bounce loops: :func:`dsn_allowed` is that rule.
@@ -27,15 +28,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address
-from email.message import EmailMessage, Message, MIMEPart
-from email.utils import format_datetime, make_msgid
+from email.message import EmailMessage
+from email.parser import BytesHeaderParser
+from email.utils import format_datetime
+
+from caducee.reports import build_report, header_block, header_text, one_line
+from caducee.reports.build import Fields
 
 DSN_PURPOSE = "dsn"
 REPORTER_LOCAL_PART = "MAILER-DAEMON"
-_MAX_HEADER_BLOCK = 64 * 1024
-_MAX_FIELD = 900
-# Report fields are written unfolded (some receivers do not unfold them); lines stay < 998.
-_POLICY = policy.SMTP.clone(max_line_length=998)
 
 
 class Action(enum.StrEnum):
@@ -67,53 +68,21 @@ def dsn_allowed(envelope_from: str) -> bool:
     return bool(envelope_from.strip().strip("<>"))
 
 
-def _one_line(text: str) -> str:
-    """A field value on one line, ASCII, bounded (DSN fields are 7-bit, RFC 3464 §2.1)."""
-    flat = " ".join(text.split())
-    return flat.encode("ascii", "replace").decode("ascii")[:_MAX_FIELD]
-
-
-def header_block(raw: bytes) -> str:
-    """The original header block as text (LF line ends), bounded in size."""
-    end = raw.find(b"\r\n\r\n")
-    if end < 0:
-        end = raw.find(b"\n\n")
-    block = raw[: end if end >= 0 else len(raw)][:_MAX_HEADER_BLOCK]
-    return block.decode("utf-8", errors="replace").replace("\r\n", "\n") + "\n"
-
-
-def _original_header(raw: bytes, name: str) -> str:
-    """One header of the original (unfolded), or ``""``; used for threading only."""
-    prefix = name.lower().encode("ascii") + b":"
-    lines = header_block(raw).encode("utf-8").split(b"\n")
-    for index, line in enumerate(lines):
-        if line.lower().startswith(prefix):
-            value = line[len(prefix) :]
-            for follow in lines[index + 1 :]:
-                if not follow[:1].isspace() or not follow.strip():
-                    break
-                value += b" " + follow.strip()
-            return _one_line(value.decode("utf-8", "replace"))
-    return ""
+def _original_message_id(raw: bytes) -> str:
+    """The original's Message-ID (for threading only), or ``""``."""
+    headers = BytesHeaderParser(policy=policy.default).parsebytes(header_block(raw) + b"\r\n\r\n")
+    return header_text(headers, "Message-ID") if isinstance(headers, EmailMessage) else ""
 
 
 def _date(value: datetime) -> str:
     return format_datetime(value.astimezone(UTC))
 
 
-def _fields(pairs: Sequence[tuple[str, str | None]]) -> EmailMessage:
-    block = EmailMessage(policy=_POLICY)
-    for name, value in pairs:
-        if value:
-            block[name] = _one_line(value)
-    return block
-
-
 def _recipient_line_fr(report: RecipientReport) -> str:
     line = f"  - {report.address} : statut {report.status}"
     if report.diagnostic:
         source = "réponse du serveur distant" if report.diagnostic_type == "smtp" else "motif"
-        line += f" ({source} : {_one_line(report.diagnostic)})"
+        line += f" ({source} : {one_line(report.diagnostic)})"
     return line
 
 
@@ -121,7 +90,7 @@ def _recipient_line_en(report: RecipientReport) -> str:
     line = f"  - {report.address}: status {report.status}"
     if report.diagnostic:
         source = "remote server replied" if report.diagnostic_type == "smtp" else "reason"
-        line += f" ({source}: {_one_line(report.diagnostic)})"
+        line += f" ({source}: {one_line(report.diagnostic)})"
     return line
 
 
@@ -196,58 +165,39 @@ def build_dsn(
     when = now or datetime.now(UTC)
     failed = [r for r in recipients if r.action is Action.FAILED]
     delayed = [r for r in recipients if r.action is Action.DELAYED]
-
-    report = EmailMessage(policy=_POLICY)
-    report["From"] = Address(
-        display_name="Mail Delivery System",
-        addr_spec=from_address or f"{REPORTER_LOCAL_PART}@{reporting_mta}",
-    )
-    report["To"] = Address(addr_spec=to)
-    report["Subject"] = subject_of(recipients)
-    report["Date"] = format_datetime(when.astimezone(UTC))
-    report["Message-ID"] = make_msgid(domain=reporting_mta)
-    original_id = _original_header(original, "Message-ID")
-    if original_id.startswith("<") and original_id.endswith(">"):
-        report["In-Reply-To"] = original_id
-        report["References"] = original_id
-    report["Auto-Submitted"] = "auto-replied"
-    report["MIME-Version"] = "1.0"
-    report["Content-Type"] = "multipart/report; report-type=delivery-status"
-
-    human = MIMEPart(policy=policy.SMTP)  # quoted-printable lines stay within 76 characters
-    human.set_content(
-        _human_text(reporting_mta, failed, delayed), charset="utf-8", cte="quoted-printable"
-    )
-
-    blocks: list[Message | str] = [
-        _fields([("Reporting-MTA", f"dns; {reporting_mta}"), ("Arrival-Date", _date(arrival))])
+    blocks: list[Fields] = [
+        [("Reporting-MTA", f"dns; {reporting_mta}"), ("Arrival-Date", _date(arrival))]
     ]
     for r in recipients:
         diagnostic = f"{r.diagnostic_type}; {r.diagnostic}" if r.diagnostic else None
         blocks.append(
-            _fields(
-                [
-                    ("Final-Recipient", f"rfc822; {r.address}"),
-                    ("Action", r.action.value),
-                    ("Status", r.status),
-                    ("Remote-MTA", f"dns; {r.remote_mta}" if r.remote_mta else None),
-                    ("Diagnostic-Code", diagnostic),
-                    ("Last-Attempt-Date", _date(r.last_attempt) if r.last_attempt else None),
-                    (
-                        "Will-Retry-Until",
-                        _date(r.will_retry_until)
-                        if r.will_retry_until and r.action is Action.DELAYED
-                        else None,
-                    ),
-                ]
-            )
+            [
+                ("Final-Recipient", f"rfc822; {r.address}"),
+                ("Action", r.action.value),
+                ("Status", r.status),
+                ("Remote-MTA", f"dns; {r.remote_mta}" if r.remote_mta else None),
+                ("Diagnostic-Code", diagnostic),
+                ("Last-Attempt-Date", _date(r.last_attempt) if r.last_attempt else None),
+                (
+                    "Will-Retry-Until",
+                    _date(r.will_retry_until)
+                    if r.will_retry_until and r.action is Action.DELAYED
+                    else None,
+                ),
+            ]
         )
-    status = MIMEPart(policy=_POLICY)
-    status["Content-Type"] = "message/delivery-status"
-    status.set_payload(blocks)
-
-    headers = MIMEPart(policy=_POLICY)
-    headers.set_content(header_block(original), subtype="rfc822-headers", charset="utf-8")
-
-    report.set_payload([human, status, headers])
-    return report.as_bytes(policy=_POLICY)
+    return build_report(
+        report_type="delivery-status",
+        sender=Address(
+            display_name="Mail Delivery System",
+            addr_spec=from_address or f"{REPORTER_LOCAL_PART}@{reporting_mta}",
+        ),
+        to=[str(Address(addr_spec=to))],
+        subject=subject_of(recipients),
+        reporting_host=reporting_mta,
+        original_message_id=_original_message_id(original),
+        human_text=_human_text(reporting_mta, failed, delayed),
+        fields=blocks,
+        original_headers=header_block(original),
+        now=when,
+    )

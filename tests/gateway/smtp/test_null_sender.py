@@ -19,9 +19,10 @@ import pytest
 from sqlalchemy import select
 
 from caducee.gateway.smtp.data import NOT_A_REPORT, read_report
-from caducee.mailboxes.dsn import Action, RecipientReport, build_dsn, header_block
+from caducee.mailboxes.dsn import Action, RecipientReport, build_dsn
 from caducee.mailboxes.outbound import RELAY_JOB
 from caducee.mailboxes.receipts import build_displayed_mdn
+from caducee.reports import header_block
 from caducee.storage.jobs import JobRow
 from tests.harness.served import ServedGateway
 from tests.harness.waiting import wait_until
@@ -62,7 +63,7 @@ def _mdn(original: bytes, *, reader: str, to: str, reporting_host: str) -> bytes
     assert isinstance(headers, EmailMessage)
     return build_displayed_mdn(
         headers,
-        header_block(original).encode(),
+        header_block(original),
         from_address=reader,
         recipients=[to],
         reporting_host=reporting_host,
