@@ -56,7 +56,8 @@ class Gateway:
         )
 
     def close(self) -> None:
-        """Release database connections."""
+        """Stop the identity service's background work and release database connections."""
+        self.identity.close()
         self.database.dispose()
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness.served import ServedGateway, prepare_demo
+from tests.harness.served import Account, ServedGateway, prepare_demo
 from tests.harness.waiting import wait_until
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -107,6 +107,27 @@ def test_k3_metrics_show_listeners_and_refusals_by_rule_id_after_traffic(
         labels.get("engine") in ("sqlite", "postgresql")
         for labels in series(samples, "caducee_database_statement_seconds_count")
     )
+
+
+def test_k3_imap_and_http_listeners_report_their_connections(served: ServedGateway) -> None:
+    patient = served.credentials["patient"]
+    client = served.imap(Account(patient["address"], patient["password"]))
+    try:
+        client.select("INBOX")
+
+        def open_imap_seen() -> Samples | None:
+            samples = scrape(served)[1]
+            return samples if value(samples, "caducee_connections_open", listener="imap") else None
+
+        samples = wait_until(open_imap_seen, message="no open IMAP connection in /metrics")
+    finally:
+        client.logout()
+    assert samples is not None
+    assert (value(samples, "caducee_connections_total", listener="imap") or 0) >= 1
+    # the scrape itself is an HTTP connection of the listener it is counted under
+    assert (value(samples, "caducee_connections_open", listener="http") or 0) >= 1
+    assert (value(samples, "caducee_connections_total", listener="http") or 0) >= 1
+    assert value(samples, "caducee_connections_refused_total", listener="http") == 0
 
 
 def test_k3_job_durations_appear_once_workers_ran_jobs(served: ServedGateway) -> None:

@@ -88,6 +88,8 @@ def nodes(
         "CADUCEE_BLOBS__INLINE_MAX_BYTES": "0",  # every body is an object of the shared bucket
         "CADUCEE_LISTENERS__HOST": NODE_ADDRESSES[0],
         "CADUCEE_QUEUE__LEASE_SECONDS": str(LEASE_SECONDS),
+        "CADUCEE_IDENTITY__FREE_FAILURES_PER_ACCOUNT_IP": "3",
+        "CADUCEE_IDENTITY__FAILURE_DELAY_SECONDS": "120",
     }
     first = prepare_demo(tmp_path / "node-a", pg_schemas.new(), workers=1, extra_env=env)
     _node_certificate(first.home)
@@ -244,3 +246,31 @@ def test_k2_b5_two_nodes_share_mail_and_jobs_and_survive_a_sigkill(
         f"node A acknowledged {len(acknowledged[first.host])}, node B "
         f"{len(acknowledged[second.host])}; {sum(stored.values())} in the INBOX"
     )
+
+
+def _auth_reply(node: ServedGateway, password: str) -> int:
+    """The SMTP code one AUTH PLAIN as the demo professional gets on ``node``."""
+    with node.submit("professional", login=False) as client:
+        client.ehlo()
+        client.user = node.credentials["professional"]["address"]
+        client.password = password
+        try:
+            code, _reply = client.auth("PLAIN", client.auth_plain)
+        except smtplib.SMTPAuthenticationError as refused:
+            return int(refused.smtp_code)
+        return code
+
+
+def test_c1_k2_failed_sign_ins_on_one_node_delay_the_same_attempts_on_the_other(
+    nodes: tuple[ServedGateway, ServedGateway],
+) -> None:
+    first, second = nodes
+    for _ in range(3):  # the third failure spends the free ones: a block of two minutes
+        assert _auth_reply(first, "pas-le-bon-mot-de-passe") == 535
+    assert _auth_reply(first, "pas-le-bon-mot-de-passe") == 454
+    wait_until(
+        lambda: _auth_reply(second, "pas-le-bon-mot-de-passe") == 454,
+        message="the second node still checks passwords the first node blocked",
+    )
+    # the right password is not checked either while the block runs (no oracle)
+    assert _auth_reply(second, second.credentials["professional"]["password"]) == 454

@@ -71,3 +71,14 @@ class SmtpContext:
             total=smtp.max_connections, per_ip=smtp.max_connections_per_ip
         )
         self.data_budget = DataBudget(smtp.max_data_in_flight_bytes)
+
+    def apply(self, settings: Settings) -> None:
+        """Settings after a reload (SIGHUP): new connections and commands follow them.
+
+        The caps change in place, so connections already open stay counted.
+        """
+        self.settings = settings
+        smtp = settings.smtp
+        self.connections.total = smtp.max_connections
+        self.connections.per_ip = smtp.max_connections_per_ip
+        self.data_budget.limit = smtp.max_data_in_flight_bytes

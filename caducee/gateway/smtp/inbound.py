@@ -16,6 +16,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from caducee.config import Settings
 from caducee.directory.lookup import same_professional
 from caducee.gateway import dkim_verify
 from caducee.gateway.metrics import process_metrics
@@ -66,13 +67,17 @@ class InboundHandler:
 
     def __init__(self, context: SmtpContext) -> None:
         self.context = context
-        self.settings = context.settings
         self.local_domains = local_domains(
             context.settings.gateway.patient_domain, context.settings.gateway.hosted_domains
         )
         self.metrics = process_metrics()
         # every SMTP port of a process shares one limiter: one "smtp" series
         self.metrics.watch_connections("smtp", context.connections)
+
+    @property
+    def settings(self) -> Settings:
+        """The context's settings, read at each use so that a reload (SIGHUP) applies at once."""
+        return self.context.settings
 
     # Connection and TLS -------------------------------------------------------------
 

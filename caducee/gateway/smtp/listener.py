@@ -2,8 +2,8 @@
 
 One asyncio server per port (SO_REUSEPORT, so several processes can share
 it); each connection gets a fresh protocol object. The operators' port asks
-for client certificates verified against the current trust anchors (its TLS
-context is rebuilt when they change); the submission ports authenticate users
+for client certificates verified against the current trust anchors and CRL (its TLS
+context is rebuilt when either changes); the submission ports authenticate users
 (AUTH only over TLS: after STARTTLS on one, implicit TLS on the other) and ask
 for an optional client certificate verified the same way, for APP mailboxes'
 ``AUTH EXTERNAL`` (C1); persons without one keep using passwords. On
@@ -42,6 +42,24 @@ warnings.filterwarnings(
 )
 
 IDENT = "Caducée ESMTP"
+
+
+def tls_material_key(context: SmtpContext) -> str:
+    """What a port's TLS context is built from: the anchors, the CRL file and its version.
+
+    Checked on every connection, so new anchors, a renewed CRL file or another CRL path
+    (after a reload) give new connections a new context, with no restart.
+    """
+    crl = context.settings.smtp.crl_file
+    stamp = ""
+    if crl:
+        try:
+            info = context.settings.path_of(crl).stat()
+            stamp = f"{info.st_mtime_ns}:{info.st_size}"
+        except OSError:
+            stamp = "unreadable"
+    material = "\0".join((context.trust.anchors_pem, crl, stamp))
+    return hashlib.sha256(material.encode()).hexdigest()
 
 
 class SmtpListener:
@@ -130,7 +148,7 @@ class OperatorListener(SmtpListener):
 
     def _tls_context(self) -> ssl.SSLContext:
         anchors = self.context.trust.anchors_pem
-        digest = hashlib.sha256(anchors.encode()).hexdigest()
+        digest = tls_material_key(self.context)
         if self._tls is None or self._tls[0] != digest:
             self._tls = (digest, operator_tls_context(self.context.settings, anchors))
         return self._tls[1]
@@ -163,7 +181,7 @@ class SubmissionListener(SmtpListener):
     def _tls_context(self) -> ssl.SSLContext:
         """Our certificate; a client certificate asked for (optional), verified like a peer's."""
         anchors = self.context.trust.anchors_pem
-        digest = hashlib.sha256(anchors.encode()).hexdigest()
+        digest = tls_material_key(self.context)
         if self._tls is None or self._tls[0] != digest:
             context = operator_tls_context(self.context.settings, anchors)
             if self.implicit:

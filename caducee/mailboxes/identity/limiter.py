@@ -14,26 +14,30 @@ Failures are counted under two keys:
 
 A success clears the pair's count and marks the pair as trusted. Counts fade: a key
 with no failure for ``forget_seconds`` starts again from zero. Memory is bounded
-(``max_keys`` per table, the oldest forgotten first). In memory, per process: a
-multi-process gateway multiplies the free failures by its process count, and a restart
-forgets them; the delays still make guessing an app password (about 100 bits) hopeless.
+(``max_keys`` per table, the oldest forgotten first).
 
-The limiter is pure (no I/O, no sleeping): callers ask :meth:`FailureLimiter.check`
-before verifying, and answer with their protocol's "try later" (SMTP ``454 4.7.0``,
-IMAP ``NO [UNAVAILABLE]``, HTTP ``429`` with ``Retry-After``) when it returns a delay.
+Decisions are taken in memory (no I/O, no sleeping): callers ask
+:meth:`FailureLimiter.check` before verifying, and answer with their protocol's "try later"
+(SMTP ``454 4.7.0``, IMAP ``NO [UNAVAILABLE]``, HTTP ``429`` with ``Retry-After``) when it
+returns a delay. With a :class:`~caducee.mailboxes.identity.shared_failures.SharedFailures`
+store, failures and successes are also written to the database in the background and the
+counts of other processes and nodes merged in, so that several nodes together give no more
+free failures than one and a block on one node holds on all of them (within a poll). Keys
+are digests of the account and address: the form shared at rest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from datetime import UTC, datetime
 
-K = TypeVar("K")
+from caducee.mailboxes.identity.shared_failures import SharedCount, SharedFailures
 
 
 @dataclass(frozen=True)
@@ -81,18 +85,39 @@ def _normal(account: str) -> str:
     return account.strip().lower()
 
 
+PAIR_PREFIX = "p:"
+IP_PREFIX = "i:"
+
+
+def pair_key(account: str, ip: str) -> str:
+    """The key of an (account, source address) count: a digest, never the address itself."""
+    material = _normal(account).encode("utf-8", "replace") + b"\x00" + ip.encode()
+    return PAIR_PREFIX + hashlib.sha256(material).hexdigest()[:64]
+
+
+def ip_key(ip: str) -> str:
+    return IP_PREFIX + hashlib.sha256(ip.encode()).hexdigest()[:64]
+
+
 class FailureLimiter:
     """Growing delays per (account, source IP) and per source IP; thread-safe."""
 
     def __init__(
-        self, policy: LimiterPolicy | None = None, *, clock: Callable[[], float] = time.monotonic
+        self,
+        policy: LimiterPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        shared: SharedFailures | None = None,
     ) -> None:
         self.policy = policy or LimiterPolicy()
         self.clock = clock
         self._lock = threading.Lock()
-        self._pairs: OrderedDict[tuple[str, str], _Count] = OrderedDict()
+        self._pairs: OrderedDict[str, _Count] = OrderedDict()
         self._ips: OrderedDict[str, _Count] = OrderedDict()
-        self._trusted: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._trusted: OrderedDict[str, float] = OrderedDict()
+        self.shared = shared
+        if shared is not None:
+            shared.attach(self.merge, self.delay_for)
 
     def _delay(self, failures: int, free: int) -> float:
         """After ``free`` failures: ``base``, then twice as long after each further one."""
@@ -102,26 +127,38 @@ class FailureLimiter:
         policy = self.policy
         return float(min(policy.max_delay_seconds, policy.base_delay_seconds * 2**beyond))
 
-    def _live(self, table: OrderedDict[K, _Count], key: K, now: float) -> _Count | None:
+    def delay_for(self, key: str, failures: int) -> float:
+        """The block ``failures`` deserve under ``key`` (its scope decides the free ones)."""
+        policy = self.policy
+        free = (
+            policy.free_failures_per_account_ip
+            if key.startswith(PAIR_PREFIX)
+            else policy.free_failures_per_ip
+        )
+        return self._delay(failures, free)
+
+    def _live(self, table: OrderedDict[str, _Count], key: str, now: float) -> _Count | None:
         count = table.get(key)
         if count is not None and now - count.last > self.policy.forget_seconds:
             del table[key]
             return None
         return count
 
-    def _trusted_pair(self, pair: tuple[str, str], now: float) -> bool:
+    def _trusted_pair(self, pair: str, now: float) -> bool:
         until = self._trusted.get(pair)
         return until is not None and until > now
 
     def check(self, account: str, ip: str) -> Decision:
         """May an attempt for ``account`` from ``ip`` be checked now?"""
+        if self.shared is not None:
+            self.shared.touch()
         now = self.clock()
-        pair = (_normal(account), ip)
+        pair = pair_key(account, ip)
         with self._lock:
             count = self._live(self._pairs, pair, now)
             if count is not None and count.blocked_until > now:
                 return Decision(count.blocked_until - now, "account-ip")
-            by_ip = self._live(self._ips, ip, now)
+            by_ip = self._live(self._ips, ip_key(ip), now)
             if (
                 by_ip is not None
                 and by_ip.blocked_until > now
@@ -130,34 +167,59 @@ class FailureLimiter:
                 return Decision(by_ip.blocked_until - now, "ip")
         return ALLOWED
 
-    def _count(self, table: OrderedDict[K, _Count], key: K, free: int, now: float) -> None:
+    def _bounded(self, table: OrderedDict[str, _Count], key: str, count: _Count) -> None:
+        table[key] = count
+        table.move_to_end(key)
+        while len(table) > self.policy.max_keys:
+            table.popitem(last=False)
+
+    def _count(self, table: OrderedDict[str, _Count], key: str, free: int, now: float) -> None:
         count = self._live(table, key, now) or _Count(0, now, 0.0)
         count.failures += 1
         count.last = now
         delay = self._delay(count.failures, free)
         if delay:
             count.blocked_until = now + delay
-        table[key] = count
-        table.move_to_end(key)
-        while len(table) > self.policy.max_keys:
-            table.popitem(last=False)
+        self._bounded(table, key, count)
 
     def failed(self, account: str, ip: str) -> None:
         """Count one failed attempt (wrong password, unknown account, bad token)."""
         now = self.clock()
-        pair = (_normal(account), ip)
+        pair, by_ip = pair_key(account, ip), ip_key(ip)
         policy = self.policy
         with self._lock:
             self._count(self._pairs, pair, policy.free_failures_per_account_ip, now)
-            self._count(self._ips, ip, policy.free_failures_per_ip, now)
+            self._count(self._ips, by_ip, policy.free_failures_per_ip, now)
+        if self.shared is not None:
+            self.shared.failed(pair)
+            self.shared.failed(by_ip)
 
     def succeeded(self, account: str, ip: str) -> None:
         """The right credentials from ``ip``: the pair starts again and is trusted there."""
         now = self.clock()
-        pair = (_normal(account), ip)
+        pair = pair_key(account, ip)
         with self._lock:
             self._pairs.pop(pair, None)
             self._trusted[pair] = now + self.policy.trusted_seconds
             self._trusted.move_to_end(pair)
             while len(self._trusted) > self.policy.max_keys:
                 self._trusted.popitem(last=False)
+        if self.shared is not None:
+            self.shared.succeeded(pair)
+
+    def merge(self, shared: SharedCount) -> None:
+        """Take a count from the shared store: the larger count and the later block win."""
+        table = self._pairs if shared.key.startswith(PAIR_PREFIX) else self._ips
+        now = self.clock()
+        blocked = 0.0
+        if shared.blocked_until is not None:
+            remaining = (shared.blocked_until - datetime.now(UTC)).total_seconds()
+            blocked = now + remaining if remaining > 0 else 0.0
+        with self._lock:
+            count = self._live(table, shared.key, now)
+            if count is None:
+                count = _Count(shared.failures, now, blocked)
+            else:
+                count.failures = max(count.failures, shared.failures)
+                count.blocked_until = max(count.blocked_until, blocked)
+            self._bounded(table, shared.key, count)

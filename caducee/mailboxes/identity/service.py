@@ -57,6 +57,7 @@ from caducee.mailboxes.identity.audit import LoginAudit, LoginFact
 from caducee.mailboxes.identity.limiter import Decision, FailureLimiter, LimiterPolicy
 from caducee.mailboxes.identity.oidc import TokenError, TokenVerifier
 from caducee.mailboxes.identity.principal import Principal
+from caducee.mailboxes.identity.shared_failures import SharedFailures
 from caducee.mailboxes.passwords import hash_password, needs_rehash, verify_password
 from caducee.storage.db import Database, utcnow
 
@@ -140,6 +141,17 @@ class CredentialCache:
             self._entries.pop(key, None)
 
 
+def _limiter_policy(settings: Settings) -> LimiterPolicy:
+    identity = settings.identity
+    return LimiterPolicy(
+        free_failures_per_account_ip=identity.free_failures_per_account_ip,
+        free_failures_per_ip=identity.free_failures_per_ip,
+        base_delay_seconds=identity.failure_delay_seconds,
+        max_delay_seconds=identity.failure_delay_max_seconds,
+        trusted_seconds=identity.trusted_source_hours * 3600,
+    )
+
+
 class IdentityService:
     """Sign-in for every door of one process (see the module documentation)."""
 
@@ -156,15 +168,11 @@ class IdentityService:
         self.token_accounts = token_accounts
         """The active hosted accounts of a national id (wired by the gateway: directory)."""
         self.tokens = TokenVerifier(settings)
+        policy = _limiter_policy(settings)
         self.limiter = FailureLimiter(
-            LimiterPolicy(
-                free_failures_per_account_ip=identity.free_failures_per_account_ip,
-                free_failures_per_ip=identity.free_failures_per_ip,
-                base_delay_seconds=identity.failure_delay_seconds,
-                max_delay_seconds=identity.failure_delay_max_seconds,
-                trusted_seconds=identity.trusted_source_hours * 3600,
-            ),
+            policy,
             clock=clock,
+            shared=SharedFailures(database, forget_seconds=policy.forget_seconds),
         )
         self.cache = CredentialCache(identity.credential_cache_seconds, clock=clock)
         self.audit = LoginAudit(database)
@@ -173,6 +181,16 @@ class IdentityService:
         )
         self.checks = 0
         """How many argon2 checks ran (for tests and metrics)."""
+
+    def apply(self, settings: Settings) -> None:
+        """Settings after a reload (SIGHUP): limiter policy, cache lifetime, OIDC verifier.
+
+        Counted failures and cached credentials are kept: a reload neither forgives an
+        attacker nor signs anyone out. (The number of concurrent checks is fixed at start.)
+        """
+        self.tokens = TokenVerifier(settings)
+        self.limiter.policy = _limiter_policy(settings)
+        self.cache.ttl = settings.identity.credential_cache_seconds
 
     # -- synchronous parts (worker threads) -----------------------------------------------------
 
@@ -411,5 +429,7 @@ class IdentityService:
         return principal, True, False
 
     def close(self) -> None:
+        if self.limiter.shared is not None:
+            self.limiter.shared.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.audit.close()
