@@ -5,11 +5,19 @@
 file readable by its owner only). Passwords are generated for each home, never
 shipped. The identities are the public ANS test values: the patient is the one
 of the ANS CDA samples (test INS OID), so their reports file into her record.
+
+The patient's space is created and activated through the lifecycle service, as a real
+patient would (code + birth date, then a password and the first authenticator value), so
+the webmail can be tried at once: ``patient.web_password`` and ``patient.totp_secret``
+(base32, for any authenticator app) sign in at ``/webmail``. ``patient.password`` stays the
+app password of IMAP and SMTP.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import secrets
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -23,11 +31,24 @@ from caducee.gateway.commands.init import DEMO_HOSTED_DOMAIN, DEMO_PEER_DOMAIN, 
 from caducee.gateway.homefiles import HomeLayout
 from caducee.mailboxes.accounts import (
     AccountKind,
-    Patient,
     add_app_password,
     create_account,
+    find_account,
 )
+from caducee.mailboxes.lifecycle import (
+    Actor,
+    LifecycleError,
+    LifecyclePolicy,
+    QualifiedIdentity,
+    complete_activation,
+    create_space,
+    password_problem,
+    start_activation,
+    totp_now,
+)
+from caducee.storage.blobs import BlobStore
 from caducee.storage.db import Database
+from caducee.storage.keyring import Keyring
 
 DEMO_INS = "279035121518989"
 TEST_INS_OID = "1.2.250.1.213.1.4.10"
@@ -37,6 +58,16 @@ PEER_PROFESSIONAL = f"paul.bernard@{DEMO_PEER_DOMAIN}"
 PEER_PROFESSIONAL_RPPS = "10099999020"
 PHARMACY = f"pharmacie@{DEMO_HOSTED_DOMAIN}"
 PHARMACY_FINESS = "750000001"
+DEMO_BIRTH_DATE = date(1979, 3, 28)
+DEMO_IDENTITY = QualifiedIdentity(
+    ins=DEMO_INS,
+    oid=TEST_INS_OID,
+    birth_name="PAT-TROIS",
+    given_name="DOMINIQUE",
+    birth_date=DEMO_BIRTH_DATE,
+    sex="F",
+    birthplace="51215",
+)
 
 
 def _directory_entries() -> list[NewEntry]:
@@ -84,29 +115,66 @@ def _directory_entries() -> list[NewEntry]:
     ]
 
 
-def create_demo(settings: Settings, database: Database, layout: HomeLayout) -> dict[str, Any]:
-    """Create the demo accounts and directory entries and write the credentials file."""
-    patient_address = f"{DEMO_INS}@{settings.gateway.patient_domain}"
+def _web_password() -> str:
+    """A fresh password the lifecycle accepts (9+ characters, lower, upper, digit, special)."""
+    while True:
+        candidate = secrets.token_urlsafe(12) + "-" + secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZ")
+        candidate += secrets.choice("abcdefghijkmnopqrstuvwxyz") + secrets.choice("23456789")
+        if password_problem(candidate) is None:
+            return candidate
+
+
+def _activated_patient(
+    settings: Settings, database: Database, blobs: BlobStore
+) -> tuple[str, str, str]:
+    """Create and activate the demo patient's space; (address, web password, TOTP base32)."""
+    policy = LifecyclePolicy.from_settings(settings)
+    password = _web_password()
+    with database.transaction() as session:
+        created = create_space(session, DEMO_IDENTITY, policy, Actor.operator("demo"))
+        enrolment = start_activation(
+            session, blobs, created.address, created.code, DEMO_BIRTH_DATE, policy
+        )
+        if isinstance(enrolment, LifecycleError):
+            raise enrolment
+        secret = base64.b32decode(
+            enrolment.secret_base32 + "=" * (-len(enrolment.secret_base32) % 8)
+        )
+        activated = complete_activation(
+            session,
+            blobs,
+            created.address,
+            created.code,
+            DEMO_BIRTH_DATE,
+            password,
+            totp_now(secret),
+            policy,
+        )
+        if isinstance(activated, LifecycleError):
+            raise activated
+    return created.address, password, enrolment.secret_base32
+
+
+def create_demo(
+    settings: Settings, database: Database, layout: HomeLayout, blobs: BlobStore | None = None
+) -> dict[str, Any]:
+    """Create the demo accounts and directory entries and write the credentials file.
+
+    ``blobs`` holds the patient's encrypted TOTP secret; without it, the home's blob store
+    (built from ``settings``) is used.
+    """
+    if blobs is None:
+        blobs = BlobStore.from_settings(settings, Keyring(settings.path(settings.crypto.keyring)))
     with database.transaction() as session:
         for domain in (DEMO_HOSTED_DOMAIN, DEMO_PEER_DOMAIN):
             add_trust_domain(session, domain, source="demo", description="Caducée demo operator")
         for entry in _directory_entries():
             add_entry(session, entry)
-        patient_account = create_account(
-            session, patient_address, AccountKind.PATIENT, display_name="Dominique PAT-TROIS"
-        )
-        session.add(
-            Patient(
-                account_id=patient_account.id,
-                ins=DEMO_INS,
-                ins_oid=TEST_INS_OID,
-                birth_name="PAT-TROIS",
-                given_name="DOMINIQUE",
-                birth_date=date(1979, 3, 28),
-                sex="F",
-                birthplace="51215",
-            )
-        )
+    patient_address, web_password, totp_secret = _activated_patient(settings, database, blobs)
+    with database.transaction() as session:
+        patient_account = find_account(session, patient_address)
+        assert patient_account is not None
+        patient_account.display_name = "Dominique PAT-TROIS"
         patient_password = add_app_password(session, patient_account, "demo")
         professional = create_account(
             session, HOSTED_PROFESSIONAL, AccountKind.PROFESSIONAL, display_name="Dr Claire MARTIN"
@@ -127,7 +195,13 @@ def create_demo(settings: Settings, database: Database, layout: HomeLayout) -> d
             "http": listeners.http,
         },
         "ca_cert": str(settings.path(settings.tls.ca_cert).resolve()),
-        "patient": {"address": patient_address, "ins": DEMO_INS, "password": patient_password},
+        "patient": {
+            "address": patient_address,
+            "ins": DEMO_INS,
+            "password": patient_password,
+            "web_password": web_password,
+            "totp_secret": totp_secret,
+        },
         "professional": {
             "address": HOSTED_PROFESSIONAL,
             "national_id": "8" + HOSTED_PROFESSIONAL_RPPS,

@@ -19,6 +19,7 @@ from caducee.storage.blobs import BlobStore
 from caducee.storage.db import Database
 from caducee.storage.jobs import JobQueue
 from caducee.storage.keyring import Keyring
+from tests.harness.browser import browser_context, chromium  # noqa: F401 - fixtures
 from tests.harness.identities import add_patient
 from tests.harness.reports import N1_SAMPLE, Record, make_settings
 from tests.harness.served import Account, ServedGateway, serve_demo

@@ -1,7 +1,8 @@
 """``caducee serve --home DIR``: run every configured listener and the workers.
 
 SIGTERM or SIGINT stops accepting new work, lets in-flight requests and jobs
-finish, and exits 0 (K3).
+finish, and exits 0 (K3). SIGHUP reloads ``caducee.toml`` and applies what can
+change live (:mod:`caducee.gateway.reload`), in this process and its SMTP workers.
 """
 
 from __future__ import annotations
@@ -29,14 +30,20 @@ from caducee.gateway.imap.server import ImapListeners
 from caducee.gateway.lifecycle import ensure_sweep
 from caducee.gateway.limits import ConnectionLimiter
 from caducee.gateway.logs import configure_logging
+from caducee.gateway.notify import notify_handler
+from caducee.gateway.relay import make_relay_handler
+from caducee.gateway.reload import Reloader
 from caducee.gateway.runtime import Gateway, build_gateway
 from caducee.gateway.smtp.auth import Authenticator
 from caducee.gateway.smtp.context import SmtpContext, TrustCache
 from caducee.gateway.smtp.listener import OperatorListener, SubmissionListener
 from caducee.gateway.tls import TLS12_CIPHERS
-from caducee.mailboxes.delivery import MailDelivery
+from caducee.gateway.web import webmail_routes
+from caducee.mailboxes.delivery import NOTIFY_PATIENT_JOB, MailDelivery
+from caducee.mailboxes.outbound import RELAY_JOB
 from caducee.storage import schema
 from caducee.storage.group_commit import GroupCommitter
+from caducee.storage.worker import WorkerPool
 
 log = logging.getLogger("caducee.serve")
 
@@ -57,6 +64,9 @@ def register(subcommands: Subcommands) -> None:
 class _HttpServer(uvicorn.Server):
     """uvicorn without its own signal handling: ``serve`` owns the signals."""
 
+    limiter: ConnectionLimiter | None = None
+    """The listener's connection caps (changed in place by a reload)."""
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
@@ -76,8 +86,10 @@ def _http_server(gateway: Gateway) -> _HttpServer | None:
     routes = [*directory_routes(gateway.database), *access_routes(gateway)]
     if settings.admin.enabled:
         routes += admin_routes(gateway)
+    routes += webmail_routes(gateway)  # "/" and "/webmail": the patient's webmail (H2)
     limits = settings.http
     limiter = ConnectionLimiter(total=limits.max_connections, per_ip=limits.max_connections_per_ip)
+    gateway.metrics.watch_connections("http", limiter)
     config = uvicorn.Config(
         build_http_app(gateway, extra_routes=routes),
         host=settings.listeners.host,
@@ -93,7 +105,9 @@ def _http_server(gateway: Gateway) -> _HttpServer | None:
         h11_max_incomplete_event_size=limits.max_header_bytes,
         **ssl_options,  # type: ignore[arg-type]
     )
-    return _HttpServer(config)
+    server = _HttpServer(config)
+    server.limiter = limiter
+    return server
 
 
 class Service(Protocol):
@@ -129,6 +143,55 @@ async def _stop_children(children: list[asyncio.subprocess.Process]) -> None:
             child.send_signal(signal.SIGTERM)
     for child in children:
         await child.wait()
+
+
+def _caps(limiter: ConnectionLimiter | None, total: int, per_ip: int) -> None:
+    if limiter is not None:
+        limiter.total, limiter.per_ip = total, per_ip
+
+
+def _wire_reload(
+    gateway: Gateway,
+    smtp_context: SmtpContext,
+    workers: WorkerPool | None,
+    imap: ImapListeners | None,
+    http: _HttpServer | None,
+) -> Reloader:
+    """Who takes which live change of a reload (see :data:`caducee.gateway.reload.LIVE`)."""
+    reloader = Reloader(gateway)
+
+    def apply(settings: Settings, sections: frozenset[str]) -> None:
+        smtp_context.apply(settings)
+        gateway.identity.apply(settings)
+        logging.getLogger().setLevel(settings.logging.level)
+        _caps(
+            imap.limiter if imap else None,
+            settings.imap.max_connections,
+            settings.imap.max_connections_per_ip,
+        )
+        _caps(
+            http.limiter if http else None,
+            settings.http.max_connections,
+            settings.http.max_connections_per_ip,
+        )
+        if workers is None:
+            return
+        # New handlers for new jobs; a job already running finishes with the old one.
+        if sections & {"relay", "smtp"}:  # routes, timing, the CRL checked when relaying
+            workers.handlers[RELAY_JOB] = gateway.handlers[RELAY_JOB] = make_relay_handler(gateway)
+        if "notifications" in sections:
+            handler = notify_handler(gateway)
+            workers.handlers[NOTIFY_PATIENT_JOB] = gateway.handlers[NOTIFY_PATIENT_JOB] = handler
+
+    reloader.on_reload(apply)
+    return reloader
+
+
+def _on_hangup(reloader: Reloader, children: list[asyncio.subprocess.Process]) -> None:
+    reloader.reload()
+    for child in children:
+        if child.returncode is None:
+            child.send_signal(signal.SIGHUP)
 
 
 async def serve(gateway: Gateway, role: str = ROLE_MAIN) -> None:
@@ -188,6 +251,7 @@ async def serve(gateway: Gateway, role: str = ROLE_MAIN) -> None:
         banner.append(
             f"  Submission (implicit TLS, AUTH)                      {host}:{listeners.submissions}"
         )
+    imap: ImapListeners | None = None
     if main and (listeners.imap or listeners.imaps):
         imap = ImapListeners(gateway)
         services.append(imap)
@@ -203,11 +267,14 @@ async def serve(gateway: Gateway, role: str = ROLE_MAIN) -> None:
         await service.start()
     children = await _spawn_smtp_workers(settings) if main else []
     http = _http_server(gateway) if main else None
+    reloader = _wire_reload(gateway, smtp_context, workers, imap, http)
+    loop.add_signal_handler(signal.SIGHUP, _on_hangup, reloader, children)
     tasks: list[asyncio.Task[None]] = []
     if http is not None:
         tasks.append(asyncio.create_task(http.serve(), name="http"))
         scheme = "https" if settings.listeners.http_tls else "http"
         banner.append(f"  HTTP        {scheme}://{host}:{settings.listeners.http}/healthz")
+        banner.append(f"  Webmail     {scheme}://{host}:{settings.listeners.http}/webmail")
     if main:
         print(f"Caducée gateway running (home {settings.home})", flush=True)
         for line in banner:

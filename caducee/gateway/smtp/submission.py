@@ -6,7 +6,8 @@ checks for hosted recipients), and DATA checks the header ``From`` and the
 size with the same strict reader as the operators' port. Hosted recipients get
 the message through the same delivery as inbound mail (conversations, contacts,
 [FIN], filing jobs); other recipients of the trust space get it through the
-outbound queue — both in the one transaction committed before ``250``.
+outbound queue — both in the one transaction committed before ``250``. The RCPT verdict
+and the accepted path are :mod:`caducee.gateway.submit`'s, which the webmail asks too.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from email.utils import format_datetime
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from caducee.directory.lookup import bal_type_of
+from caducee.config import Settings
 from caducee.gateway.metrics import process_metrics
 from caducee.gateway.smtp import data as data_stage
 from caducee.gateway.smtp.auth import (
@@ -31,22 +31,15 @@ from caducee.gateway.smtp.auth import (
 )
 from caducee.gateway.smtp.context import SmtpContext
 from caducee.gateway.smtp.limits import declared_size_refusal, recipients_refusal
-from caducee.gateway.smtp.mail import local_domains, split_address
+from caducee.gateway.smtp.mail import local_domains
 from caducee.gateway.smtp.protocol import CaduceeEnvelope, CaduceeSession
-from caducee.gateway.smtp.rcpt import resolve_recipient
-from caducee.mailboxes.accounts import AccountKind
-from caducee.mailboxes.contacts import patient_may_write
+from caducee.gateway.submit import judge_recipient, prepare_submission
 from caducee.mailboxes.delegation import delegated_principal
-from caducee.mailboxes.delivery import Envelope as DeliveryEnvelope
-from caducee.mailboxes.outbound import queue_outbound
 from caducee.policies.submission import (
-    RECIPIENT_CHAIN,
     SENDER_CHAIN,
     SenderFacts,
-    SubmittedRecipientFacts,
 )
 from caducee.policies.verdict import first_refusal
-from caducee.storage.db import utcnow
 
 LISTENER = "submission"
 
@@ -77,7 +70,6 @@ class SubmissionHandler(AuthMechanisms):
 
     def __init__(self, context: SmtpContext, authenticator: Authenticator) -> None:
         self.context = context
-        self.settings = context.settings
         self.authenticator = authenticator
         self.local_domains = local_domains(
             context.settings.gateway.patient_domain, context.settings.gateway.hosted_domains
@@ -85,6 +77,11 @@ class SubmissionHandler(AuthMechanisms):
         self.metrics = process_metrics()
         # every SMTP port of a process shares one limiter: one "smtp" series
         self.metrics.watch_connections("smtp", context.connections)
+
+    @property
+    def settings(self) -> Settings:
+        """The context's settings, read at each use so that a reload (SIGHUP) applies at once."""
+        return self.context.settings
 
     async def handle_EHLO(
         self,
@@ -158,27 +155,18 @@ class SubmissionHandler(AuthMechanisms):
             envelope.refused("RCPT", "limits.recipients")
             return too_many
         user = _sender(session, envelope)
-        is_patient = user.kind == AccountKind.PATIENT.value
         trust = await self.context.trust.fresh()
-        parts = split_address(address)
 
         def judge() -> tuple[Any, Any]:
             with self.context.database.reading() as db:
-                classified, recipient = resolve_recipient(db, self.settings, address, user.address)
-                in_trust = parts is not None and (
-                    parts[1] in self.local_domains or parts[1] in trust.domains
+                return judge_recipient(
+                    db,
+                    self.settings,
+                    user,
+                    address,
+                    local_domains=self.local_domains,
+                    trust_domains=trust.domains,
                 )
-                facts = SubmittedRecipientFacts(
-                    sender_is_patient=is_patient,
-                    sender_bal_type=None if is_patient else bal_type_of(db, user.address),
-                    kind=classified.kind,
-                    ins_key_valid=classified.ins_key_valid,
-                    patient_state=classified.patient_state,
-                    in_trust_space=in_trust,
-                    patient_may_write=is_patient
-                    and patient_may_write(db, user.account_id, address),
-                )
-            return first_refusal(RECIPIENT_CHAIN, facts), recipient
 
         verdict, recipient = await asyncio.to_thread(judge)
         if verdict is not None:
@@ -236,59 +224,26 @@ class SubmissionHandler(AuthMechanisms):
             self.metrics.refusal(LISTENER, "DATA", verdict.rule)
             return verdict.smtp_reply()
         queue_id = envelope.queue_id
-        received = (
-            f"Received: from {session.host_name or 'unknown'} (authenticated user)\r\n"
-            f"\tby {self.settings.gateway.hostname} (Caducée) with ESMTPSA id {queue_id};\r\n"
-            f"\t{format_datetime(utcnow())}\r\n"
-        ).encode()
-        message = received + content
         trust = await self.context.trust.fresh()
-        reply_to = headers.reply_to
-        if reply_to is not None:
-            reply_parts = split_address(reply_to)
-            if reply_parts is None or not (
-                reply_parts[1] in trust.domains or reply_parts[1] in self.local_domains
-            ):
-                reply_to = None
-        is_patient = user.kind == AccountKind.PATIENT.value
-        delivery = DeliveryEnvelope(
-            content=message,
-            direction="submitted",
-            envelope_from=user.address,
-            header_from=headers.from_addresses[0],
-            message_id=headers.message_id,
-            thread_ids=headers.thread_ids,
-            reply_to=reply_to,
-            ends_exchange=headers.ends_exchange,
-            sender_is_professional=not is_patient,
-            has_attachments=headers.multipart,
-            recipients=tuple(envelope.resolved),
+        submission = prepare_submission(
+            self.settings,
+            user,
+            content,
+            headers,
+            client_name=session.host_name or "unknown",
+            queue_id=queue_id,
+            protocol="ESMTPSA",
+            local_domains=self.local_domains,
+            trust_domains=trust.domains,
+            resolved=envelope.resolved,
+            outgoing=envelope.outgoing,
+            blobs=self.context.blobs,
+            queue=self.context.queue,
+            delivery=self.context.delivery,
         )
-        outgoing = list(envelope.outgoing)
-        blobs, queue, delivery_service = (
-            self.context.blobs,
-            self.context.queue,
-            self.context.delivery,
-        )
-
-        def commit(db: Any) -> None:
-            if delivery.recipients:
-                delivery_service.deliver(db, delivery)
-            if outgoing:
-                queue_outbound(
-                    db,
-                    blobs,
-                    queue,
-                    envelope_from=user.address,
-                    recipients=outgoing,
-                    content=message,
-                    purpose="submission",
-                    message_id=headers.message_id,
-                )
-
         self.context.in_flight += 1
         try:
-            await self.context.committer.run(commit)
+            await self.context.committer.run(submission.commit)
         finally:
             self.context.in_flight -= 1
         self.context.on_commit()
@@ -296,8 +251,8 @@ class SubmissionHandler(AuthMechanisms):
             "submitted",
             extra={
                 "queue_id": queue_id,
-                "local": len(delivery.recipients),
-                "relayed": len(outgoing),
+                "local": submission.local,
+                "relayed": submission.relayed,
                 "size": len(content),
             },
         )

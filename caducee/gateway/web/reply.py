@@ -1,0 +1,158 @@
+"""Replying from the webmail: the same rule table and accepted path as the submission port (C4).
+
+Whether the reply form is shown, and whether a reply is accepted, is the verdict of
+:func:`caducee.gateway.submit.judge_recipient` — the RCPT verdict of the SMTP submission
+port — on the address the professional gave (D2: ``Reply-To``, else the sender). An accepted
+reply is committed by :func:`caducee.gateway.submit.prepare_submission`, like a message
+submitted over SMTP: delivered to a hosted professional (joining the conversation, D1) or
+queued for another operator (C5). A copy is then kept in the patient's Sent folder.
+
+When the table refuses, the page says why in the national app's words: the professional
+ended the exchange (D3: "<nom> a mis fin à vos échanges."), or "Ce message n'autorise pas la
+réponse.".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.policy
+import logging
+import secrets
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+from caducee.gateway.runtime import Gateway
+from caducee.gateway.smtp.context import TrustCache
+from caducee.gateway.smtp.data import read_headers
+from caducee.gateway.smtp.mail import local_domains
+from caducee.gateway.submit import judge_recipient, prepare_submission
+from caducee.gateway.web.mailbox import Mailbox, ReplyTarget
+from caducee.mailboxes.delivery import MailDelivery
+from caducee.mailboxes.identity.principal import Principal
+from caducee.mailboxes.imap_store import StoreError
+from caducee.policies.submission import SENDER_CHAIN, SenderFacts
+from caducee.policies.verdict import first_refusal
+from caducee.storage.db import utcnow
+
+log = logging.getLogger("caducee.webmail")
+
+MAX_REPLY_CHARS = 50_000
+
+
+@dataclass(frozen=True)
+class ReplyState:
+    """Whether the patient may reply in a conversation, and why not (D3, C4)."""
+
+    allowed: bool
+    reason: str | None = None
+    """``ended`` (the professional ended the exchange) or ``no-reply``."""
+    name: str = ""
+
+
+class Replies:
+    """Reply decisions and sending for one gateway process."""
+
+    def __init__(self, gateway: Gateway, mailbox: Mailbox) -> None:
+        self.gateway = gateway
+        self.settings = gateway.settings
+        self.mailbox = mailbox
+        self.delivery = MailDelivery(gateway.blobs, gateway.queue)
+        self.trust = TrustCache(gateway.database)
+        self.local_domains = local_domains(
+            self.settings.gateway.patient_domain, self.settings.gateway.hosted_domains
+        )
+
+    async def state(self, principal: Principal, target: ReplyTarget) -> ReplyState:
+        """Ask the submission rule table (the one the SMTP port asks) about the reply address."""
+        name = await asyncio.to_thread(self.mailbox.correspondent_name, target.professional_address)
+        if target.reply_address is None:
+            return ReplyState(False, "no-reply", name)
+        trust = await self.trust.fresh()
+        address = target.reply_address
+
+        def judge() -> bool:
+            with self.gateway.database.reading() as session:
+                verdict, _ = judge_recipient(
+                    session,
+                    self.settings,
+                    principal,
+                    address,
+                    local_domains=self.local_domains,
+                    trust_domains=trust.domains,
+                )
+            return verdict is None
+
+        if await asyncio.to_thread(judge):
+            return ReplyState(True, None, name)
+        return ReplyState(False, "ended" if target.ended else "no-reply", name)
+
+    def compose(
+        self, principal: Principal, display_name: str | None, target: ReplyTarget, text: str
+    ) -> bytes:
+        """The reply as a plain-text message answering the professional's last one (D1)."""
+        message = EmailMessage(policy=email.policy.SMTP)
+        message["From"] = Address(display_name=display_name or "", addr_spec=principal.address)
+        message["To"] = target.reply_address or ""
+        message["Subject"] = target.subject
+        message["Date"] = format_datetime(utcnow())
+        message["Message-ID"] = make_msgid(domain=self.settings.gateway.hostname)
+        if target.in_reply_to:
+            message["In-Reply-To"] = target.in_reply_to
+            message["References"] = target.references or target.in_reply_to
+        message.set_content(text.replace("\r\n", "\n"), charset="utf-8", cte="quoted-printable")
+        return message.as_bytes(policy=email.policy.SMTP)
+
+    async def send(
+        self, principal: Principal, display_name: str | None, target: ReplyTarget, text: str
+    ) -> str | None:
+        """Send the reply through the submission service (C2, C4, D1); an error key or None."""
+        if target.reply_address is None:
+            return "refused"
+        content = self.compose(principal, display_name, target, text)
+        headers = read_headers(content)
+        owned = headers.parses and headers.from_addresses == (principal.address,)
+        if first_refusal(SENDER_CHAIN, SenderFacts(principal.address, owned)) is not None:
+            return "refused"
+        trust = await self.trust.fresh()
+        address = target.reply_address
+
+        def commit() -> str | None:
+            with self.gateway.database.transaction() as session:
+                verdict, recipient = judge_recipient(
+                    session,
+                    self.settings,
+                    principal,
+                    address,
+                    local_domains=self.local_domains,
+                    trust_domains=trust.domains,
+                )
+                if verdict is not None:
+                    return "refused"
+                submission = prepare_submission(
+                    self.settings,
+                    principal,
+                    content,
+                    headers,
+                    client_name="webmail",
+                    queue_id=secrets.token_hex(6).upper(),
+                    protocol="HTTPS",
+                    local_domains=self.local_domains,
+                    trust_domains=trust.domains,
+                    resolved=[recipient] if recipient is not None else [],
+                    outgoing=[] if recipient is not None else [address.lower()],
+                    blobs=self.gateway.blobs,
+                    queue=self.gateway.queue,
+                    delivery=self.delivery,
+                )
+                submission.commit(session)
+            return None
+
+        error = await asyncio.to_thread(commit)
+        if error is None:
+            try:
+                await asyncio.to_thread(self.mailbox.keep_sent, principal, content)
+            except StoreError:  # an account without a Sent folder: sent all the same
+                log.warning("no Sent folder", extra={"account": principal.account_id})
+        return error

@@ -1,0 +1,102 @@
+"""WCAG 2.1 A and AA on every page of the webmail, in French and in English (H2).
+
+axe-core (axe-playwright-python) runs in Debian's Chromium on each page of the slice —
+sign-in, conversation list (empty and full), a conversation with its reply form, a
+conversation whose reply is not allowed, the sessions page, an error page — at desktop
+width and at a phone's 360 px, where nothing may scroll sideways.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from axe_playwright_python.sync_playwright import Axe
+
+from tests.harness.browser import activated_patient, base_url, professional_writes
+from tests.harness.served import ServedGateway
+from tests.harness.waiting import wait_until
+
+WCAG = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
+AXE = Axe()
+
+
+@pytest.fixture
+def served(working_gateway: ServedGateway) -> ServedGateway:
+    """The harness's served demo home whose workers run (filing releases the patient's copy)."""
+    return working_gateway
+
+
+def _violations(page: Any) -> list[str]:
+    results = AXE.run(page, options=WCAG)
+    return [
+        f"{item['id']}: {item['help']} ({len(item['nodes'])} nodes: "
+        f"{[node['target'] for node in item['nodes']][:3]})"
+        for item in results.response["violations"]
+    ]
+
+
+@pytest.mark.parametrize("language", ["fr", "en"])
+@pytest.mark.parametrize("width", [1280, 360])
+def test_H2_no_wcag_21_aa_violation_on_any_page(
+    served: ServedGateway, chromium: Any, language: str, width: int
+) -> None:
+    context = chromium.new_context(
+        locale="fr-FR" if language == "fr" else "en-GB",
+        viewport={"width": width, "height": 800},
+    )
+    context.set_default_timeout(20_000)
+    try:
+        page = context.new_page()
+        base = base_url(served)
+        patient = activated_patient(served)
+        problems: dict[str, list[str]] = {}
+
+        def check(name: str) -> None:
+            assert page.evaluate("document.documentElement.lang") == language, name
+            found = _violations(page)
+            if found:
+                problems[name] = found
+            overflow = page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            if overflow > 0:
+                problems.setdefault(name, []).append(f"scrolls sideways by {overflow} px")
+
+        page.goto(base + "/webmail/sign-in")
+        check("sign-in")
+        page.get_by_label(re.compile("adresse|address", re.I)).first.fill(patient.address)
+        page.locator("#password").fill(patient.password)
+        page.locator("#code").fill(patient.code())
+        page.locator("form[action='/webmail/sign-in'] button").click()
+        page.wait_for_url(re.compile(r"/webmail/conversations$"))
+        check("empty list")
+        professional_writes(
+            served,
+            patient.address,
+            "Compte rendu",
+            "Bonjour,\nvoici le compte rendu.\n",
+            attachment=("note.txt", b"note\n", "text/plain"),
+        )
+        professional_writes(served, patient.address, "Fin", "Bonjour.\n", end_exchange=True)
+        wait_until(
+            lambda: page.reload() and page.locator(".conversation").count() == 2,
+            timeout=30,
+            message="the two messages never showed",
+        )
+        check("list")
+        page.locator(".conversation", has_text="Compte rendu").get_by_role("link").click()
+        page.wait_for_url(re.compile(r"/webmail/conversations/\d+$"))
+        check("conversation")
+        page.goto(base + "/webmail/conversations")
+        page.locator(".conversation", has_text="Fin").get_by_role("link").click()
+        page.wait_for_url(re.compile(r"/webmail/conversations/\d+$"))
+        check("conversation ended")
+        page.goto(base + "/webmail/sessions")
+        check("sessions")
+        page.goto(base + "/webmail/conversations/999999999")
+        check("not found")
+        assert problems == {}, problems
+    finally:
+        context.close()
