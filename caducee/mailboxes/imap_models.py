@@ -13,6 +13,10 @@
   lets a newer parser rebuild older entries.
 * :class:`FolderRecent` is the boundary of ``\\Recent``: the first UID no
   read-write SELECT has claimed yet.
+* :class:`ValidityCounter` is the last UIDVALIDITY given to a folder of an account
+  (migration ``0014_imap_incarnation``): each folder incarnation takes the next
+  value, so a folder deleted and created again under the same name never gets
+  the UIDVALIDITY (hence UIDs) of its predecessor, not even within one second.
 * :class:`ReadReceipt` is the durable memory of G2: one row per message and
   recipient account, written in the transaction that sets the first ``\\Seen``,
   so a read receipt is queued once and never twice.
@@ -44,6 +48,9 @@ class ExpungedEntry(Base):
     folder_id: Mapped[int] = mapped_column(ForeignKey("folders.id", ondelete="CASCADE"))
     uid: Mapped[int] = mapped_column(BIG_ID)
     modseq: Mapped[int] = mapped_column(BIG_ID)
+    message_id: Mapped[int | None] = mapped_column(BIG_ID, nullable=True)
+    """The message the UID named (``0014_imap_incarnation``): sessions that still show the
+    UID are answered with its data; NULL for rows written before, or by other writers."""
 
 
 class StructureCache(Base):
@@ -68,6 +75,17 @@ class FolderRecent(Base):
         ForeignKey("folders.id", ondelete="CASCADE"), primary_key=True
     )
     first_recent_uid: Mapped[int] = mapped_column(BIG_ID)
+
+
+class ValidityCounter(Base):
+    """The last UIDVALIDITY handed out to a folder of one account (never decreases)."""
+
+    __tablename__ = "imap_uid_validity"
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    last_value: Mapped[int] = mapped_column(BIG_ID)
 
 
 class ReadReceipt(Base):

@@ -40,7 +40,12 @@ from caducee.mailboxes.accounts import (
 )
 from caducee.mailboxes.delivery import ensure_folders
 from caducee.mailboxes.identity.principal import Principal as Principal
-from caducee.mailboxes.imap_models import ExpungedEntry, FolderRecent, StructureCache
+from caducee.mailboxes.imap_models import (
+    ExpungedEntry,
+    FolderRecent,
+    StructureCache,
+    ValidityCounter,
+)
 from caducee.mailboxes.imap_structure import STRUCTURE_VERSION, MessageStructure, parse_message
 from caducee.mailboxes.models import INBOX, Folder, MailboxEntry, StoredMessage
 from caducee.mailboxes.receipts import ReadMessage, queue_displayed_receipt
@@ -55,6 +60,8 @@ RECENT = "\\Recent"
 DELIMITER = "/"
 MAX_FLAGS_LENGTH = 500
 MAX_FOLDER_NAME = 200
+MAX_UID_VALIDITY = 2**32 - 1
+"""UIDVALIDITY is a non-zero 32-bit number (RFC 3501 §9, nz-number)."""
 APPENDED = "appended"
 _CHUNK = 500
 
@@ -64,6 +71,7 @@ _MESSAGES = cast(Table, StoredMessage.__table__)
 _EXPUNGED = cast(Table, ExpungedEntry.__table__)
 _CACHE = cast(Table, StructureCache.__table__)
 _RECENT = cast(Table, FolderRecent.__table__)
+_VALIDITY = cast(Table, ValidityCounter.__table__)
 _ACCOUNTS = cast(Table, Account.__table__)
 _BLOBS = cast(Table, BlobRow.__table__)
 
@@ -129,6 +137,8 @@ class FolderChanges:
     entries: list[EntryState]
     expunged: list[int]
     since: int | None = None
+    recent_from: int = 1
+    """The first UID no session claimed as ``\\Recent`` yet (:meth:`ImapStore.claim_recent`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,8 +269,10 @@ _ENTRY_COLUMNS = (
     _MESSAGES.c.blob_id,
     _MESSAGES.c.size,
 )
-_FOLDER_BY_ID = select(*_FOLDER_COLUMNS).where(
-    _FOLDERS.c.id == bindparam("folder"), _FOLDERS.c.account_id == bindparam("account")
+_FOLDER_BY_ID = (
+    select(*_FOLDER_COLUMNS, _RECENT.c.first_recent_uid)
+    .select_from(_FOLDERS.outerjoin(_RECENT, _RECENT.c.folder_id == _FOLDERS.c.id))
+    .where(_FOLDERS.c.id == bindparam("folder"), _FOLDERS.c.account_id == bindparam("account"))
 )
 _ENTRIES_SINCE = (
     select(*_ENTRY_COLUMNS)
@@ -282,6 +294,21 @@ _FILED = (
         _FOLDERS.c.account_id == bindparam("account"),
         _ENTRIES.c.uid >= bindparam("low"),
         _ENTRIES.c.uid <= bindparam("high"),
+    )
+)
+_EXPUNGED_FILED = (
+    select(_EXPUNGED.c.uid, _MESSAGES.c.id, _MESSAGES.c.blob_id, _CACHE.c.blob_id)
+    .select_from(_EXPUNGED)
+    .join(_FOLDERS, _FOLDERS.c.id == _EXPUNGED.c.folder_id)
+    .join(_MESSAGES, _MESSAGES.c.id == _EXPUNGED.c.message_id)
+    .outerjoin(
+        _CACHE,
+        (_CACHE.c.message_id == _MESSAGES.c.id) & (_CACHE.c.version == STRUCTURE_VERSION),
+    )
+    .where(
+        _FOLDERS.c.id == bindparam("folder"),
+        _FOLDERS.c.account_id == bindparam("account"),
+        _EXPUNGED.c.uid.in_(bindparam("uids", expanding=True)),
     )
 )
 _BLOB_ROWS = select(
@@ -424,7 +451,16 @@ class ImapStore:
         return FolderStatus(folder, int(messages), int(unseen), int(recent or 0))
 
     def create_folder(self, principal: Principal, name: str) -> FolderInfo:
-        """Create a folder and any missing superior levels; UIDVALIDITY never repeats."""
+        """Create a folder and any missing superior levels; UIDVALIDITY never repeats.
+
+        Created folders are not subscribed (RFC 3501 §6.3.3 leaves that to SUBSCRIBE;
+        clients that want it subscribe themselves, as with Dovecot).
+        A name ending with the delimiter (``CREATE Dossiers/``) declares that the client
+        means to create names under it: the folder is created without it (RFC 3501
+        §6.3.3), as Dovecot and clients expect.
+        """
+        if name.endswith(DELIMITER) and not name.endswith(DELIMITER * 2):
+            name = name[: -len(DELIMITER)]
         name = canonical(check_folder_name(name))
         if name == INBOX:
             raise FolderExists(name)
@@ -437,18 +473,7 @@ class ImapStore:
             }
             if name in existing:
                 raise FolderExists(name)
-            validity = max(
-                int(time.time()),
-                int(
-                    session.scalar(
-                        select(func.max(_FOLDERS.c.uid_validity)).where(
-                            _FOLDERS.c.account_id == principal.account_id
-                        )
-                    )
-                    or 0
-                )
-                + 1,
-            )
+            validity = self._validities(session, principal, len(name.split(DELIMITER)))
             parts = name.split(DELIMITER)
             created: FolderInfo | None = None
             for depth in range(1, len(parts) + 1):
@@ -464,14 +489,50 @@ class ImapStore:
                         uid_validity=validity,
                         uid_next=1,
                         highest_modseq=1,
-                        subscribed=True,
+                        subscribed=False,
                     )
                     .returning(_FOLDERS.c.id)
                 ).scalar_one()
                 validity += 1
-                created = FolderInfo(int(folder_id), level, None, validity - 1, 1, 1, True)
+                created = FolderInfo(int(folder_id), level, None, validity - 1, 1, 1, False)
             assert created is not None
             return created
+
+    def _validities(self, session: Session, principal: Principal, count: int) -> int:
+        """The first of ``count`` fresh UIDVALIDITY values of the account, never handed out before.
+
+        A folder incarnation's UIDVALIDITY comes from the account's counter
+        (``imap_uid_validity``, locked until commit), not from the clock alone:
+        DELETE and CREATE of a name within one second must not give the new
+        folder its predecessor's UIDVALIDITY, or clients would take the new
+        folder's UIDs for the old messages' (RFC 3501 §2.3.1.1). The clock is
+        a floor only so that values keep growing across a database restore.
+        """
+        account = principal.account_id
+        session.execute(
+            upsert_insert(session, _VALIDITY)
+            .values(account_id=account, last_value=0)
+            .on_conflict_do_nothing(index_elements=["account_id"])
+        )
+        statement = select(_VALIDITY.c.last_value).where(_VALIDITY.c.account_id == account)
+        if session.get_bind().dialect.name == "postgresql":
+            statement = statement.with_for_update()
+        last = int(session.scalar(statement) or 0)
+        highest = int(
+            session.scalar(
+                select(func.max(_FOLDERS.c.uid_validity)).where(_FOLDERS.c.account_id == account)
+            )
+            or 0
+        )
+        first = max(last + 1, highest + 1, int(time.time()))
+        if first + count > MAX_UID_VALIDITY:
+            raise InvalidFolderName("no UIDVALIDITY left for this account")
+        session.execute(
+            update(_VALIDITY)
+            .where(_VALIDITY.c.account_id == account)
+            .values(last_value=first + count - 1)
+        )
+        return first
 
     def delete_folder(self, principal: Principal, name: str) -> None:
         """Delete a folder and its entries (the stored messages stay: retention, I2)."""
@@ -525,7 +586,7 @@ class ImapStore:
                             account_id=principal.account_id,
                             name=level,
                             special_use=None,
-                            uid_validity=int(time.time()),
+                            uid_validity=self._validities(session, principal, 1),
                             uid_next=1,
                             highest_modseq=1,
                             subscribed=True,
@@ -542,17 +603,31 @@ class ImapStore:
 
     # -- selected folder ---------------------------------------------------------------
 
-    def changes(self, principal: Principal, folder_id: int, since: int | None) -> FolderChanges:
+    def changes(
+        self,
+        principal: Principal,
+        folder_id: int,
+        since: int | None,
+        *,
+        uid_validity: int | None = None,
+    ) -> FolderChanges:
         """Entries changed and UIDs expunged since modseq ``since`` (everything when None).
 
         The folder row is read first: under READ COMMITTED every later query
         sees at least what its ``highest_modseq`` covers, so nothing is missed.
+        With ``uid_validity``, a folder row of another incarnation (the folder
+        was deleted and its id given to a new one) is :class:`FolderNotFound`.
         """
         with self.database.reading() as session:
-            return self._changes(session, principal, folder_id, since)
+            return self._changes(session, principal, folder_id, since, uid_validity)
 
     def _changes(
-        self, session: Session, principal: Principal, folder_id: int, since: int | None
+        self,
+        session: Session,
+        principal: Principal,
+        folder_id: int,
+        since: int | None,
+        uid_validity: int | None = None,
     ) -> FolderChanges:
         row = session.execute(
             _FOLDER_BY_ID, {"folder": folder_id, "account": principal.account_id}
@@ -560,6 +635,8 @@ class ImapStore:
         if row is None:
             raise FolderNotFound(str(folder_id))
         folder = _folder(row)
+        if uid_validity is not None and folder.uid_validity != uid_validity:
+            raise FolderNotFound(str(folder_id))
         floor = since if since is not None else -1
         connection = session.connection()
         entries = [
@@ -574,7 +651,46 @@ class ImapStore:
                     _EXPUNGED_SINCE, {"folder": folder.id, "since": since}
                 )
             ]
-        return FolderChanges(folder, entries, expunged, since)
+        return FolderChanges(folder, entries, expunged, since, int(row.first_recent_uid or 1))
+
+    def _claim(self, session: Session, folder_id: int, upto: int) -> int | None:
+        """Move the folder's ``\\Recent`` boundary to ``upto``; the old one if it was lower.
+
+        The boundary row is locked until commit (SQLite: the write lock), so of
+        sessions claiming at once exactly one gets each UID (RFC 3501 §2.3.2:
+        \\Recent in one session only).
+        """
+        session.execute(
+            upsert_insert(session, _RECENT)
+            .values(folder_id=folder_id, first_recent_uid=1)
+            .on_conflict_do_nothing(index_elements=["folder_id"])
+        )
+        statement = select(_RECENT.c.first_recent_uid).where(_RECENT.c.folder_id == folder_id)
+        if session.get_bind().dialect.name == "postgresql":
+            statement = statement.with_for_update()
+        current = int(session.scalar(statement) or 1)
+        if current >= upto:
+            return None
+        session.execute(
+            update(_RECENT).where(_RECENT.c.folder_id == folder_id).values(first_recent_uid=upto)
+        )
+        return current
+
+    def claim_recent(
+        self, principal: Principal, folder_id: int, uid_validity: int, upto: int
+    ) -> int | None:
+        """Claim the unclaimed UIDs below ``upto`` for one read-write session.
+
+        Returns where this session's new ``\\Recent`` messages start, or None when
+        another session (of any process) claimed them first. A message appended or
+        copied into a folder that sessions have selected is thus recent in exactly
+        one of them, the first to notice it (RFC 3501 §2.3.2).
+        """
+        with self.database.transaction() as session:
+            folder = self._lock(session, principal, folder_id)
+            if folder.uid_validity != uid_validity:
+                return None
+            return self._claim(session, folder.id, upto)
 
     def select(
         self,
@@ -582,39 +698,31 @@ class ImapStore:
         name: str,
         *,
         claim_recent: bool,
-        known: tuple[int, int] | None = None,
+        known: tuple[int, int, int] | None = None,
     ) -> Selection:
         """The folder for a SELECT; with ``claim_recent`` this session takes ``\\Recent``.
 
-        ``known`` is ``(folder id, modseq)`` of a copy of the folder the caller
-        already holds: if the name still names that folder, only the changes
-        since that modseq are returned (``Selection.changes.since``).
+        ``known`` is ``(folder id, UIDVALIDITY, modseq)`` of a copy of the folder
+        the caller already holds: if the name still names that folder incarnation
+        (same id *and* UIDVALIDITY: a deleted folder's id may be given to a new
+        one), only the changes since that modseq are returned
+        (``Selection.changes.since``).
         """
         with self.database.reading() as session:
             folder = self._by_name(session, principal, name)
-            since = known[1] if known is not None and known[0] == folder.id else None
+            same = known is not None and (known[0], known[1]) == (folder.id, folder.uid_validity)
+            since = known[2] if known is not None and same else None
             changes = self._changes(session, principal, folder.id, since)
-            boundary = session.scalar(
-                select(_RECENT.c.first_recent_uid).where(_RECENT.c.folder_id == folder.id)
-            )
-        first_recent = int(boundary or 1)
-        if not claim_recent or first_recent >= changes.folder.uid_next:
+        first_recent = changes.recent_from
+        if first_recent >= changes.folder.uid_next:
             return Selection(changes, None)
+        if not claim_recent:
+            # EXAMINE shows what nobody claimed yet as recent, and leaves it so.
+            return Selection(changes, first_recent)
         with self.database.transaction() as session:
-            current = session.scalar(
-                select(_RECENT.c.first_recent_uid).where(_RECENT.c.folder_id == folder.id)
-            )
-            if current is not None and int(current) != first_recent:
-                return Selection(changes, None)  # another session claimed them meanwhile
-            session.execute(
-                upsert_insert(session, _RECENT)
-                .values(folder_id=folder.id, first_recent_uid=changes.folder.uid_next)
-                .on_conflict_do_update(
-                    index_elements=["folder_id"],
-                    set_={"first_recent_uid": changes.folder.uid_next},
-                )
-            )
-        return Selection(changes, first_recent)
+            self._lock(session, principal, folder.id)
+            claimed = self._claim(session, folder.id, changes.folder.uid_next)
+        return Selection(changes, claimed)
 
     def _entries_for(
         self, session: Session, folder_id: int, uids: Sequence[int], *, with_direction: bool = False
@@ -734,27 +842,41 @@ class ImapStore:
         """Remove the ``\\Deleted`` entries (of ``uids`` when given); return their UIDs."""
         with self.database.transaction() as session:
             folder = self._lock(session, principal, folder_id)
-            statement = select(_ENTRIES.c.id, _ENTRIES.c.uid, _ENTRIES.c.flags).where(
+            statement = select(
+                _ENTRIES.c.id, _ENTRIES.c.uid, _ENTRIES.c.flags, _ENTRIES.c.message_id
+            ).where(
                 _ENTRIES.c.folder_id == folder.id,
                 _ENTRIES.c.flags.contains(DELETED, autoescape=True),
             )
             wanted = set(uids) if uids is not None else None
             doomed = [
-                (int(row.id), int(row.uid))
+                (int(row.id), int(row.uid), int(row.message_id))
                 for row in session.execute(statement)
                 if DELETED in parse_flags(row.flags) and (wanted is None or int(row.uid) in wanted)
             ]
             if doomed:
                 self._remove(session, folder, doomed)
-        return sorted(uid for _, uid in doomed)
+        return sorted(uid for _, uid, _ in doomed)
 
-    def _remove(self, session: Session, folder: FolderInfo, doomed: list[tuple[int, int]]) -> int:
+    def _remove(
+        self, session: Session, folder: FolderInfo, doomed: list[tuple[int, int, int]]
+    ) -> int:
+        """Delete entries ``(entry id, uid, message id)`` at the folder's next modseq.
+
+        The ``imap_expunged`` row keeps the message id: a session that still shows
+        the UID (its FETCH was resolved before the expunge, or EXPUNGE responses are
+        held back during a FETCH by sequence number, RFC 3501 §7.4.1) can still be
+        given that message's data instead of NIL (issue 15).
+        """
         modseq = folder.highest_modseq + 1
-        for chunk in _chunks([entry_id for entry_id, _ in doomed]):
+        for chunk in _chunks([entry_id for entry_id, _, _ in doomed]):
             session.execute(delete(_ENTRIES).where(_ENTRIES.c.id.in_(chunk)))
         session.connection().execute(
             insert(_EXPUNGED),
-            [{"folder_id": folder.id, "uid": uid, "modseq": modseq} for _, uid in doomed],
+            [
+                {"folder_id": folder.id, "uid": uid, "modseq": modseq, "message_id": message_id}
+                for _, uid, message_id in doomed
+            ],
         )
         session.execute(
             update(_FOLDERS).where(_FOLDERS.c.id == folder.id).values(highest_modseq=modseq)
@@ -806,7 +928,11 @@ class ImapStore:
             if move:
                 if source.id == target.id:
                     source = self._lock(session, principal, source.id)
-                self._remove(session, source, [(int(row.id), int(row.uid)) for row in rows])
+                self._remove(
+                    session,
+                    source,
+                    [(int(row.id), int(row.uid), int(row.message_id)) for row in rows],
+                )
         return CopyOutcome(target.uid_validity, pairs)
 
     def append(
@@ -929,6 +1055,16 @@ class ImapStore:
             for uid, message_id, blob_id, cache_id in cast(Any, rows):
                 if uid in members:
                     filed[int(uid)] = (int(message_id), str(blob_id), cache_id)
+        gone = [uid for uid in wanted if uid not in filed]
+        for chunk in _chunks(gone):
+            # Expunged since the session resolved them: the message itself stays
+            # (retention, I2) and the expunge row names it, for this folder only.
+            rows = connection.execute(
+                _EXPUNGED_FILED,
+                {"folder": folder_id, "account": principal.account_id, "uids": list(chunk)},
+            )
+            for uid, message_id, blob_id, cache_id in cast(Any, rows):
+                filed.setdefault(int(uid), (int(message_id), str(blob_id), cache_id))
         return filed
 
     def contents(

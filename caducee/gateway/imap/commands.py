@@ -1,4 +1,5 @@
-"""Command parsers pymap 0.36.7 lacks: ENABLE, NAMESPACE, CONDSTORE syntax (RFC 5161, 2342, 7162).
+"""Command parsers pymap 0.36.7 lacks: ENABLE, NAMESPACE, UNSELECT, CONDSTORE syntax (RFC 5161,
+2342, 3691, 7162).
 
 pymap parses RFC 3501 well and already reads the RFC 4466 option lists that
 CONDSTORE uses (``SELECT INBOX (CONDSTORE)``, ``FETCH 1:* (FLAGS) (CHANGEDSINCE
@@ -6,7 +7,7 @@ CONDSTORE uses (``SELECT INBOX (CONDSTORE)``, ``FETCH 1:* (FLAGS) (CHANGEDSINCE
 pymap's own. What it cannot parse is added here, by subclassing its command
 classes and registering them under the same names:
 
-* ``ENABLE`` and ``NAMESPACE`` (new commands);
+* ``ENABLE``, ``NAMESPACE`` and ``UNSELECT`` (new commands);
 * the ``MODSEQ`` fetch attribute (``FETCH 1:* (FLAGS MODSEQ)``);
 * the ``MODSEQ`` search key, also inside ``OR`` and parenthesised lists;
 * the ``HIGHESTMODSEQ`` status attribute.
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from pymap.parsing import EndLine, Params, Space
-from pymap.parsing.command import CommandAuth, CommandNoArgs
+from pymap.parsing.command import CommandAuth, CommandNoArgs, CommandSelect
 from pymap.parsing.command.auth import StatusCommand
 from pymap.parsing.command.select import FetchCommand, SearchCommand
 from pymap.parsing.commands import Commands
@@ -175,12 +176,39 @@ class ModseqSearchKey(SearchKey):
         return (key.not_inverse if inverse else key), buf
 
 
+ESEARCH_RETURNS = frozenset({b"MIN", b"MAX", b"ALL", b"COUNT"})
+_RETURN = re.compile(rb" *RETURN *\(", re.IGNORECASE)
+
+
 class CondstoreSearchCommand(SearchCommand):
-    """SEARCH whose keys may include ``MODSEQ``."""
+    """SEARCH whose keys may include ``MODSEQ``, with ``RETURN (...)`` (ESEARCH, RFC 4731).
+
+    ``returns`` is None for a plain SEARCH, else the result options asked for (empty
+    means ``ALL``); options other than MIN, MAX, ALL and COUNT are a ``BAD``.
+    """
+
+    returns: frozenset[bytes] | None = None
 
     @classmethod
     def parse(cls, buf: memoryview, params: Params) -> tuple[SearchCommand, memoryview]:
+        match = _RETURN.match(buf)
+        if match is not None:
+            options, buf = ExtensionOptions.parse(buf[match.end() - 1 :], params)
+            returns = frozenset(name.upper() for name in options.value)
+            if not returns <= ESEARCH_RETURNS or any(
+                len(argument.value) for argument in options.value.values()
+            ):
+                raise NotParseable(buf)
+            command, buf = cls._parse_rest(buf, params, ExtensionOptions.empty())
+            command.returns = returns
+            return command, buf
         options, buf = cls._parse_options(buf, params)
+        return cls._parse_rest(buf, params, options)
+
+    @classmethod
+    def _parse_rest(
+        cls, buf: memoryview, params: Params, options: ExtensionOptions
+    ) -> tuple[CondstoreSearchCommand, memoryview]:
         charset, buf = cls._parse_charset(buf, params)
         keys: list[SearchKey] = []
         key_params = params.copy(charset=charset)
@@ -239,6 +267,12 @@ def number_option(options: ExtensionOptions, name: bytes) -> int | None:
     return int(values[0].value)
 
 
+class UnselectCommand(CommandNoArgs, CommandSelect):
+    """``UNSELECT`` (RFC 3691): leave the selected folder like CLOSE, without expunging."""
+
+    command = b"UNSELECT"
+
+
 def caducee_commands() -> Commands:
     """pymap's commands with ours registered over them."""
     commands = Commands()
@@ -250,6 +284,7 @@ def caducee_commands() -> Commands:
         CondstoreSearchCommand,
         UidCondstoreSearchCommand,
         CondstoreStatusCommand,
+        UnselectCommand,
     ):
         commands.register(command)
     return commands

@@ -25,7 +25,14 @@ from pysasl.hashing import BuiltinHash
 from caducee.gateway.imap.commands import caducee_commands
 from caducee.gateway.imap.names import install as install_name_codec
 
-EXTENSIONS: tuple[bytes, ...] = (b"SPECIAL-USE", b"NAMESPACE", b"ENABLE", b"CONDSTORE")
+EXTENSIONS: tuple[bytes, ...] = (
+    b"SPECIAL-USE",
+    b"NAMESPACE",
+    b"ENABLE",
+    b"CONDSTORE",
+    b"UNSELECT",
+    b"ESEARCH",
+)
 
 
 class CaduceeImapConfig(IMAPConfig):

@@ -14,10 +14,17 @@ pymap 0.36.7's ``pymap.parsing.modutf7`` is unsafe on client input:
 This module carries corrected copies of those two functions and
 :func:`install` puts them in place of pymap's in the modules that imported them
 by name (the mailbox-name parser, the LIST pattern parser and the responses). A
-malformed name raises :class:`MailboxNameError`, a pymap ``NotParseable``, so
-the command is answered with a tagged ``BAD`` and the session goes on.
+malformed name raises :class:`MailboxNameError`; in client commands it is read as
+:data:`UNUSABLE_NAME`, a name no folder can have, so the command is answered the way
+Dovecot answers it (and imaptest expects): ``NO`` for SELECT, STATUS, CREATE and the
+like (no such folder, or not a valid name), an empty ``OK`` for a LIST pattern; the
+session goes on.
 This should be reported upstream (pymap, ``parsing/modutf7.py``); drop the
 patch when a fixed release is used.
+
+pymap's unquoted mailbox names (``AString``) and LIST patterns also leave out ``}``,
+which RFC 3501 §9 allows in an atom (only ``{`` is an atom-special): ``SELECT a}``
+was a ``BAD``. :func:`install` widens both patterns (report upstream with the codec).
 """
 
 from __future__ import annotations
@@ -31,8 +38,16 @@ from pymap.parsing.command import auth as _pymap_auth
 from pymap.parsing.exceptions import InvalidContent
 from pymap.parsing.response import specials as _pymap_response_specials
 from pymap.parsing.specials import mailbox as _pymap_mailbox
+from pymap.parsing.specials.astring import AString
 
-__all__ = ["MailboxNameError", "decode_mailbox_name", "encode_mailbox_name", "install"]
+__all__ = [
+    "UNUSABLE_NAME",
+    "MailboxNameError",
+    "decode_client_mailbox_name",
+    "decode_mailbox_name",
+    "encode_mailbox_name",
+    "install",
+]
 
 #: Longest name we decode, in bytes: pymap's parser already refuses longer strings.
 MAX_NAME_BYTES = 4096
@@ -111,6 +126,19 @@ def decode_mailbox_name(data: bytes) -> str:
     return "".join(parts)
 
 
+UNUSABLE_NAME = "\x01"
+"""What a malformed client name reads as: a control character, so no folder is ever found
+under it and CREATE/RENAME refuse it (``check_folder_name``); never echoed, never stored."""
+
+
+def decode_client_mailbox_name(data: bytes) -> str:
+    """A client's mailbox name or LIST pattern: :data:`UNUSABLE_NAME` when malformed."""
+    try:
+        return decode_mailbox_name(data)
+    except MailboxNameError:
+        return UNUSABLE_NAME
+
+
 def _encode_shifted(text: str) -> bytes:
     raw = text.encode("utf-16-be", "surrogatepass")
     return b"&" + binascii.b2a_base64(raw, newline=False).rstrip(b"=").replace(b"/", b",") + b"-"
@@ -136,16 +164,28 @@ def encode_mailbox_name(name: str) -> bytes:
 _PATCHED: tuple[tuple[ModuleType, str, object], ...] = (
     (_pymap_modutf7, "modutf7_decode", decode_mailbox_name),
     (_pymap_modutf7, "modutf7_encode", encode_mailbox_name),
-    (_pymap_mailbox, "modutf7_decode", decode_mailbox_name),
+    (_pymap_mailbox, "modutf7_decode", decode_client_mailbox_name),
     (_pymap_mailbox, "modutf7_encode", encode_mailbox_name),
-    (_pymap_auth, "modutf7_decode", decode_mailbox_name),
+    (_pymap_auth, "modutf7_decode", decode_client_mailbox_name),
     (_pymap_response_specials, "modutf7_encode", encode_mailbox_name),
 )
 
 
+#: RFC 3501 §9: ASTRING-CHAR (ATOM-CHAR and "]") and list-char (with "%" and "*").
+ASTRING_PATTERN = re.compile(rb"[\x21\x23\x24\x26\x27\x2B-\x5B\x5D\x5E-\x7A\x7C-\x7E]+")
+LIST_MAILBOX_PATTERN = re.compile(rb"[\x21\x23-\x27\x2A-\x5B\x5D-\x7A\x7C-\x7E]+")
+
+
 def install() -> None:
-    """Replace pymap's codec by ours where pymap looks it up (idempotent)."""
+    """Replace pymap's codec and name patterns by ours where pymap looks them up (idempotent)."""
     for module, attribute, function in _PATCHED:
         if not hasattr(module, attribute):  # a pymap upgrade moved it: fail loudly
             raise RuntimeError(f"{module.__name__}.{attribute} not found: review names.py")
         setattr(module, attribute, function)
+    for cls, attribute, pattern in (
+        (AString, "_pattern", ASTRING_PATTERN),
+        (_pymap_auth.ListCommand, "_list_mailbox_pattern", LIST_MAILBOX_PATTERN),
+    ):
+        if not hasattr(cls, attribute):
+            raise RuntimeError(f"{cls.__name__}.{attribute} not found: review names.py")
+        setattr(cls, attribute, pattern)

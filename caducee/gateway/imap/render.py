@@ -219,7 +219,14 @@ def section(
         return raw[part.body_start : part.end]
     if specifier == b"MIME":
         return raw[part.header_start : part.body_start]
-    message = encapsulated(part) if part is not root else None
+    if part.is_message and part.children:
+        # The part is a message/rfc822 entity (an attachment, or the body of a message
+        # whose own type is message/rfc822, also nested): HEADER and TEXT are those of
+        # the message it encapsulates (RFC 3501 §6.4.5; imaptest
+        # fetch-body-message-rfc822*).
+        message: Part | None = part.children[0]
+    else:
+        message = encapsulated(part) if part is not root else None
     if message is None:
         return None
     if specifier == b"TEXT":

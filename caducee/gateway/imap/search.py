@@ -33,7 +33,9 @@ from caducee.gateway.imap.selected import ImapMessage, ranges
 from caducee.mailboxes.imap_store import ImapStore, Principal
 from caducee.mailboxes.imap_structure import (
     MessageStructure,
+    address_text,
     decode_words,
+    parse_addresses,
     text_of,
     walk,
 )
@@ -197,6 +199,10 @@ def _header_match(key: SearchKey, structure: MessageStructure | None) -> bool:
     else:
         values = structure.header_values(key.value.decode("ascii").lower())
         needle = str(key.filter)
+        if key.value != b"SUBJECT":
+            # Also the addresses as parsed (RFC 5322 comments and groups removed), so
+            # that FROM user@domain.org finds "<user (comment)@ (comment) domain.org>".
+            values = [*values, *(address_text(parse_addresses(value)) for value in values)]
     pattern = _pattern(needle)
     return any(pattern.search(decode_words(value)) for value in values)
 

@@ -27,15 +27,18 @@ from pymap.message import BaseMessage
 from pymap.parsing.command import Command
 from pymap.parsing.primitives import List, Number
 from pymap.parsing.response import UntaggedResponse
-from pymap.parsing.response.specials import FetchResponse
+from pymap.parsing.response.code import PermanentFlags as PermanentFlagsCode
+from pymap.parsing.response.specials import ExpungeResponse, FetchResponse, FlagsResponse
 from pymap.parsing.specials import FetchAttribute, FetchValue, ObjectId, SequenceSet
-from pymap.parsing.specials.flag import Flag
+from pymap.parsing.specials.flag import Flag, Recent, Wildcard, get_system_flags
 from pymap.parsing.specials.sequenceset import MaxValue
 from pymap.selected import SelectedMailbox
 
 from caducee.mailboxes.imap_store import EntryState
 
 MODSEQ_ATTRIBUTE = FetchAttribute(b"MODSEQ")
+SYSTEM_FLAGS = sorted(get_system_flags() - {Recent})
+"""The system flags a client may store, as listed in FLAGS (``\\Recent`` is the server's)."""
 _FLAG_CACHE: dict[str, Flag] = {}
 
 
@@ -148,10 +151,43 @@ class FastFetchResponse(FetchResponse):
         )
 
 
-class CaduceeSelected(SelectedMailbox):
-    """pymap's selected mailbox plus the folder id and CONDSTORE state."""
+class UnmergedFetchResponse(FastFetchResponse):
+    """An untagged FETCH that pymap must not merge into a command's FETCH of the same number.
 
-    __slots__ = ["_dirty", "condstore", "folder_id", "uid_validity"]
+    pymap merges a FETCH that reports another session's flag change into the
+    command's own FETCH response with the same sequence number, *at the command
+    response's place*. That is only right while numbers mean the same message and
+    every flag in it was announced: when the same update also brings EXPUNGE
+    responses (which renumber what follows) or new keywords (announced by an
+    untagged FLAGS that must come first, RFC 3501 §7.2.6), the update's FETCH stays
+    a separate response after them.
+    """
+
+    @property
+    def merge_key(self) -> int:
+        raise TypeError("not mergeable")
+
+
+class CaduceeSelected(SelectedMailbox):
+    """pymap's selected mailbox plus the folder id, CONDSTORE state and the session's view.
+
+    Besides pymap's bookkeeping, a selection guards what its client is told against
+    stale store answers (issue 15): a change older than the one already shown
+    (lower modseq) is ignored, a UID the client saw expunged never comes back, and a
+    keyword is announced by an untagged ``FLAGS`` before the first response that
+    uses it. Together these keep every session's view ordered: sequence numbers
+    follow ascending UIDs, a message's ``MODSEQ`` never goes back.
+    """
+
+    __slots__ = [
+        "_announce",
+        "_dirty",
+        "_high_uid",
+        "_keywords",
+        "condstore",
+        "folder_id",
+        "uid_validity",
+    ]
 
     def __init__(
         self,
@@ -170,13 +206,69 @@ class CaduceeSelected(SelectedMailbox):
         self.folder_id = 0
         self.uid_validity = 0
         self._dirty = True
+        self._high_uid = 0
+        self._keywords: frozenset[Flag] = frozenset()
+        self._announce = False
+
+    @property
+    def high_uid(self) -> int:
+        """The highest UID this selection ever showed (expunged ones included)."""
+        return self._high_uid
+
+    @property
+    def keywords(self) -> frozenset[Flag]:
+        """The keywords the client was told about (the untagged ``FLAGS``)."""
+        return self._keywords
+
+    def _learn(self, flags: Iterable[Flag]) -> None:
+        new = {flag for flag in flags if not flag.is_system} - self._keywords
+        if new:
+            self._keywords = self._keywords | new
+            self._announce = True
 
     def add_updates(self, messages: Iterable[CachedMessage], expunged: Iterable[int]) -> None:
-        messages = list(messages)
+        cache = self.messages._cache  # pymap 0.36.7: uid -> cached message
+        current = self.messages._uids
+        fresh: list[CachedMessage] = []
+        for message in messages:
+            known = cache.get(message.uid)
+            if known is None:
+                if message.uid <= self._high_uid and message.uid not in current:
+                    continue  # expunged while this answer was on its way: never back
+            elif (
+                isinstance(known, ImapMessage)
+                and isinstance(message, ImapMessage)
+                and message.modseq < known.modseq
+            ):
+                continue  # an answer older than what the client was shown
+            fresh.append(message)
+            self._learn(message.permanent_flags)
+            if message.uid > self._high_uid:
+                self._high_uid = message.uid
         expunged = list(expunged)
-        if messages or expunged or self.messages._pending_remove:
+        if fresh or expunged or self.messages._pending_remove:
             self._dirty = True
-        super().add_updates(messages, expunged)
+        super().add_updates(fresh, expunged)
+
+    def announcement(self) -> list[UntaggedResponse]:
+        """``FLAGS`` (and ``PERMANENTFLAGS``) once new keywords reached the selection.
+
+        Called before any response that could show a new keyword; empty otherwise.
+        """
+        if not self._announce:
+            return []
+        self._announce = False
+        flags = [*SYSTEM_FLAGS, *sorted(self._keywords)]
+        responses: list[UntaggedResponse] = [FlagsResponse(flags)]
+        if not self.readonly:
+            responses.append(
+                UntaggedResponse(
+                    b"Flags permitted.",
+                    PermanentFlagsCode([*flags, Wildcard]),
+                    condition=b"OK",
+                )
+            )
+        return responses
 
     def set_deleted(self) -> None:
         self._dirty = True
@@ -215,17 +307,35 @@ class CaduceeSelected(SelectedMailbox):
         copy.folder_id = self.folder_id
         copy.uid_validity = self.uid_validity
         copy._dirty = False
+        copy._high_uid = self._high_uid
+        copy._keywords = self._keywords
+        copy._announce = self._announce
         return copy, untagged
 
     def _compare(self, before: Any, after: Any, with_uid: bool) -> Iterable[UntaggedResponse]:
         # Same class as our command responses, so that pymap merges the FETCH of a
-        # flag change with the FETCH a STORE or FETCH command returns for that message.
+        # flag change with the FETCH a STORE or FETCH command returns for that message
+        # -- unless numbers moved or keywords must be announced first (see
+        # UnmergedFetchResponse).
         responses = list(super()._compare(before, after, with_uid))
+        # pymap also sends FETCH (FLAGS) for messages that are new to the client (when
+        # they are \Recent): it has never seen them, EXISTS is what tells it of them.
+        arrived = {after.seqs_cache[uid] for uid in after.uids - before.uids}
+        if arrived:
+            responses = [
+                r for r in responses if not (isinstance(r, FetchResponse) and r.seq in arrived)
+            ]
+        announce = self.announcement()
+        separate = bool(announce) or any(isinstance(r, ExpungeResponse) for r in responses)
+        fetch_class = UnmergedFetchResponse if separate else FastFetchResponse
         uid_of: dict[int, int] | None = None
         cache = self.messages._cache  # pymap 0.36.7: uid -> cached message
         result: list[UntaggedResponse] = []
         for response in responses:
             if isinstance(response, FetchResponse):
+                if announce:
+                    result.extend(announce)
+                    announce = []
                 values = list(response.data.values())
                 if self.condstore:
                     if uid_of is None:
@@ -233,8 +343,9 @@ class CaduceeSelected(SelectedMailbox):
                     message = cache.get(uid_of.get(response.seq, 0))
                     if isinstance(message, ImapMessage):
                         values.append(modseq_value(message.modseq))
-                response = FastFetchResponse(response.seq, values)
+                response = fetch_class(response.seq, values)
             result.append(response)
+        result.extend(announce)
         return result
 
     def load_all(self, messages: Sequence[ImapMessage]) -> None:
@@ -252,6 +363,11 @@ class CaduceeSelected(SelectedMailbox):
         synced._cache = {message.uid: message for message in messages}
         synced._flags_key_map = {message.uid: message.flags_key for message in messages}
         synced._flags_key_set = set(synced._flags_key_map.values())
+        self._high_uid = uids[-1] if uids else 0
+        self._keywords = frozenset(
+            flag for message in messages for flag in message.permanent_flags if not flag.is_system
+        )
+        self._announce = False  # SELECT's own FLAGS response lists them
 
     # -- sequence sets -----------------------------------------------------------------
 

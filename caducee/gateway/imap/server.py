@@ -494,6 +494,9 @@ class ImapListeners:
         limiter = ConnectionLimiter(
             total=limits.max_connections, per_ip=limits.max_connections_per_ip
         )
+        gateway.metrics.watch_connections("imap", limiter)
+        self.limiter = limiter
+        """The IMAP ports' connection caps (changed in place by a reload)."""
         self.listeners: list[ImapListener] = []
         for port, implicit in ((settings.listeners.imap, False), (settings.listeners.imaps, True)):
             if not port:

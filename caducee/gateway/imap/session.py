@@ -115,7 +115,11 @@ class ImapBackend:
         self.store = store
         self.events = events
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imap-store")
-        self._changes: dict[tuple[int, int | None], asyncio.Future[FolderChanges]] = {}
+        self._changes: dict[
+            tuple[int, int, int | None], tuple[int, asyncio.Future[FolderChanges]]
+        ] = {}
+        self.writes = 0
+        """Writes by this process's sessions so far (see :meth:`changes`)."""
         self.snapshots = FolderSnapshots()
         self.identity = identity
         """The identity service every door of this process shares."""
@@ -125,22 +129,47 @@ class ImapBackend:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, partial(function, *args, **kwargs))
 
+    def wrote(self) -> int:
+        """Count a write by one of this process's sessions; its number (see :meth:`changes`)."""
+        self.writes += 1
+        return self.writes
+
     async def changes(
-        self, principal: Principal, folder_id: int, since: int | None
+        self, principal: Principal, folder: FolderKey, since: int | None, *, after: int = 0
     ) -> FolderChanges:
-        """Store changes, with concurrent identical questions (an IDLE wake-up storm) asked once."""
-        key = (folder_id, since)
-        pending = self._changes.get(key)
-        if pending is None:
+        """Store changes of a folder incarnation, with concurrent identical questions (an
+        IDLE wake-up storm) asked once; :class:`FolderNotFound` once that incarnation is gone.
+
+        A question joins one already on its way only if that one was asked after write
+        number ``after`` (the caller's own last write): an answer read before a session's
+        own EXPUNGE or STORE must never be that session's view after it (its EXPUNGE
+        responses would come a command late). Other sessions' changes may arrive one
+        refresh later, as they would have if they had come a moment later.
+        """
+        key = (folder[0], folder[1], since)
+        entry = self._changes.get(key)
+        if entry is None or entry[0] < after:
             pending = asyncio.ensure_future(
-                self.run(self.store.changes, principal, folder_id, since)
+                self.run(self.store.changes, principal, folder[0], since, uid_validity=folder[1])
             )
-            self._changes[key] = pending
-            pending.add_done_callback(lambda _: self._changes.pop(key, None))
-        return await asyncio.shield(pending)
+            entry = (self.writes, pending)
+            self._changes[key] = entry
+            current = entry
+
+            def forget(_: object) -> None:
+                if self._changes.get(key) is current:
+                    del self._changes[key]
+
+            pending.add_done_callback(forget)
+        return await asyncio.shield(entry[1])
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+FolderKey = tuple[int, int]
+"""A folder incarnation: (folder id, UIDVALIDITY). A deleted folder's id may come back
+(SQLite reuses the largest rowid); its UIDVALIDITY never does."""
 
 
 class FolderSnapshots:
@@ -148,24 +177,29 @@ class FolderSnapshots:
 
     A SELECT then asks the store only for what changed since that copy, instead
     of every entry of the folder (10,000 rows and objects for a large one).
-    The cached messages are never modified, only replaced.
+    The cached messages are never modified, only replaced. Entries are keyed by
+    folder *incarnation* (id and UIDVALIDITY), so no copy can outlive its folder:
+    after DELETE and CREATE of a name, the new folder never inherits the old
+    one's messages, even when it got the same id (issue 15).
     """
 
     def __init__(self, limit: int = 200) -> None:
         self.limit = limit
-        self._folders: OrderedDict[int, tuple[int, list[ImapMessage]]] = OrderedDict()
-        self._names: dict[tuple[int, str], int] = {}
+        self._folders: OrderedDict[FolderKey, tuple[int, list[ImapMessage]]] = OrderedDict()
+        self._names: dict[tuple[int, str], FolderKey] = {}
 
-    def known(self, account_id: int, name: str) -> tuple[int, int] | None:
+    def known(self, account_id: int, name: str) -> tuple[int, int, int] | None:
+        """(folder id, UIDVALIDITY, modseq) of the copy held for a name, if any."""
         key = self._names.get((account_id, name))
         if key is None or key not in self._folders:
             return None
-        return key, self._folders[key][0]
+        return key[0], key[1], self._folders[key][0]
 
     def apply(self, account_id: int, name: str, changes: FolderChanges) -> list[ImapMessage]:
         """The folder's messages after ``changes``, remembered for the next SELECT."""
         folder = changes.folder
-        previous = self._folders.get(folder.id)
+        key = (folder.id, folder.uid_validity)
+        previous = self._folders.get(key)
         if changes.since is None or previous is None or previous[0] != changes.since:
             messages = [ImapMessage(entry) for entry in changes.entries]
         elif not changes.entries and not changes.expunged:
@@ -177,9 +211,9 @@ class FolderSnapshots:
             for entry in changes.entries:
                 by_uid[entry.uid] = ImapMessage(entry)
             messages = [by_uid[uid] for uid in sorted(by_uid)]
-        self._folders[folder.id] = (folder.highest_modseq, messages)
-        self._folders.move_to_end(folder.id)
-        self._names[(account_id, name)] = folder.id
+        self._folders[key] = (folder.highest_modseq, messages)
+        self._folders.move_to_end(key)
+        self._names[(account_id, name)] = key
         while len(self._folders) > self.limit:
             self._folders.popitem(last=False)
         if len(self._names) > 10 * self.limit:
@@ -356,6 +390,7 @@ class ImapSession(SessionInterface):
         self._seen_version: tuple[int, int] | None = None
         self._refreshed_at = 0.0
         self._reads_audited: set[int] = set()
+        self._last_write = 0
 
     def audit_reads(self, message_ids: Sequence[int]) -> None:
         """One ``message.read`` event (F4, channel ``imap``) per message whose body this
@@ -417,6 +452,8 @@ class ImapSession(SessionInterface):
             raise _translate(name, error) from None
 
     def touched(self) -> None:
+        """After a write of this session: wake the others, and never reuse an older answer."""
+        self._last_write = self.backend.wrote()
         self.events.touch(self.principal.account_id)
 
     # -- folders -----------------------------------------------------------------------
@@ -437,10 +474,15 @@ class ImapSession(SessionInterface):
         if subscribed:
             folders = [folder for folder in folders if folder.subscribed]
         special = {folder.name: folder.special_use for folder in folders}
-        tree = ListTree(DELIMITER).update("INBOX", *(folder.name for folder in folders))
+        names = [folder.name for folder in folders]
+        tree = ListTree(DELIMITER).update(*(names if subscribed else ["INBOX", *names]))
         result: list[tuple[str, str | None, Sequence[bytes]]] = []
         for entry in tree.list_matching(ref_name, filter_):
             if entry.name not in special:
+                if subscribed:
+                    # RFC 3501 §6.3.9: "%" stops at a level that is not subscribed itself
+                    # but has subscribed inferiors: listed, \Noselect.
+                    result.append((entry.name, DELIMITER, [b"Noselect"]))
                 continue
             attributes = list(entry.attributes)
             use = special.get(entry.name)
@@ -595,14 +637,32 @@ class ImapSession(SessionInterface):
         self._refreshed_at = now
         try:
             changes = await self.backend.changes(
-                self.principal, selected.folder_id, selected.mod_sequence
+                self.principal,
+                (selected.folder_id, selected.uid_validity),
+                selected.mod_sequence,
+                after=self._last_write,
             )
         except FolderNotFound:
             selected.set_deleted()
             return selected
         # Always: this also reports expunges held back while a FETCH, STORE or
         # SEARCH by sequence number was running (pymap's pending removals).
+        known = selected.messages._cache  # pymap 0.36.7: uid -> message
+        high = selected.high_uid
+        arrived = [e.uid for e in changes.entries if e.uid > high and e.uid not in known]
         selected.add_updates([ImapMessage(e) for e in changes.entries], changes.expunged)
+        if arrived and not selected.readonly and changes.recent_from <= arrived[-1]:
+            claimed = await self.backend.run(
+                self.store.claim_recent,
+                self.principal,
+                selected.folder_id,
+                selected.uid_validity,
+                arrived[-1] + 1,
+            )
+            if claimed is not None:
+                for uid in arrived:
+                    if uid >= claimed and uid in known:
+                        selected.session_flags.add_recent(uid)
         if selected.mod_sequence is None or changes.folder.highest_modseq > selected.mod_sequence:
             selected.mod_sequence = changes.folder.highest_modseq
         return selected

@@ -29,6 +29,7 @@ from pymap.exceptions import MailboxReadOnly
 from pymap.flags import FlagOp
 from pymap.imap.state import ConnectionState
 from pymap.interfaces.login import LoginInterface
+from pymap.parsing.command import Command
 from pymap.parsing.command.any import CapabilityCommand
 from pymap.parsing.command.auth import SelectCommand, StatusCommand
 from pymap.parsing.command.select import CloseCommand, FetchCommand, SearchCommand, StoreCommand
@@ -58,6 +59,7 @@ from caducee.gateway.imap.commands import (
     MODSEQ,
     EnableCommand,
     NamespaceCommand,
+    UnselectCommand,
     number_option,
 )
 from caducee.gateway.imap.selected import (
@@ -104,6 +106,44 @@ def _sequence_bytes(numbers: list[int]) -> bytes:
     return b",".join(parts)
 
 
+def _esearch(
+    tag: bytes,
+    uid: bool,
+    returns: frozenset[bytes],
+    matched: list[tuple[int, ImapMessage]],
+    numbers: list[int],
+    with_modseq: bool,
+) -> bytes:
+    """The ``ESEARCH`` response (RFC 4731 §3.1; ``MODSEQ`` per RFC 7162 §3.1.5).
+
+    ``RETURN ()`` means ``ALL``. MIN, MAX and ALL are left out when nothing matched;
+    COUNT is always given. With a MODSEQ search key, ``MODSEQ`` is the highest
+    modseq of the messages the response names (only the MIN/MAX ones when ALL and
+    COUNT are not asked for).
+    """
+    wanted = returns or frozenset({b"ALL"})
+    parts = [b'ESEARCH (TAG "%b")' % tag]
+    if uid:
+        parts.append(b"UID")
+    if matched:
+        if b"MIN" in wanted:
+            parts.append(b"MIN %d" % numbers[0])
+        if b"MAX" in wanted:
+            parts.append(b"MAX %d" % numbers[-1])
+    if b"COUNT" in wanted:
+        parts.append(b"COUNT %d" % len(numbers))
+    if matched and b"ALL" in wanted:
+        parts.append(b"ALL " + _sequence_bytes(numbers))
+    if with_modseq and matched:
+        if wanted & {b"ALL", b"COUNT"}:
+            named = matched
+        else:
+            named = [matched[0]] if b"MIN" in wanted else []
+            named += [matched[-1]] if b"MAX" in wanted else []
+        parts.append(b"MODSEQ %d" % max(message.modseq for _, message in named))
+    return b" ".join(parts)
+
+
 class CaduceeConnectionState(ConnectionState):
     """One connection's state, from greeting to logout."""
 
@@ -114,6 +154,7 @@ class CaduceeConnectionState(ConnectionState):
             self.auth = config.tls_auth
             self._capability = [cap for cap in self._capability if cap != b"STARTTLS"]
         self.enabled: set[bytes] = set()
+        self._announce_modseq = False
 
     @property
     def imap_session(self) -> ImapSession:
@@ -128,9 +169,25 @@ class CaduceeConnectionState(ConnectionState):
         return selected
 
     def enable_condstore(self) -> None:
+        if CONDSTORE not in self.enabled and isinstance(self._selected, CaduceeSelected):
+            # RFC 7162 §3.1: enabled by a command (FETCH MODSEQ, SEARCH MODSEQ, ...) while
+            # a folder is selected: the client learns the folder's HIGHESTMODSEQ now.
+            self._announce_modseq = True
         self.enabled.add(CONDSTORE)
         if isinstance(self._selected, CaduceeSelected):
             self._selected.condstore = True
+
+    async def do_command(self, cmd: Command) -> CommandResponse:
+        response = await super().do_command(cmd)
+        if self._announce_modseq:
+            self._announce_modseq = False
+            selected = self._selected
+            if isinstance(selected, CaduceeSelected) and isinstance(response, ResponseOk):
+                response.add_untagged_ok(
+                    b"Highest modification sequence.",
+                    ResponseCode.of(b"HIGHESTMODSEQ %d" % (selected.mod_sequence or 1)),
+                )
+        return response
 
     @property
     def condstore(self) -> bool:
@@ -183,12 +240,7 @@ class CaduceeConnectionState(ConnectionState):
             response.add_untagged_ok(
                 b"Flags permitted.", PermanentFlags([*mailbox.permanent_flags, Wildcard])
             )
-        keywords = {
-            flag
-            for message in selected.messages._cache.values()  # pymap 0.36.7: uid -> message
-            for flag in message.permanent_flags
-            if not flag.is_system
-        }
+        keywords = selected.keywords
         response.add_untagged(FlagsResponse(sorted(mailbox.permanent_flags | keywords)))
         response.add_untagged(ExistsResponse(mailbox.exists))
         response.add_untagged(RecentResponse(mailbox.recent))
@@ -235,6 +287,12 @@ class CaduceeConnectionState(ConnectionState):
         self._selected = None
         self.imap_session.unwatch()
         return ResponseOk(cmd.tag, b"CLOSE completed."), None
+
+    async def do_unselect(self, cmd: UnselectCommand) -> _CommandRet:
+        """RFC 3691: no longer selected, nothing expunged, no untagged responses."""
+        self._selected = None
+        self.imap_session.unwatch()
+        return ResponseOk(cmd.tag, b"UNSELECT completed."), None
 
     # -- FETCH -------------------------------------------------------------------------
 
@@ -301,6 +359,7 @@ class CaduceeConnectionState(ConnectionState):
                 content=need_content,
             )
         response = StreamedOk(cmd.tag, b"FETCH completed.")
+        response.add_untagged(*selected.announcement())
         plan = fetching.FetchPlan(attributes, selected.session_flags, condstore=self.condstore)
         for index, (seq, message) in enumerate(messages):
             response.add_untagged(fetching.PlannedFetchResponse(seq, message, plan, loader, index))
@@ -344,6 +403,7 @@ class CaduceeConnectionState(ConnectionState):
             numbers = [m.uid if cmd.uid else seq for seq, m in messages if m.uid in modified]
             code = ResponseCode.of(b"MODIFIED " + _sequence_bytes(numbers))
         response = ResponseOk(cmd.tag, b"STORE completed.", code)
+        response.add_untagged(*selected.announcement())  # new keywords before their first use
         modified_uids = set(outcome.modified)
         session_flags = selected.session_flags
         for seq, message in messages:
@@ -388,9 +448,13 @@ class CaduceeConnectionState(ConnectionState):
             recent=frozenset(selected.session_flags.recent_uids),
         )
         numbers = [message.uid if cmd.uid else seq for seq, message in matched]
-        text = b" ".join([b"SEARCH", *(b"%d" % number for number in numbers)])
-        if with_modseq and matched:
-            text += b" (MODSEQ %d)" % max(message.modseq for _, message in matched)
+        returns = getattr(cmd, "returns", None)
+        if returns is not None:
+            text = _esearch(cmd.tag, bool(cmd.uid), returns, matched, numbers, with_modseq)
+        else:
+            text = b" ".join([b"SEARCH", *(b"%d" % number for number in numbers)])
+            if with_modseq and matched:
+                text += b" (MODSEQ %d)" % max(message.modseq for _, message in matched)
         response = ResponseOk(cmd.tag, b"SEARCH completed.")
         response.add_untagged(UntaggedResponse(text))
         return response, await session.refresh(selected)

@@ -57,8 +57,13 @@ def test_h1_special_use_folders_and_namespace(
         assert b'(\\HasNoChildren) "/" Dossiers/Analyses' in listing
         assert b"[CANNOT]" in client.command("DELETE Sent")[-1]
         assert b"NO" in client.command("CREATE inbox")[-1]
+        assert b"Dossiers/Analyses" not in b"".join(client.ok('LSUB "" "*"'))
+        client.ok("SUBSCRIBE Dossiers/Analyses")
         client.ok("RENAME Dossiers Archives")
-        assert b"Archives/Analyses" in b"".join(client.ok('LSUB "" "*"'))
+        assert client.ok('LSUB "" "Archives/*"')[:-1] == [
+            b'* LSUB (\\HasNoChildren) "/" Archives/Analyses\r\n'
+        ]
+        assert client.ok('LSUB "" "Archives%"')[:-1] == [b'* LSUB (\\Noselect) "/" Archives\r\n']
         client.ok("DELETE Archives/Analyses")
         client.ok("DELETE Archives")
     finally:
