@@ -280,7 +280,8 @@ def _lines(*lines: str | None) -> str | None:
     return text or None
 
 
-def _city_from_routing(routing: str | None, postal_code: str | None) -> str | None:
+def city_from_routing(routing: str | None, postal_code: str | None) -> str | None:
+    """The city of a routing line (``L6``: "69003 LYON"): the line without its postal code."""
     if not routing:
         return None
     if postal_code and routing.startswith(postal_code):
@@ -288,8 +289,8 @@ def _city_from_routing(routing: str | None, postal_code: str | None) -> str | No
     return routing
 
 
-_PHARMACY_WORDS = ("pharmacie", "officine")
-_NOT_PHARMACY = ("usage interieur", "pui")
+PHARMACY_WORDS = ("pharmacie", "officine")
+NOT_PHARMACY_WORDS = ("usage interieur", "pui")
 
 
 def looks_like_pharmacy(
@@ -305,12 +306,20 @@ def looks_like_pharmacy(
     if profession_code == "21":
         return True
     for name in names:
-        words = f" {fold(name)} "
-        if any(f" {word} " in words for word in _NOT_PHARMACY):
-            return False
-        if any(f" {word} " in words for word in _PHARMACY_WORDS):
-            return True
+        said = pharmacy_hint(name)
+        if said is not None:
+            return said
     return False
+
+
+def pharmacy_hint(name: str | None) -> bool | None:
+    """What one name says: a pharmacy (True), a hospital pharmacy (False), or nothing (None)."""
+    words = f" {fold(name)} "
+    if any(f" {word} " in words for word in NOT_PHARMACY_WORDS):
+        return False
+    if any(f" {word} " in words for word in PHARMACY_WORDS):
+        return True
+    return None
 
 
 def row_hash(values: Sequence[str | None]) -> str:
@@ -451,7 +460,7 @@ def map_mss_row(raw: Mapping[str, str | None]) -> dict[str, object]:
             raw.get("l6"),
         ),
         "postal_code": postal_code,
-        "city": _city_from_routing(raw.get("l6"), postal_code),
+        "city": city_from_routing(raw.get("l6"), postal_code),
         "department": department_of(raw.get("department"), postal_code),
         "country": raw.get("country"),
         "dematerialisation": raw.get("dematerialisation"),
@@ -508,7 +517,7 @@ def map_ps_row(raw: Mapping[str, str | None]) -> dict[str, object]:
     if family_name is None:
         raise RowError("no family name")
     postal_code = raw.get("postal_code")
-    city = raw.get("city") or _city_from_routing(raw.get("cedex_office"), postal_code)
+    city = raw.get("city") or city_from_routing(raw.get("cedex_office"), postal_code)
     organisation = raw.get("organisation_name")
     trade_name = raw.get("trade_name")
     given_name = raw.get("given_name")
