@@ -814,7 +814,15 @@ class ImapStore:
     def _receipts(self, session: Session, principal: Principal, rows: list[Row[Any]]) -> int:
         if principal.kind != AccountKind.PATIENT.value:
             return 0
-        inbound = [row for row in rows if row.direction == "inbound" and row.envelope_from]
+        # From other operators (inbound) or from professionals hosted here (submitted);
+        # never about what the patient sent themselves.
+        inbound = [
+            row
+            for row in rows
+            if row.direction in ("inbound", "submitted")
+            and row.envelope_from
+            and str(row.envelope_from).lower() != principal.address.lower()
+        ]
         if not inbound:
             return 0
         queued = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import email.utils
 import threading
 from email import policy
 from email.message import EmailMessage
@@ -155,3 +156,48 @@ def test_g2_receipts_are_for_patients_only(imap_gateway: ServedGateway) -> None:
     client.store("1:*", "+FLAGS", "(\\Seen)")
     client.logout()
     assert _mdns(imap_gateway, original_id) == []
+
+
+def test_g2_a_professional_hosted_here_gets_the_receipt_too(
+    imap_gateway: ServedGateway, patient: Account
+) -> None:
+    professional = imap_gateway.professional
+    message = EmailMessage()
+    message.set_content("Bonjour,\nvos résultats sont disponibles.\n")
+    message["From"] = professional.address
+    message["To"] = patient.address
+    message["Subject"] = "Résultats"
+    message["Message-ID"] = original_id = email.utils.make_msgid(domain="hopital-demo.test")
+    message["Disposition-Notification-To"] = professional.address
+    with imap_gateway.submit("professional") as client:
+        assert not client.send_message(message)
+    client = imap_gateway.imap(patient)
+    try:
+        client.select("INBOX")
+        typ, data = client.uid("SEARCH", None, "ALL")
+        assert typ == "OK" and data[0]
+        last = data[0].split()[-1]
+        assert client.uid("FETCH", last, "(BODY[TEXT])")[0] == "OK"  # the patient opens it
+    finally:
+        client.logout()
+    [(payload, mdn)] = _mdns(imap_gateway, original_id)
+    assert payload["recipients"] == [professional.address]
+    assert mdn.get_param("report-type") == "disposition-notification"
+
+
+def test_g2_no_receipt_about_what_the_patient_sent(
+    imap_gateway: ServedGateway, patient: Account
+) -> None:
+    client = imap_gateway.imap(patient)
+    try:
+        raw = (
+            f"From: {patient.address}\r\nTo: {imap_gateway.professional.address}\r\n"
+            f"Subject: Question\r\nMessage-ID: <self-read@patient.test>\r\n"
+            f"Disposition-Notification-To: {patient.address}\r\n\r\nBonjour\r\n"
+        ).encode()
+        assert client.append("Sent", None, None, raw)[0] == "OK"
+        client.select("Sent")
+        assert client.fetch("1:*", "(BODY[TEXT])")[0] == "OK"
+    finally:
+        client.logout()
+    assert _mdns(imap_gateway, "<self-read@patient.test>") == []
