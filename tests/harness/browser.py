@@ -204,9 +204,13 @@ def sign_in(page: Any, served: ServedGateway, patient: WebPatient, *, ahead: int
     expect(page.get_by_role("heading", name="Messagerie de santé", level=1)).to_be_visible()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """Debian's Chromium under Playwright (headless), for the whole run."""
+    """Debian's Chromium under Playwright (headless), for one test module.
+
+    Not for the whole run: while it is open, Playwright's synchronous API keeps an event
+    loop running in the main thread, and the tests that come after call ``asyncio.run()``.
+    """
     from playwright.sync_api import sync_playwright
 
     wait_until(CHROMIUM.exists, timeout=600, interval=1, message=f"{CHROMIUM} is not installed")
