@@ -1,6 +1,8 @@
-"""Admin API operations (issue 16).
+"""Admin API operations (issue 16): no schema change.
 
-Reserved slot in the revision chain while the work lands; no schema change yet.
+The trust, directory-import and relay-queue operations of the admin API needed no new
+table (their audit events and token scopes use the existing ones). The revision stays in
+the chain, empty, because homes migrated while the work landed already record it.
 
 Revision ID: 0015_admin
 Revises: 0014_imap_incarnation
