@@ -682,6 +682,16 @@ def admin_routes(gateway: Gateway) -> list[BaseRoute]:
                 methods=["GET"],
             ),
             Route(
+                "/trust/anchors",
+                g("trust:write", "trust.anchor.add", ops.anchor_add),
+                methods=["POST"],
+            ),
+            Route(
+                "/trust/anchors/{fingerprint}",
+                g("trust:write", "trust.anchor.remove", ops.anchor_remove),
+                methods=["DELETE"],
+            ),
+            Route(
                 "/trust/import",
                 g("trust:write", "trust.import", ops.trust_import),
                 methods=["POST"],
@@ -772,6 +782,12 @@ def openapi_document() -> dict[str, Any]:
         "in": "path",
         "required": True,
         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_JOB_ID - 1},
+    }
+    fingerprint = {
+        "name": "fingerprint",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
     }
     domain = {
         "name": "domain",
@@ -1046,6 +1062,26 @@ def openapi_document() -> dict[str, Any]:
                     problems=(401, 403, 404, 422),
                 ),
             },
+            "/admin/trust/anchors": {
+                "post": op(
+                    "Add the CA certificates of a PEM body as trust anchors (idempotent)",
+                    "trust:write",
+                    "Added, already present and refused certificates",
+                    body="file",
+                    problems=(401, 403, 422),
+                ),
+            },
+            "/admin/trust/anchors/{fingerprint}": {
+                "delete": op(
+                    "Remove the trust anchor with this SHA-256 fingerprint",
+                    "trust:write",
+                    "",
+                    status="204",
+                    params=[fingerprint],
+                    content={"description": "Removed"},
+                    problems=(401, 403, 404, 422),
+                ),
+            },
             "/admin/trust/import": {
                 "post": op(
                     "Import the national whitelist XML (the body); dry run; confirmation",
@@ -1138,6 +1174,7 @@ _RETURNS = {
     ("/admin/trust", "get"): "TrustSpace",
     ("/admin/trust/domains/{domain}", "get"): "TrustCheck",
     ("/admin/trust/import", "post"): "TrustImport",
+    ("/admin/trust/anchors", "post"): "AnchorsAdded",
     ("/admin/directory/import", "post"): "DirectoryImport",
 }
 """The schema of each operation's success answer (components from ``admin_schemas``)."""

@@ -12,6 +12,7 @@ confirmation-required`` unless ``confirm=true``. Every call is audited with its 
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -24,7 +25,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from caducee.directory.anchors import list_anchors
+from caducee.directory.anchors import (
+    AnchorError,
+    AnchorInfo,
+    add_anchors,
+    list_anchors,
+    remove_anchor,
+)
 from caducee.directory.formats import SourceKind
 from caducee.directory.importer import (
     DirectoryImportError,
@@ -80,6 +87,17 @@ def job_id_of(request: Request) -> int:
     if not raw.isdigit() or not 0 < int(raw) < MAX_JOB_ID:
         raise ApiProblem(404, "not-found", "no such relay job")
     return int(raw)
+
+
+def _anchor_view(info: AnchorInfo) -> dict[str, str]:
+    return {
+        "fingerprint": info.fingerprint,
+        "subject": info.subject,
+        "not_after": info.not_after.isoformat(),
+    }
+
+
+FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 
 
 async def upload(request: Request) -> Path:
@@ -191,6 +209,61 @@ class OperationsApi:
             )
         await run_in_threadpool(self._audit, actor, action, "trust", "whitelist")
         return JSONResponse(outcome.to_dict())
+
+    async def anchor_add(self, request: Request, actor: Actor) -> Response:
+        """Add the CA certificates of a PEM body (like ``caducee trust add-anchor``)."""
+        path = await upload(request)
+        try:
+            data = await run_in_threadpool(path.read_bytes)
+        finally:
+            shutil.rmtree(path.parent, ignore_errors=True)
+
+        def work(session: Session) -> dict[str, Any]:
+            try:
+                report = add_anchors(session, data)
+            except AnchorError as error:
+                raise ApiProblem(422, "no-certificate", str(error)) from None
+            if not report.accepted:
+                raise ApiProblem(422, "no-anchor-accepted", "no certificate of the body was kept")
+            # one event per anchor added; a call that added none is audited too
+            for fingerprint in [info.fingerprint for info in report.added] or ["unchanged"]:
+                audit(
+                    session, actor, "trust.anchor.add", None,
+                    object_type="trust-anchor", object_id=fingerprint,
+                )  # fmt: skip
+            return {
+                "added": [_anchor_view(info) for info in report.added],
+                "already_present": [_anchor_view(info) for info in report.already_present],
+                "refused": [
+                    {
+                        "position": item.position,
+                        "subject": item.subject or "",
+                        "reason": item.reason,
+                    }
+                    for item in report.refused
+                ],
+            }
+
+        return JSONResponse(await run_in_threadpool(self._run, work))
+
+    async def anchor_remove(self, request: Request, actor: Actor) -> Response:
+        """Remove the anchor with this full SHA-256 fingerprint (never by prefix over HTTP)."""
+        fingerprint = str(request.path_params["fingerprint"]).lower()
+        if not FINGERPRINT.fullmatch(fingerprint):
+            raise ApiProblem(422, "invalid-fingerprint", "64 hexadecimal digits (SHA-256)")
+
+        def work(session: Session) -> None:
+            try:
+                removed = remove_anchor(session, fingerprint)
+            except AnchorError:
+                raise ApiProblem(404, "not-found", "no trust anchor has this fingerprint") from None
+            audit(
+                session, actor, "trust.anchor.remove", None,
+                object_type="trust-anchor", object_id=removed.fingerprint,
+            )  # fmt: skip
+
+        await run_in_threadpool(self._run, work)
+        return Response(status_code=204)
 
     # -- directory -----------------------------------------------------------------------
 

@@ -139,6 +139,19 @@ TRUST_SPACE = _object(
     }
 )
 
+_ANCHOR = _object({"fingerprint": _STRING, "subject": _STRING, "not_after": _STRING})
+
+ANCHORS_ADDED = _object(
+    {
+        "added": {"type": "array", "items": _ANCHOR},
+        "already_present": {"type": "array", "items": _ANCHOR},
+        "refused": {
+            "type": "array",
+            "items": _object({"position": _INTEGER, "subject": _STRING, "reason": _STRING}),
+        },
+    }
+)
+
 TRUST_CHECK = _object(
     {"domain": _STRING, "trusted": _BOOLEAN, "sources": {"type": "array", "items": _STRING}}
 )
@@ -186,6 +199,7 @@ RESPONSES: dict[str, dict[str, Any]] = {
     "TrustSpace": TRUST_SPACE,
     "TrustCheck": TRUST_CHECK,
     "TrustImport": TRUST_IMPORT,
+    "AnchorsAdded": ANCHORS_ADDED,
     "DirectoryImport": DIRECTORY_IMPORT,
 }
 """Component name → schema, for ``openapi_document``."""

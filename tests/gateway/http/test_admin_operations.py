@@ -24,6 +24,7 @@ from caducee.config import Settings
 from caducee.config.settings import DatabaseSettings, GatewaySettings
 from caducee.directory.formats import SourceKind
 from caducee.directory.service import NewEntry, add_entry
+from caducee.gateway import pki
 from caducee.gateway.http.admin_api import admin_routes
 from caducee.gateway.runtime import Gateway, build_gateway
 from caducee.mailboxes.listing import list_messages
@@ -243,3 +244,33 @@ def test_c5_g4_relay_queue_over_http_show_retry_bounce_delete(
     assert _audited(gateway, "queue.bounce").count(("ok", None)) == 2
     assert ("denied", "nothing-to-bounce") in _audited(gateway, "queue.bounce")
     assert ("ok", None) in _audited(gateway, "queue.delete")
+
+
+def test_a5_trust_anchors_added_and_removed_over_http(client: TestClient, gateway: Gateway) -> None:
+    read, write = _token(gateway, "trust:read"), _token(gateway, "trust:write")
+    ca = pki.create_ca("Autorité de test", "Opérateur de test")
+    pem = pki.cert_pem(ca.certificate)
+    url = "/admin/trust/anchors"
+
+    _problem(client.post(url, content=pem, headers=read), 403, "insufficient-scope")
+    added = client.post(url, content=pem, headers=write)
+    assert added.status_code == 200, added.text
+    [anchor] = added.json()["added"]
+    again = client.post(url, content=pem, headers=write)
+    assert again.status_code == 200 and again.json()["added"] == []
+    assert [item["fingerprint"] for item in again.json()["already_present"]] == [
+        anchor["fingerprint"]
+    ]
+    listed = client.get("/admin/trust", headers=read).json()["anchors"]
+    assert anchor["fingerprint"] in [item["fingerprint"] for item in listed]
+    _problem(client.post(url, content=b"pas un certificat", headers=write), 422, "no-certificate")
+
+    prefix = anchor["fingerprint"][:8]  # the CLI accepts a prefix; HTTP wants the whole digest
+    _problem(client.delete(f"{url}/{prefix}", headers=write), 422, "invalid-fingerprint")
+    removed = client.delete(f"{url}/{anchor['fingerprint']}", headers=write)
+    assert removed.status_code == 204, removed.text
+    _problem(client.delete(f"{url}/{anchor['fingerprint']}", headers=write), 404, "not-found")
+    listed = client.get("/admin/trust", headers=read).json()["anchors"]
+    assert anchor["fingerprint"] not in [item["fingerprint"] for item in listed]
+    assert [result for result, _rule in _audited(gateway, "trust.anchor.add")].count("ok") >= 1
+    assert _audited(gateway, "trust.anchor.remove")
