@@ -16,10 +16,10 @@ from caducee.gateway.lifecycle import lifecycle_handlers
 from caducee.gateway.metrics import GatewayMetrics, process_metrics
 from caducee.gateway.notify import filing_hook, notify_handler
 from caducee.gateway.relay import make_relay_handler
-from caducee.mailboxes.delivery import NOTIFY_PATIENT_JOB
+from caducee.jobs.filing import make_filing_handler
+from caducee.mailboxes.delivery import FILE_DOCUMENTS_JOB, NOTIFY_PATIENT_JOB
 from caducee.mailboxes.identity import IdentityService
-from caducee.mailboxes.outbound import RELAY_JOB, queue_outbound
-from caducee.records.filing import FILE_DOCUMENTS_JOB, make_filing_handler
+from caducee.mailboxes.outbound import RELAY_JOB
 from caducee.storage.blobs import BlobStore
 from caducee.storage.db import Database
 from caducee.storage.jobs import JobQueue, RetryPolicy
@@ -70,7 +70,6 @@ def standard_handlers(gateway: Gateway) -> dict[str, JobHandler]:
             gateway.blobs,
             gateway.queue,
             gateway.settings,
-            outbound=queue_outbound,
             on_filed=filing_hook(gateway.queue),
         ),
         NOTIFY_PATIENT_JOB: notify_handler(gateway),

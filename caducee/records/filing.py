@@ -1,9 +1,10 @@
 """The filing job: the attachments of a message delivered to a patient enter their record.
 
 Delivery (``mailboxes.delivery``) commits the message and, for every patient recipient of a
-message with attachments, a ``file-documents`` job. This module is that job's handler. It
+message with attachments, a ``file-documents`` job. This module does that job's filing. It
 reads the stored message, walks its attachments, reads each with the reader its content
-calls for, and in ONE transaction, which also completes the job (exactly once):
+calls for, in the job's ONE transaction (:mod:`caducee.jobs.filing`, which completes the job
+exactly once):
 
 - stores each document found, encrypted, with its metadata and its source message (E1, E2;
   from the mail — sender, date, subject, file name — when the document has none);
@@ -27,7 +28,8 @@ calls for, and in ONE transaction, which also completes the job (exactly once):
   they describe and records mismatches on the message as codes (D4; never blocks);
 - records attachments the record does not take as not filed, with the reason (E1);
 - queues the integration receipt the sender asked for (G3, :mod:`caducee.records.receipts`);
-- decides the patient's held copy of the message (E3, E5, :mod:`caducee.records.withheld`).
+- and, after it, :mod:`caducee.jobs.filing` (the job's handler) has the patient's held copy
+  of the message decided (E3, E5: :mod:`caducee.records.withheld`, ``mailboxes.held``).
 
 Bad input never raises: a bad attachment is recorded as not filed and the message stays as
 it is. Only infrastructure errors (database, blob store) raise, and the job is retried.
@@ -96,16 +98,11 @@ from caducee.records.receipts import (
     is_xdm_subject,
     receipt_recipients,
 )
-from caducee.records.withheld import decide_patient_copy
 from caducee.storage.blobs import BlobStore
-from caducee.storage.db import Database, utcnow
-from caducee.storage.jobs import ClaimedJob, JobQueue
-from caducee.storage.worker import JobHandler, PermanentJobError
+from caducee.storage.db import utcnow
+from caducee.storage.jobs import JobQueue
 
 log = logging.getLogger("caducee.records.filing")
-
-FILE_DOCUMENTS_JOB = "file-documents"
-"""The job kind ``mailboxes.delivery`` enqueues (same string; the layers are independent)."""
 
 MAX_ATTACHMENTS = 200
 """Attachments beyond this many are recorded as not filed (a 25 MB message has far fewer)."""
@@ -126,10 +123,6 @@ class OutboundQueue(Protocol):
         content: bytes,
         purpose: str,
     ) -> object: ...
-
-
-class LeaseLostError(RuntimeError):
-    """Another worker owns the job now; this attempt's effects are rolled back."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -999,59 +992,3 @@ def _not_filed_reason(problems: Sequence[str]) -> str:
     if ProblemCode.UNSUPPORTED_FORMAT.value in problems:
         return ProblemCode.UNSUPPORTED_FORMAT.value
     return problems[0][:32] if problems else ProblemCode.NO_DOCUMENT.value
-
-
-# ---------------------------------------------------------------------------------------------
-# The job handler
-
-
-def _job_target(job: ClaimedJob) -> tuple[int, int]:
-    try:
-        message_id = int(job.payload["message_id"])
-        account_id = int(job.payload["account_id"])
-    except (KeyError, TypeError, ValueError):
-        raise PermanentJobError("file-documents job payload is malformed") from None
-    return message_id, account_id
-
-
-class FiledHook(Protocol):
-    """Called in the filing transaction after a message was filed (audit, notifications)."""
-
-    def __call__(self, session: Session, /, *, message_id: int, account_id: int) -> int: ...
-
-
-def make_filing_handler(
-    database: Database,
-    blobs: BlobStore,
-    queue: JobQueue,
-    settings: Settings,
-    *,
-    outbound: OutboundQueue,
-    on_filed: FiledHook | None = None,
-) -> JobHandler:
-    """The handler of ``file-documents`` jobs.
-
-    ``outbound`` is ``caducee.mailboxes.outbound.queue_outbound``: records may not import
-    mailboxes, so the gateway passes it in. ``on_filed`` records the filing in the audit
-    trail and queues the patient's notification, in the same transaction (F4, G1).
-    """
-
-    def handle(job: ClaimedJob) -> None:
-        message_id, account_id = _job_target(job)
-        with database.transaction() as session:
-            summary = Filing(session, blobs, queue, settings, outbound).run(message_id, account_id)
-            if on_filed is not None and summary.skipped is None:
-                on_filed(session, message_id=message_id, account_id=account_id)
-            # E3/E5: whatever filing found (or skipped), the patient's held copy is decided now
-            decision = decide_patient_copy(
-                session, blobs, queue, message_id=message_id, account_id=account_id
-            )
-            if not queue.complete(job, session):
-                raise LeaseLostError("the job's lease was lost; filing rolled back")
-        fields = summary.log_fields()
-        if decision is not None:
-            fields["patient_copy"] = decision.state
-            fields["withheld_parts"] = decision.withheld_parts
-        log.info("documents filed", extra={"job_id": job.id, **fields})
-
-    return handle

@@ -212,24 +212,7 @@ MAIL_HELD = table(
     column("uid", BIG_ID),
     column("withheld_parts", Integer()),
 )
-MAIL_FOLDERS = table(
-    "folders",
-    column("id", BIG_ID),
-    column("uid_next", BIG_ID),
-    column("highest_modseq", BIG_ID),
-)
-MAIL_ENTRIES = table(
-    "mailbox_entries",
-    column("id", BIG_ID),
-    column("folder_id", BIG_ID),
-    column("message_id", BIG_ID),
-    column("uid", BIG_ID),
-    column("flags", String(500)),
-    column("modseq", BIG_ID),
-    column("internal_date", UtcDateTime()),
-)
 HELD_STATE = "held"
-RELEASED_STATE = "released"
 WITHHELD_STATE = "withheld"
 MAIL_ACCOUNTS = table(
     "accounts",

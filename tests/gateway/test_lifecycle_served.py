@@ -26,8 +26,8 @@ import pytest
 from sqlalchemy import func, select
 
 from caducee.mailboxes.accounts import Account as AccountRow
+from caducee.mailboxes.delivery import FILE_DOCUMENTS_JOB
 from caducee.mailboxes.lifecycle import totp_now
-from caducee.records.filing import FILE_DOCUMENTS_JOB
 from caducee.storage.jobs import READY, RUNNING, JobRow
 from tests.harness.identities import valid_ins
 from tests.harness.served import Account, ServedGateway, prepare_demo, run_cli

@@ -16,7 +16,7 @@ import io
 import json
 import re
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
@@ -29,6 +29,7 @@ from xml.sax.saxutils import quoteattr
 from sqlalchemy import select
 
 from caducee.config.settings import GatewaySettings, RecordsSettings, Settings
+from caducee.jobs.filing import make_filing_handler
 from caducee.mailboxes.delivery import (
     FILE_DOCUMENTS_JOB,
     Envelope,
@@ -36,8 +37,7 @@ from caducee.mailboxes.delivery import (
     Recipient,
     RecipientRole,
 )
-from caducee.mailboxes.outbound import RELAY_JOB, queue_outbound
-from caducee.records.filing import make_filing_handler
+from caducee.mailboxes.outbound import RELAY_JOB
 from caducee.records.models import RecordAttachment, RecordDocument
 from caducee.storage.blobs import BlobStore
 from caducee.storage.db import Database
@@ -331,7 +331,6 @@ class Record:
     account_id: int = 0
     address: str = PATIENT_ADDRESS
     password: str = ""
-    outbound: Callable[..., Any] = queue_outbound
     delivered: list[int] = field(default_factory=list)
 
     def deliver(
@@ -366,7 +365,7 @@ class Record:
     def file(self, settings: Settings | None = None) -> int:
         """Claim every ``file-documents`` job and run the real handler on it."""
         handler = make_filing_handler(
-            self.database, self.blobs, self.queue, settings or self.settings, outbound=self.outbound
+            self.database, self.blobs, self.queue, settings or self.settings
         )
         ran = 0
         while jobs := self.queue.claim("test-worker", limit=10, kinds=[FILE_DOCUMENTS_JOB]):

@@ -201,15 +201,13 @@ def test_e6_hostile_mime_structure_never_fails_the_job(record: Record, n1_pdf: b
 
 
 def test_e1_malformed_job_payload_is_dead_lettered(record: Record) -> None:
-    from caducee.records.filing import make_filing_handler
+    from caducee.jobs.filing import make_filing_handler
     from caducee.storage.worker import PermanentJobError
 
     with record.database.transaction() as session:
         record.queue.enqueue(session, "file-documents", {"message_id": "x"})
     [job] = record.queue.claim("w", kinds=["file-documents"])
-    handler = make_filing_handler(
-        record.database, record.blobs, record.queue, record.settings, outbound=record.outbound
-    )
+    handler = make_filing_handler(record.database, record.blobs, record.queue, record.settings)
     with pytest.raises(PermanentJobError):
         handler(job)
 
@@ -218,15 +216,13 @@ def test_b5_filing_rolled_back_when_the_job_lease_was_lost(record: Record, n1_pd
     """Filing and completing the job are one transaction: a lost lease files nothing."""
     from sqlalchemy import update
 
-    from caducee.records.filing import LeaseLostError, make_filing_handler
+    from caducee.jobs.filing import LeaseLostError, make_filing_handler
 
     record.deliver(build_mail([pdf_part(n1_pdf)], subject="pdf"))
     [job] = record.queue.claim("slow-worker", kinds=["file-documents"])
     with record.database.transaction() as session:
         session.execute(update(JobRow).where(JobRow.id == job.id).values(locked_by="other"))
-    handler = make_filing_handler(
-        record.database, record.blobs, record.queue, record.settings, outbound=record.outbound
-    )
+    handler = make_filing_handler(record.database, record.blobs, record.queue, record.settings)
     with pytest.raises(LeaseLostError):
         handler(job)
     assert record.documents() == []

@@ -12,8 +12,9 @@ from alembic.runtime.migration import MigrationContext
 
 import caducee.mailboxes.accounts
 import caducee.mailboxes.models
-from caducee.mailboxes.delivery import FILE_DOCUMENTS_JOB as DELIVERY_JOB
-from caducee.records.filing import FILE_DOCUMENTS_JOB
+from caducee.config import load_settings
+from caducee.gateway.runtime import build_gateway
+from caducee.mailboxes.delivery import FILE_DOCUMENTS_JOB
 from caducee.records.models import MAIL_ACCOUNTS, MAIL_MESSAGES, MAIL_PATIENTS
 from caducee.storage.db import Base, Database
 
@@ -62,5 +63,9 @@ def test_e1_mail_columns_read_by_filing_exist_in_mailboxes() -> None:
         assert {c.name for c in clause.columns} <= {c.name for c in owned.columns}, clause.name
 
 
-def test_e1_job_kind_is_the_one_delivery_enqueues() -> None:
-    assert FILE_DOCUMENTS_JOB == DELIVERY_JOB
+def test_e1_the_gateway_handles_the_job_kind_delivery_enqueues(demo_home: Path) -> None:
+    gateway = build_gateway(load_settings(demo_home))
+    try:
+        assert FILE_DOCUMENTS_JOB in gateway.handlers
+    finally:
+        gateway.close()

@@ -17,9 +17,9 @@ from pathlib import Path
 from sqlalchemy import select, update
 
 from caducee.gateway.notify.hooks import filing_hook
+from caducee.jobs.filing import make_filing_handler
 from caducee.mailboxes.delivery import FILE_DOCUMENTS_JOB
 from caducee.mailboxes.notifications import NOTIFY_PATIENT_JOB
-from caducee.records.filing import make_filing_handler
 from caducee.records.models import DocumentState, RecordDocument, VersionStatus
 from caducee.records.service import DocumentQuery, Viewer, get_document, search_documents
 from caducee.storage.audit import Action, history
@@ -175,7 +175,6 @@ def test_f4_g1_withdrawal_audited_and_patient_notified(
         blobs,
         record.queue,
         record.settings,
-        outbound=record.outbound,
         on_filed=filing_hook(record.queue),
     )
     for path in (INITIAL, REPLACEMENT, DELETION):
