@@ -12,6 +12,7 @@ POST   ``/webmail/sign-out``                         ends this session
 GET    ``/webmail/conversations?page=``              the conversation list, paged
 GET    ``/webmail/conversations/{id}``               a conversation; marks it read (G2 receipt)
 POST   ``/webmail/conversations/{id}/reply``         reply, when the submission rules allow (C4)
+GET    ``/webmail/new``, POST same                   write to one contact (C4, D2, D3)
 GET    ``/webmail/messages/{id}``                    a message outside any conversation
 GET    ``/webmail/messages/{id}/html``               its HTML body, sandboxed (own CSP)
 GET    ``/webmail/messages/{id}/attachments/{n}``    download an attached file
@@ -55,7 +56,13 @@ from caducee.gateway.web.mailbox import (
     parse,
     show,
 )
-from caducee.gateway.web.reply import MAX_REPLY_CHARS, Replies, ReplyState
+from caducee.gateway.web.reply import (
+    MAX_REPLY_CHARS,
+    MAX_SUBJECT_CHARS,
+    Replies,
+    ReplyState,
+    compose_message,
+)
 from caducee.gateway.web.security import (
     DOWNLOAD_POLICY,
     SANDBOX_POLICY,
@@ -336,7 +343,12 @@ class Webmail:
         return self._render(
             request,
             "conversations.html",
-            {"conversations": listed, "page": page, "pages": pages},
+            {
+                "conversations": listed,
+                "page": page,
+                "pages": pages,
+                "sent": request.query_params.get("sent") == "1",
+            },
             signed=signed,
         )
 
@@ -517,6 +529,64 @@ class Webmail:
             status=403 if error == "refused" else 422,
         )
 
+    # -- new message ----------------------------------------------------------------------
+
+    async def new_message_page(self, request: Request) -> Response:
+        signed = await self._page_session(request)
+        contacts = await self.replies.contacts(_principal(signed))
+        return self._render(
+            request,
+            "new_message.html",
+            {"contacts": contacts, "error": None, "chosen": "", "subject": "", "draft": ""},
+            signed=signed,
+        )
+
+    async def new_message(self, request: Request) -> Response:
+        """Send to one contact; the rule table judges the recipient again (a forged one: 403)."""
+        signed, form = await self._post(request)
+        principal = _principal(signed)
+
+        def text(name: str) -> str:
+            value = form.get(name)
+            return value.strip() if isinstance(value, str) else ""
+
+        chosen, subject, body = text("to")[:320], text("subject"), text("body")
+        error = None
+        if not chosen or not await self.replies.may_write(principal, chosen):
+            error = "refused"
+        elif not subject:
+            error = "no-subject"
+        elif not body:
+            error = "empty"
+        elif len(body) > MAX_REPLY_CHARS or len(subject) > MAX_SUBJECT_CHARS:
+            error = "too-long"
+        if error is None:
+            content = compose_message(
+                principal,
+                signed.display_name,
+                chosen,
+                subject,
+                body,
+                hostname=self.settings.gateway.hostname,
+            )
+            error = await self.replies.submit(principal, chosen, content)
+        if error is None:
+            return RedirectResponse("/webmail/conversations?sent=1", status_code=303)
+        contacts = await self.replies.contacts(principal)
+        return self._render(
+            request,
+            "new_message.html",
+            {
+                "contacts": contacts,
+                "error": error,
+                "chosen": chosen,
+                "subject": subject[:MAX_SUBJECT_CHARS],
+                "draft": body[:MAX_REPLY_CHARS],
+            },
+            signed=signed,
+            status=403 if error == "refused" else 422,
+        )
+
     # -- sessions -------------------------------------------------------------------------
 
     async def sessions(self, request: Request) -> Response:
@@ -606,6 +676,8 @@ def webmail_app(gateway: Gateway) -> tuple[Starlette, Webmail]:
             Route("/conversations", web.conversations, methods=["GET"]),
             Route("/conversations/{id:int}", web.conversation, methods=["GET"]),
             Route("/conversations/{id:int}/reply", web.reply, methods=["POST"]),
+            Route("/new", web.new_message_page, methods=["GET"]),
+            Route("/new", web.new_message, methods=["POST"]),
             Route("/messages/{id:int}", web.message, methods=["GET"]),
             Route("/messages/{id:int}/html", web.message_html, methods=["GET"]),
             Route("/messages/{id:int}/attachments/{index:int}", web.attachment, methods=["GET"]),

@@ -1,4 +1,4 @@
-"""Replying from the webmail: the same rule table and accepted path as the submission port (C4).
+"""Writing from the webmail: the same rule table and accepted path as the submission port (C4).
 
 Whether the reply form is shown, and whether a reply is accepted, is the verdict of
 :func:`caducee.gateway.submit.judge_recipient` — the RCPT verdict of the SMTP submission
@@ -10,6 +10,10 @@ queued for another operator (C5). A copy is then kept in the patient's Sent fold
 When the table refuses, the page says why in the national app's words: the professional
 ended the exchange (D3: "<nom> a mis fin à vos échanges."), or "Ce message n'autorise pas la
 réponse.".
+
+A new message (``/webmail/new``) goes the same way: its recipient is one of
+:meth:`Replies.contacts`, the known professionals the same rule table accepts, and
+:meth:`Replies.submit` judges it again when it is sent (a forged recipient is refused).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from caducee.gateway.web.mailbox import Mailbox, ReplyTarget
 from caducee.mailboxes.delivery import MailDelivery
 from caducee.mailboxes.identity.principal import Principal
 from caducee.mailboxes.imap_store import StoreError
+from caducee.mailboxes.rights import known_professionals
 from caducee.policies.submission import SENDER_CHAIN, SenderFacts
 from caducee.policies.verdict import first_refusal
 from caducee.storage.db import utcnow
@@ -39,6 +44,9 @@ from caducee.storage.db import utcnow
 log = logging.getLogger("caducee.webmail")
 
 MAX_REPLY_CHARS = 50_000
+MAX_SUBJECT_CHARS = 250
+MAX_CONTACTS = 500
+"""Bounded work per page: a patient with more known professionals sees the first ones."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,14 @@ class ReplyState:
     reason: str | None = None
     """``ended`` (the professional ended the exchange) or ``no-reply``."""
     name: str = ""
+
+
+@dataclass(frozen=True)
+class Contact:
+    """A professional the patient may write to: the address they gave (D2), their name."""
+
+    address: str
+    name: str
 
 
 class Replies:
@@ -64,13 +80,9 @@ class Replies:
             self.settings.gateway.patient_domain, self.settings.gateway.hosted_domains
         )
 
-    async def state(self, principal: Principal, target: ReplyTarget) -> ReplyState:
-        """Ask the submission rule table (the one the SMTP port asks) about the reply address."""
-        name = await asyncio.to_thread(self.mailbox.correspondent_name, target.professional_address)
-        if target.reply_address is None:
-            return ReplyState(False, "no-reply", name)
+    async def may_write(self, principal: Principal, address: str) -> bool:
+        """The submission rule table's RCPT verdict (the SMTP port's) on ``address`` (C4)."""
         trust = await self.trust.fresh()
-        address = target.reply_address
 
         def judge() -> bool:
             with self.gateway.database.reading() as session:
@@ -84,25 +96,59 @@ class Replies:
                 )
             return verdict is None
 
-        if await asyncio.to_thread(judge):
+        return await asyncio.to_thread(judge)
+
+    async def state(self, principal: Principal, target: ReplyTarget) -> ReplyState:
+        """Ask the submission rule table (the one the SMTP port asks) about the reply address."""
+        name = await asyncio.to_thread(self.mailbox.correspondent_name, target.professional_address)
+        if target.reply_address is None:
+            return ReplyState(False, "no-reply", name)
+        if await self.may_write(principal, target.reply_address):
             return ReplyState(True, None, name)
         return ReplyState(False, "ended" if target.ended else "no-reply", name)
+
+    async def contacts(self, principal: Principal) -> list[Contact]:
+        """Who the patient may start a conversation with (C4, D2, D3), médecin traitant first.
+
+        The candidates are the patient's known professionals (:func:`~caducee.mailboxes.
+        rights.known_professionals`, at the address each gave, D2); each is kept only when the
+        submission rule table accepts it, so that the list and the sending agree by
+        construction and the rule is written once (:func:`~caducee.mailboxes.contacts.
+        patient_may_write`, asked by :func:`~caducee.gateway.submit.judge_recipient`).
+        """
+
+        def candidates() -> list[tuple[str, str]]:
+            with self.gateway.database.reading() as session:
+                listed = known_professionals(session, principal.account_id)
+            seen: set[str] = set()
+            found = []
+            for item in listed[:MAX_CONTACTS]:
+                if item.reply_address and item.reply_address not in seen:
+                    seen.add(item.reply_address)
+                    found.append((item.address, item.reply_address))
+            return found
+
+        contacts = []
+        for professional, address in await asyncio.to_thread(candidates):
+            if await self.may_write(principal, address):
+                name = await asyncio.to_thread(self.mailbox.correspondent_name, professional)
+                contacts.append(Contact(address, name))
+        return contacts
 
     def compose(
         self, principal: Principal, display_name: str | None, target: ReplyTarget, text: str
     ) -> bytes:
         """The reply as a plain-text message answering the professional's last one (D1)."""
-        message = EmailMessage(policy=email.policy.SMTP)
-        message["From"] = Address(display_name=display_name or "", addr_spec=principal.address)
-        message["To"] = target.reply_address or ""
-        message["Subject"] = target.subject
-        message["Date"] = format_datetime(utcnow())
-        message["Message-ID"] = make_msgid(domain=self.settings.gateway.hostname)
-        if target.in_reply_to:
-            message["In-Reply-To"] = target.in_reply_to
-            message["References"] = target.references or target.in_reply_to
-        message.set_content(text.replace("\r\n", "\n"), charset="utf-8", cte="quoted-printable")
-        return message.as_bytes(policy=email.policy.SMTP)
+        return compose_message(
+            principal,
+            display_name,
+            target.reply_address or "",
+            target.subject,
+            text,
+            hostname=self.settings.gateway.hostname,
+            in_reply_to=target.in_reply_to,
+            references=target.references,
+        )
 
     async def send(
         self, principal: Principal, display_name: str | None, target: ReplyTarget, text: str
@@ -111,12 +157,19 @@ class Replies:
         if target.reply_address is None:
             return "refused"
         content = self.compose(principal, display_name, target, text)
+        return await self.submit(principal, target.reply_address, content)
+
+    async def submit(self, principal: Principal, address: str, content: bytes) -> str | None:
+        """Submit ``content`` to ``address`` as the SMTP port would (C2, C4, C5, D1).
+
+        ``refused`` when the sender checks or the recipient table refuse: nothing is then
+        delivered nor queued. Accepted, a copy is kept in the patient's Sent folder.
+        """
         headers = read_headers(content)
         owned = headers.parses and headers.from_addresses == (principal.address,)
         if first_refusal(SENDER_CHAIN, SenderFacts(principal.address, owned)) is not None:
             return "refused"
         trust = await self.trust.fresh()
-        address = target.reply_address
 
         def commit() -> str | None:
             with self.gateway.database.transaction() as session:
@@ -156,3 +209,28 @@ class Replies:
             except StoreError:  # an account without a Sent folder: sent all the same
                 log.warning("no Sent folder", extra={"account": principal.account_id})
         return error
+
+
+def compose_message(
+    principal: Principal,
+    display_name: str | None,
+    to: str,
+    subject: str,
+    text: str,
+    *,
+    hostname: str,
+    in_reply_to: str | None = None,
+    references: str | None = None,
+) -> bytes:
+    """A plain-text message from the patient (a reply when ``in_reply_to`` is given, D1)."""
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = Address(display_name=display_name or "", addr_spec=principal.address)
+    message["To"] = to
+    message["Subject"] = " ".join(subject.split())
+    message["Date"] = format_datetime(utcnow())
+    message["Message-ID"] = make_msgid(domain=hostname)
+    if in_reply_to:
+        message["In-Reply-To"] = in_reply_to
+        message["References"] = references or in_reply_to
+    message.set_content(text.replace("\r\n", "\n"), charset="utf-8", cte="quoted-printable")
+    return message.as_bytes(policy=email.policy.SMTP)

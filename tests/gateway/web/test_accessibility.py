@@ -1,9 +1,10 @@
 """WCAG 2.1 A and AA on every page of the webmail, in French and in English (H2).
 
 axe-core (axe-playwright-python) runs in Debian's Chromium on each page of the slice —
-sign-in, conversation list (empty and full), a conversation with its reply form, a
-conversation whose reply is not allowed, the sessions page, an error page — at desktop
-width and at a phone's 360 px, where nothing may scroll sideways.
+sign-in, conversation list (empty and full), the new-message page (with its form, and with
+nobody to write to), a conversation with its reply form, a conversation whose reply is not
+allowed, the sessions page, an error page — at desktop width and at a phone's 360 px,
+where nothing may scroll sideways.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def test_H2_no_wcag_21_aa_violation_on_any_page(
         page.locator("form[action='/webmail/sign-in'] button").click()
         page.wait_for_url(re.compile(r"/webmail/conversations$"))
         check("empty list")
+        page.goto(base + "/webmail/new")
+        check("new message, nobody to write to")
         professional_writes(
             served,
             patient.address,
@@ -79,6 +82,20 @@ def test_H2_no_wcag_21_aa_violation_on_any_page(
             "Bonjour,\nvoici le compte rendu.\n",
             attachment=("note.txt", b"note\n", "text/plain"),
         )
+        page.goto(base + "/webmail/conversations")
+        wait_until(
+            lambda: page.reload() and page.locator(".conversation").count() == 1,
+            timeout=30,
+            message="the first message never showed",
+        )
+        page.goto(base + "/webmail/new")
+        assert page.locator("select#to option").count() == 1
+        check("new message")
+        page.locator("#subject").fill("Question")
+        page.locator("#body").fill("Bonjour.")
+        page.locator("form[action='/webmail/new'] button").click()
+        page.wait_for_url(re.compile(r"/webmail/conversations\?sent=1$"))
+        check("list, message sent")
         professional_writes(served, patient.address, "Fin", "Bonjour.\n", end_exchange=True)
         wait_until(
             lambda: page.reload() and page.locator(".conversation").count() == 2,
