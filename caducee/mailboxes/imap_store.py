@@ -40,6 +40,7 @@ from caducee.mailboxes.accounts import (
 )
 from caducee.mailboxes.delivery import ensure_folders
 from caducee.mailboxes.identity.principal import Principal as Principal
+from caducee.mailboxes.imap_binary import seven_bit_parts
 from caducee.mailboxes.imap_models import (
     ExpungedEntry,
     FolderRecent,
@@ -946,15 +947,21 @@ class ImapStore:
     def append(
         self, principal: Principal, name: str, messages: Sequence[NewMessage]
     ) -> CopyOutcome:
-        """APPEND: store each message encrypted, with its structure cache, at the folder's end."""
+        """APPEND: store each message encrypted, with its structure cache, at the folder's end.
+
+        A part holding NUL octets (a ``~{n}`` literal8) is stored base64-encoded
+        (:func:`~caducee.mailboxes.imap_binary.seven_bit_parts`, RFC 3516 §4.3).
+        """
         prepared = []
         for message in messages:
-            structure = parse_message(message.content)
+            content = seven_bit_parts(message.content)
+            structure = parse_message(content)
             prepared.append(
                 (
                     message,
+                    len(content),
                     structure,
-                    self.blobs.seal(message.content),
+                    self.blobs.seal(content),
                     self.blobs.seal(structure.to_json()),
                 )
             )
@@ -970,7 +977,7 @@ class ImapStore:
             )
             pairs: list[tuple[int, int]] = []
             now = utcnow()
-            for offset, (message, structure, sealed, sealed_structure) in enumerate(prepared):
+            for offset, (message, size, structure, sealed, sealed_structure) in enumerate(prepared):
                 blob_id = self.blobs.record(session, sealed)
                 senders = structure.envelope.from_
                 header_from = (
@@ -982,7 +989,7 @@ class ImapStore:
                     insert(_MESSAGES)
                     .values(
                         blob_id=blob_id,
-                        size=len(message.content),
+                        size=size,
                         received_at=now,
                         direction=APPENDED,
                         envelope_from="",

@@ -9,7 +9,9 @@ module's docstring says which and why, ``docs/imap.md`` has the whole list.
                  :class:`~caducee.gateway.imap.server.ImapListeners` is what ``serve`` runs;
 * ``state``    — the command state machine (TLS-only login, ENABLE, NAMESPACE,
                  CONDSTORE, batched FETCH/STORE/SEARCH);
-* ``commands`` — parsers pymap lacks (ENABLE, NAMESPACE, MODSEQ, HIGHESTMODSEQ);
+* ``commands`` — parsers pymap lacks (ENABLE, NAMESPACE, MODSEQ, HIGHESTMODSEQ,
+                 ``LIST ... RETURN (STATUS (...))``);
+* ``sections`` — FETCH sections echoed as the client wrote them (``HEADER.FIELDS (a a)``);
 * ``names``    — the mailbox-name codec (modified UTF-7), bounded and strict, in place
                  of pymap's (which loops forever on some names, issue 15);
 * ``session``  — login with app passwords and the per-account session over the store;

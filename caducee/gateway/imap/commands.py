@@ -1,5 +1,5 @@
-"""Command parsers pymap 0.36.7 lacks: ENABLE, NAMESPACE, UNSELECT, CONDSTORE syntax (RFC 5161,
-2342, 3691, 7162).
+"""Command parsers pymap 0.36.7 lacks: ENABLE, NAMESPACE, UNSELECT, CONDSTORE syntax, LIST-STATUS
+(RFC 5161, 2342, 3691, 7162, 5819).
 
 pymap parses RFC 3501 well and already reads the RFC 4466 option lists that
 CONDSTORE uses (``SELECT INBOX (CONDSTORE)``, ``FETCH 1:* (FLAGS) (CHANGEDSINCE
@@ -10,7 +10,9 @@ classes and registering them under the same names:
 * ``ENABLE``, ``NAMESPACE`` and ``UNSELECT`` (new commands);
 * the ``MODSEQ`` fetch attribute (``FETCH 1:* (FLAGS MODSEQ)``);
 * the ``MODSEQ`` search key, also inside ``OR`` and parenthesised lists;
-* the ``HIGHESTMODSEQ`` status attribute.
+* the ``HIGHESTMODSEQ`` status attribute;
+* ``LIST ref pattern RETURN (STATUS (...))`` (LIST-STATUS);
+* FETCH attributes whose ``HEADER.FIELDS`` list is echoed as given (``sections``).
 
 The ``UID`` variants are redeclared so that ``UID FETCH`` and ``UID SEARCH``
 use the extended parsers too.
@@ -24,11 +26,11 @@ from typing import ClassVar
 
 from pymap.parsing import EndLine, Params, Space
 from pymap.parsing.command import CommandAuth, CommandNoArgs, CommandSelect
-from pymap.parsing.command.auth import StatusCommand
+from pymap.parsing.command.auth import ListCommand, StatusCommand
 from pymap.parsing.command.select import FetchCommand, SearchCommand
 from pymap.parsing.commands import Commands
 from pymap.parsing.exceptions import NotParseable
-from pymap.parsing.primitives import Atom, List, Number
+from pymap.parsing.primitives import Atom, List, Number, String
 from pymap.parsing.specials import (
     ExtensionOptions,
     FetchAttribute,
@@ -37,6 +39,9 @@ from pymap.parsing.specials import (
     SequenceSet,
     StatusAttribute,
 )
+
+from .names import decode_client_mailbox_name
+from .sections import EchoedFetchAttribute
 
 MODSEQ = b"MODSEQ"
 CONDSTORE = b"CONDSTORE"
@@ -85,7 +90,7 @@ def _fetch_attribute(buf: memoryview, params: Params) -> tuple[FetchAttribute, m
     match = _ATTRIBUTE_START.match(buf)
     if match is not None:
         return FetchAttribute(MODSEQ), buf[match.end() :]
-    return FetchAttribute.parse(buf, params)
+    return EchoedFetchAttribute.parse(buf, params)
 
 
 class CondstoreFetchCommand(FetchCommand):
@@ -273,6 +278,54 @@ class UnselectCommand(CommandNoArgs, CommandSelect):
     command = b"UNSELECT"
 
 
+_LIST_RETURN = re.compile(rb" +RETURN +\(", re.IGNORECASE)
+_STATUS_OPTION = re.compile(rb" *STATUS +", re.IGNORECASE)
+
+
+class StatusListCommand(ListCommand):
+    """``LIST ref pattern RETURN (STATUS (...))`` (LIST-STATUS, RFC 5819), or a plain LIST.
+
+    ``status`` is None for a plain LIST (or ``RETURN ()``), else the status attributes
+    asked for. Only the STATUS return option is understood: LIST-EXTENDED selection
+    options and other return options are a ``BAD`` (we do not announce LIST-EXTENDED).
+    """
+
+    status: Sequence[StatusAttribute] | None = None
+
+    @classmethod
+    def parse(cls, buf: memoryview, params: Params) -> tuple[ListCommand, memoryview]:
+        _, buf = Space.parse(buf, params)
+        ref_name, buf = Mailbox.parse(buf, params)
+        _, buf = Space.parse(buf, params)
+        match = cls._list_mailbox_pattern.match(buf)
+        if match:
+            pattern = decode_client_mailbox_name(match.group(0))
+            buf = buf[match.end() :]
+        else:
+            quoted, buf = String.parse(buf, params)
+            pattern = decode_client_mailbox_name(quoted.value)
+        status: Sequence[StatusAttribute] | None = None
+        match = _LIST_RETURN.match(buf)
+        if match is not None:
+            buf = buf[match.end() :]
+            option = _STATUS_OPTION.match(buf)
+            if option is not None:
+                attributes, buf = List.parse(
+                    buf[option.end() :], params.copy(expected=[ModseqStatusAttribute])
+                )
+                if not attributes.value:
+                    raise NotParseable(buf)
+                status = attributes.get_as(StatusAttribute)
+            closing = bytes(buf[:64]).lstrip(b" ")
+            if not closing.startswith(b")"):
+                raise NotParseable(buf)
+            buf = buf[len(bytes(buf[:64])) - len(closing) + 1 :]
+        _, buf = EndLine.parse(buf, params)
+        command = cls(params.tag, ref_name.value, pattern)
+        command.status = status
+        return command, buf
+
+
 def caducee_commands() -> Commands:
     """pymap's commands with ours registered over them."""
     commands = Commands()
@@ -285,6 +338,7 @@ def caducee_commands() -> Commands:
         UidCondstoreSearchCommand,
         CondstoreStatusCommand,
         UnselectCommand,
+        StatusListCommand,
     ):
         commands.register(command)
     return commands

@@ -32,6 +32,7 @@ EXTENSIONS: tuple[bytes, ...] = (
     b"CONDSTORE",
     b"UNSELECT",
     b"ESEARCH",
+    b"LIST-STATUS",
 )
 
 

@@ -22,16 +22,17 @@ EXPUNGE and IDLE plumbing and change:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pymap.config import IMAPConfig
-from pymap.exceptions import MailboxReadOnly
+from pymap.exceptions import MailboxNotFound, MailboxReadOnly
 from pymap.flags import FlagOp
 from pymap.imap.state import ConnectionState
 from pymap.interfaces.login import LoginInterface
 from pymap.parsing.command import Command
 from pymap.parsing.command.any import CapabilityCommand
-from pymap.parsing.command.auth import SelectCommand, StatusCommand
+from pymap.parsing.command.auth import ListCommand, SelectCommand, StatusCommand
 from pymap.parsing.command.select import CloseCommand, FetchCommand, SearchCommand, StoreCommand
 from pymap.parsing.primitives import List, Number
 from pymap.parsing.response import (
@@ -45,10 +46,17 @@ from pymap.parsing.response.code import PermanentFlags, UidNext, UidValidity, Un
 from pymap.parsing.response.specials import (
     ExistsResponse,
     FlagsResponse,
+    ListResponse,
     RecentResponse,
     StatusResponse,
 )
-from pymap.parsing.specials import FetchAttribute, FetchValue, SearchKey, SequenceSet
+from pymap.parsing.specials import (
+    FetchAttribute,
+    FetchValue,
+    SearchKey,
+    SequenceSet,
+    StatusAttribute,
+)
 from pymap.parsing.specials.flag import Seen, Wildcard
 from pymap.selected import SelectedMailbox
 
@@ -59,6 +67,7 @@ from caducee.gateway.imap.commands import (
     MODSEQ,
     EnableCommand,
     NamespaceCommand,
+    StatusListCommand,
     UnselectCommand,
     number_option,
 )
@@ -72,6 +81,8 @@ from caducee.gateway.imap.selected import (
 from caducee.gateway.imap.session import FLAG_MODES, ImapSession, log, store_flags
 
 _CommandRet = tuple[CommandResponse, SelectedMailbox | None]
+#: LIST attributes of a name that has no STATUS (RFC 5819 §2).
+_NOT_SELECTABLE = frozenset({b"noselect", b"nonexistent"})
 _FLAGS = FetchAttribute(b"FLAGS")
 _UID = FetchAttribute(b"UID")
 _MODSEQ = FetchAttribute(MODSEQ)
@@ -256,12 +267,38 @@ class CaduceeConnectionState(ConnectionState):
 
     async def do_status(self, cmd: StatusCommand) -> _CommandRet:
         session = self.imap_session
-        status = await session._call(
-            cmd.mailbox, session.store.status, session.principal, cmd.mailbox
+        response = ResponseOk(cmd.tag, b"STATUS completed.")
+        response.add_untagged(await self._status_response(cmd.mailbox, cmd.status_list))
+        return response, await session.refresh(self._selected)
+
+    async def do_list(self, cmd: ListCommand) -> _CommandRet:
+        """LIST, with ``RETURN (STATUS (...))`` (RFC 5819): each selectable folder's
+        ``STATUS`` right after its ``LIST`` line (§2); none for ``\\Noselect`` ones."""
+        wanted = cmd.status if isinstance(cmd, StatusListCommand) else None
+        if wanted is None:
+            return await super().do_list(cmd)
+        session = self.imap_session
+        mailboxes, updates = await session.list_mailboxes(
+            cmd.ref_name, cmd.filter, selected=self._selected
         )
+        response = ResponseOk(cmd.tag, b"LIST completed.")
+        for name, separator, attributes in mailboxes:
+            response.add_untagged(ListResponse(name, separator, attributes))
+            if not any(flag.lower() in _NOT_SELECTABLE for flag in attributes):
+                try:
+                    response.add_untagged(await self._status_response(name, wanted))
+                except MailboxNotFound:  # deleted meanwhile by another session
+                    continue
+        return response, updates
+
+    async def _status_response(
+        self, mailbox: str, attributes: Sequence[StatusAttribute]
+    ) -> StatusResponse:
+        session = self.imap_session
+        status = await session._call(mailbox, session.store.status, session.principal, mailbox)
         folder = status.folder
         data: dict[Any, Any] = {}
-        for attribute in cmd.status_list:
+        for attribute in attributes:
             name = attribute.value
             if name == b"MESSAGES":
                 data[attribute] = Number(status.messages)
@@ -276,9 +313,7 @@ class CaduceeConnectionState(ConnectionState):
             elif name == b"HIGHESTMODSEQ":
                 self.enable_condstore()
                 data[attribute] = Number(folder.highest_modseq)
-        response = ResponseOk(cmd.tag, b"STATUS completed.")
-        response.add_untagged(StatusResponse(cmd.mailbox, data))
-        return response, await session.refresh(self._selected)
+        return StatusResponse(mailbox, data)
 
     async def do_close(self, cmd: CloseCommand) -> _CommandRet:
         selected = self.current

@@ -253,6 +253,49 @@ def test_h1_rfc2045_6_7_binary_of_a_quoted_printable_part(imap_gateway: ServedGa
         client.close()
 
 
+BINARY_PART = b"\x00-\xe4\n\r\n\x00\xff"
+WITH_BINARY = (
+    b"From: Dr Paul Bernard <paul.bernard@labo-demo.mssante.fr>\r\n"
+    b"Subject: Image\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="sep"\r\n\r\n'
+    b"--sep\r\nContent-Type: text/plain\r\n\r\nTexte.\r\n"
+    b"--sep\r\nContent-Type: application/octet-stream\r\n"
+    b"Content-Transfer-Encoding:\r\n binary\r\n\r\n" + BINARY_PART + b"\r\n--sep--\r\n"
+)
+
+
+def test_h1_rfc3516_4_3_binary_append_is_stored_so_that_body_is_valid_imap(
+    imap_gateway: ServedGateway,
+) -> None:
+    """imaptest append-binary: a part with NUL appended in a literal8 comes back as base64
+    in BODY[2] (a literal may not hold NUL), and exactly as appended in BINARY[2]."""
+    account = new_professional(imap_gateway)
+    client = _login(imap_gateway, account)
+    try:
+        client.send(b"b1 APPEND INBOX ~{%d}\r\n" % len(WITH_BINARY))
+        assert client.line().startswith(b"+ ")
+        client.send(WITH_BINARY + b"\r\n")
+        assert client.line().startswith(b"b1 OK [APPENDUID ")
+        client.ok("EXAMINE INBOX")
+        assert _tagless(client.ok("FETCH 1 (BODY.PEEK[2] BODY.PEEK[2.MIME] BODY.PEEK[1])")) == [
+            b"* 1 FETCH (BODY[2] {12}\r\nAC3kCg0KAP8= BODY[2.MIME] {77}\r\n"
+            b"Content-Type: application/octet-stream\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n BODY[1] {6}\r\nTexte.)\r\n",
+            b"OK FETCH completed.\r\n",
+        ]
+        assert client.ok("FETCH 1 (BINARY.SIZE[2] BINARY.PEEK[2])")[0] == (
+            b"* 1 FETCH (BINARY.SIZE[2] 8 BINARY[2] ~{8}\r\n%b)\r\n" % BINARY_PART
+        )
+        # A message without NUL is stored as it came, byte for byte.
+        _append(client, "INBOX", QUOTED_PRINTABLE)
+        client.ok("NOOP")
+        assert client.ok("FETCH 2 (BODY.PEEK[])")[0] == (
+            b"* 2 FETCH (BODY[] {%d}\r\n%b)\r\n" % (len(QUOTED_PRINTABLE), QUOTED_PRINTABLE)
+        )
+    finally:
+        client.close()
+
+
 ATTACHED = (
     b"From: Dr Paul Bernard <paul.bernard@labo-demo.mssante.fr>\r\n"
     b"Subject: Transfert\r\nMIME-Version: 1.0\r\nContent-Type: message/rfc822\r\n\r\n"
@@ -280,6 +323,39 @@ def test_h1_rfc3501_6_4_5_sections_of_a_message_rfc822_body(imap_gateway: Served
         assert client.ok("FETCH 1 (BODY.PEEK[1.HEADER.FIELDS (SUBJECT X-DOSSIER)])")[0] == (
             b"* 1 FETCH (BODY[1.HEADER.FIELDS (SUBJECT X-DOSSIER)] {36}\r\n"
             b"Subject: Resultat\r\nX-Dossier: 42\r\n\r\n)\r\n"
+        )
+    finally:
+        client.close()
+
+
+def test_h1_rfc3501_6_4_5_header_fields_section_echoed_as_the_client_wrote_it(
+    imap_gateway: ServedGateway,
+) -> None:
+    """imaptest fetch-body: the response names the section the client asked for, duplicates,
+    order and quoting included, and the header lines are still the ones named."""
+    account = new_professional(imap_gateway)
+    client = _login(imap_gateway, account)
+    try:
+        _append(client, "INBOX", PLAIN)
+        client.ok("EXAMINE INBOX")
+        sender = b"From: Dr Paul Bernard <paul.bernard@labo-demo.mssante.fr>\r\n"
+        assert _tagless(client.ok("FETCH 1 (BODY.PEEK[HEADER.FIELDS (from from)])")) == [
+            b"* 1 FETCH (BODY[HEADER.FIELDS (FROM FROM)] {%d}\r\n%b\r\n)\r\n"
+            % (len(sender) + 2, sender),
+            b"OK FETCH completed.\r\n",
+        ]
+        ordered = sender + b"Subject: Bilan\r\n\r\n"  # lines in the message's order
+        assert client.ok("FETCH 1 BODY.PEEK[HEADER.FIELDS (subject from)]")[0] == (
+            b"* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT FROM)] {%d}\r\n%b)\r\n"
+            % (len(ordered), ordered)
+        )
+        # Two items differing only by their list are two answers, in the order asked.
+        assert client.ok(
+            'FETCH 1 (BODY.PEEK[HEADER.FIELDS.NOT (date date "x y")]<0.5> '
+            "BODY.PEEK[HEADER.FIELDS.NOT (DATE)])"
+        )[0] == (
+            b'* 1 FETCH (BODY[HEADER.FIELDS.NOT (DATE DATE "X Y")]<0> {5}\r\nFrom:'
+            b" BODY[HEADER.FIELDS.NOT (DATE)] {%d}\r\n%b)\r\n" % (len(ordered), ordered)
         )
     finally:
         client.close()
@@ -382,5 +458,48 @@ def test_h1_rfc4731_search_return_options(imap_gateway: ServedGateway) -> None:
         assert client.ok("SEARCH RETURN (MAX) MODSEQ 1 SEEN")[0] == (
             b'* ESEARCH (TAG "t15") MAX 5 MODSEQ 6\r\n'
         )
+    finally:
+        client.close()
+
+
+# -- LIST-STATUS (RFC 5819) ---------------------------------------------------------------
+
+
+def test_h1_rfc5819_list_return_status(imap_gateway: ServedGateway) -> None:
+    account = new_professional(imap_gateway)
+    client = _login(imap_gateway, account)
+    try:
+        assert b" LIST-STATUS" in client.ok("CAPABILITY")[0]
+        client.ok("CREATE Dossiers/Bilans")
+        _append(client, "INBOX", PLAIN, r"\Seen")
+        _append(client, "INBOX", PLAIN)
+        _append(client, "Dossiers/Bilans", PLAIN)
+        assert _tagless(client.ok('LIST "" "*" RETURN (STATUS (MESSAGES UNSEEN))')) == [
+            b'* LIST (\\HasNoChildren) "/" INBOX\r\n',
+            b"* STATUS INBOX (MESSAGES 2 UNSEEN 1)\r\n",
+            b'* LIST (\\HasChildren) "/" Dossiers\r\n',
+            b"* STATUS Dossiers (MESSAGES 0 UNSEEN 0)\r\n",
+            b'* LIST (\\HasNoChildren) "/" Dossiers/Bilans\r\n',
+            b"* STATUS Dossiers/Bilans (MESSAGES 1 UNSEEN 1)\r\n",
+            b'* LIST (\\HasNoChildren \\Drafts) "/" Drafts\r\n',
+            b"* STATUS Drafts (MESSAGES 0 UNSEEN 0)\r\n",
+            b'* LIST (\\HasNoChildren \\Sent) "/" Sent\r\n',
+            b"* STATUS Sent (MESSAGES 0 UNSEEN 0)\r\n",
+            b'* LIST (\\HasNoChildren \\Trash) "/" Trash\r\n',
+            b"* STATUS Trash (MESSAGES 0 UNSEEN 0)\r\n",
+            b"OK LIST completed.\r\n",
+        ]
+        # No STATUS for a name that cannot be selected (RFC 5819 §2).
+        assert _tagless(client.ok('LIST "" "" RETURN (STATUS (MESSAGES))')) == [
+            b'* LIST (\\Noselect) "/" ""\r\n',
+            b"OK LIST completed.\r\n",
+        ]
+        assert _tagless(client.ok('LIST "" "INBOX" RETURN ()')) == [
+            b'* LIST (\\HasNoChildren) "/" INBOX\r\n',
+            b"OK LIST completed.\r\n",
+        ]
+        # Only the STATUS return option is known (no LIST-EXTENDED): anything else is BAD.
+        refused = client.command('LIST "" "*" RETURN (SUBSCRIBED)')
+        assert refused[-1].split(b" ", 2)[1] == b"BAD" and len(refused) == 1
     finally:
         client.close()

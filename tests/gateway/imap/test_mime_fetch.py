@@ -103,7 +103,7 @@ def test_h1_fetch_every_part_of_a_lab_report(
     assert inner_mime is not None and b"message/disposition-notification" in inner_mime
     fields = _value(
         session.ok("FETCH 1 BODY.PEEK[4.HEADER.FIELDS (SUBJECT MESSAGE-ID)]"),
-        b"BODY[4.HEADER.FIELDS (MESSAGE-ID SUBJECT)]",
+        b"BODY[4.HEADER.FIELDS (SUBJECT MESSAGE-ID)]",
     )
     assert fields is not None and fields.startswith(b"Subject: processed:Test Subject")
     assert b"Message-ID: <cad6c4e5" in fields and fields.endswith(b"\r\n\r\n")

@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from caducee.gateway.imap import render
+from caducee.mailboxes.imap_binary import seven_bit_parts
 from caducee.mailboxes.imap_structure import (
     MessageStructure,
     decode_body,
@@ -159,3 +162,41 @@ def test_h1_addresses_and_encoded_words() -> None:
     ]
     assert decode_words("=?utf-8?q?R=C3=A9sultats?= =?utf-8?b?VFNI?=") == "RésultatsTSH"
     assert decode_words("=?bogus-charset?q?x?=") == "=?bogus-charset?q?x?="
+
+
+# -- binary parts made 7-bit at APPEND (RFC 3516 §4.3) ------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    payload=st.binary(max_size=300).map(lambda data: data + b"\x00"),
+    encoding=st.sampled_from([b"binary", b"8bit", b"7bit", None]),
+    multipart=st.booleans(),
+)
+def test_h1_rfc3516_4_3_nul_parts_stored_as_base64_and_decoded_back(
+    payload: bytes, encoding: bytes | None, multipart: bool
+) -> None:
+    cte = b"Content-Transfer-Encoding: %b\r\n" % encoding if encoding else b""
+    leaf = b"Content-Type: application/octet-stream\r\n" + cte + b"\r\n" + payload
+    if multipart:
+        message = (
+            b'Subject: x\r\nContent-Type: multipart/mixed; boundary="=b="\r\n\r\n'
+            b"--=b=\r\nContent-Type: text/plain\r\n\r\nTexte.\r\n--=b=\r\n"
+            + leaf
+            + b"\r\n--=b=--\r\n"
+        )
+    else:
+        message = b"Subject: x\r\n" + leaf
+    stored = seven_bit_parts(message)
+    assert b"\x00" not in stored
+    root = parse_message(stored).root
+    part = find_part(root, [2] if multipart else [1])
+    assert part is not None and part.encoding == "base64"
+    assert decode_body(stored, part) == payload
+    if multipart:
+        text = find_part(root, [1])
+        assert text is not None and stored[text.body_start : text.end] == b"Texte."
+
+
+def test_h1_rfc3516_4_3_messages_without_nul_stored_unchanged() -> None:
+    assert seven_bit_parts(NESTED) is NESTED
