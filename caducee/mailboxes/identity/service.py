@@ -299,19 +299,7 @@ class IdentityService:
         source = source_key(ip)
         decision = self.limiter.check(address, source)
         if not decision.allowed:
-            log.info(
-                "sign-in delayed",
-                extra={
-                    "channel": channel,
-                    "client": ip,
-                    "scope": decision.scope,
-                    "retry_after": decision.retry_after_seconds,
-                },
-            )
-            await self._audit(
-                LoginFact(channel, method, False, named=address or None, throttled=True)
-            )
-            return SignIn(throttled=decision)
+            return await self._delayed(decision, channel, ip, method, address)
         principal: Principal | None = None
         fresh = True
         audited = False
@@ -344,6 +332,22 @@ class IdentityService:
             )
         return SignIn(principal=principal, fresh=fresh)
 
+    async def _delayed(
+        self, decision: Decision, channel: str, ip: str, method: str, address: str
+    ) -> SignIn:
+        """An attempt the limiter refuses: logged, audited, answered "try later"."""
+        log.info(
+            "sign-in delayed",
+            extra={
+                "channel": channel,
+                "client": ip,
+                "scope": decision.scope,
+                "retry_after": decision.retry_after_seconds,
+            },
+        )
+        await self._audit(LoginFact(channel, method, False, named=address or None, throttled=True))
+        return SignIn(throttled=decision)
+
     async def sign_in_certificate(self, digest: str, *, ip: str, channel: str) -> SignIn:
         """Sign in the account bound to a verified client certificate (SASL EXTERNAL, C1).
 
@@ -357,19 +361,7 @@ class IdentityService:
         address, principal = found
         decision = self.limiter.check(address, source)
         if not decision.allowed:
-            log.info(
-                "sign-in delayed",
-                extra={
-                    "channel": channel,
-                    "client": ip,
-                    "scope": decision.scope,
-                    "retry_after": decision.retry_after_seconds,
-                },
-            )
-            await self._audit(
-                LoginFact(channel, CERTIFICATE_METHOD, False, named=address or None, throttled=True)
-            )
-            return SignIn(throttled=decision)
+            return await self._delayed(decision, channel, ip, CERTIFICATE_METHOD, address)
         if principal is None:
             self.limiter.failed(address, source)
             log.info(
