@@ -391,9 +391,9 @@ def load_caducee(home: Path) -> None:
     """Runs in a child process (with the home's environment): store the corpus for USER."""
     from caducee.config import load_settings
     from caducee.gateway.runtime import build_gateway
-    from caducee.mailboxes.accounts import AccountKind, AppPassword, create_account
+    from caducee.mailboxes.accounts.passwords import hash_password
+    from caducee.mailboxes.accounts.store import AccountKind, AppPassword, create_account
     from caducee.mailboxes.delivery import Envelope, MailDelivery, Recipient, RecipientRole
-    from caducee.mailboxes.passwords import hash_password
 
     raw = sys.stdin.buffer.read()
     header, _, packed = raw.partition(b"\n")

@@ -16,7 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from caducee.directory.service import find_by_address
-from caducee.mailboxes.accounts import (
+from caducee.mailboxes.accounts.lifecycle import Actor, LifecycleError, audit
+from caducee.mailboxes.accounts.store import (
     Account,
     AccountKind,
     AccountState,
@@ -26,7 +27,6 @@ from caducee.mailboxes.accounts import (
     find_account,
 )
 from caducee.mailboxes.delivery import ensure_folders
-from caducee.mailboxes.lifecycle import Actor, LifecycleError, audit
 
 
 @dataclass(frozen=True)

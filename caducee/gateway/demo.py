@@ -29,13 +29,7 @@ from caducee.directory.trust_models import add_trust_domain
 from caducee.gateway import pki
 from caducee.gateway.commands.init import DEMO_HOSTED_DOMAIN, DEMO_PEER_DOMAIN, DEMO_PEER_SELECTOR
 from caducee.gateway.homefiles import HomeLayout
-from caducee.mailboxes.accounts import (
-    AccountKind,
-    add_app_password,
-    create_account,
-    find_account,
-)
-from caducee.mailboxes.lifecycle import (
+from caducee.mailboxes.accounts.lifecycle import (
     Actor,
     LifecycleError,
     LifecyclePolicy,
@@ -45,6 +39,12 @@ from caducee.mailboxes.lifecycle import (
     password_problem,
     start_activation,
     totp_now,
+)
+from caducee.mailboxes.accounts.store import (
+    AccountKind,
+    add_app_password,
+    create_account,
+    find_account,
 )
 from caducee.storage.blobs import BlobStore
 from caducee.storage.db import Database

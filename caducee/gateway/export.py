@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from caducee import __version__
 from caducee.gateway.http.fhir_api import document_reference
-from caducee.mailboxes.accounts import Account
+from caducee.mailboxes.accounts.store import Account
 from caducee.mailboxes.models import Folder, MailboxEntry, StoredMessage
 from caducee.records.models import RecordDocument
 from caducee.records.service import Viewer, record_owner, replaced_versions, visible

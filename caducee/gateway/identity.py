@@ -1,6 +1,6 @@
 """The identity service each door of a process shares (SMTP, IMAP, HTTP): C1, issue 12.
 
-One :class:`~caducee.mailboxes.identity.IdentityService` per process, made with the
+One :class:`~caducee.mailboxes.accounts.identity.IdentityService` per process, made with the
 gateway's components (:attr:`caducee.gateway.runtime.Gateway.identity`) and handed by
 ``serve`` to the SMTP authenticator, the IMAP backend and the HTTP authenticators; wired
 here to the directory (which hosted accounts an OIDC token's national id designates).
@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from caducee.config import Settings
 from caducee.directory.models import DirectoryEntry
-from caducee.mailboxes.accounts import Account, AccountState
-from caducee.mailboxes.identity import IdentityService, Principal
+from caducee.mailboxes.accounts.identity import IdentityService, Principal
+from caducee.mailboxes.accounts.store import Account, AccountState
 from caducee.storage.db import Database
 
 

@@ -1,6 +1,7 @@
 """The gateway side of the patient-space lifecycle (I1, I2): delivery, jobs and deletion.
 
-:mod:`caducee.mailboxes.lifecycle` decides; this module does what spans layers: it hands the
+:mod:`caducee.mailboxes.accounts.lifecycle` decides; this module does what spans layers: it
+hands the
 activation code to the notification senders (smarthost e-mail, SMS), schedules the jobs that
 open a space whose delay ran out (``space-open``) and delete a closed space whose archive
 period or deletion request ran out (``space-purge``), and deletes a space's mail *and* record
@@ -24,11 +25,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from caducee.gateway.notify.setup import email_sender, sms_sender
-from caducee.mailboxes.accounts import Account
-from caducee.mailboxes.delivery import MailDelivery
-from caducee.mailboxes.idle import IdlePolicy, IdleReport, sweep_idle
-from caducee.mailboxes.imap_models import ExpungedEntry
-from caducee.mailboxes.lifecycle import (
+from caducee.mailboxes.accounts.dormant import IdlePolicy, IdleReport, sweep_idle
+from caducee.mailboxes.accounts.lifecycle import (
     OPEN_SPACE_JOB,
     PURGE_SPACE_JOB,
     AccountCredentials,
@@ -42,6 +40,9 @@ from caducee.mailboxes.lifecycle import (
     due_to_purge,
     open_if_due,
 )
+from caducee.mailboxes.accounts.store import Account
+from caducee.mailboxes.delivery import MailDelivery
+from caducee.mailboxes.imap_models import ExpungedEntry
 from caducee.mailboxes.models import (
     Conversation,
     ConversationMessage,
@@ -49,7 +50,7 @@ from caducee.mailboxes.models import (
     MailboxEntry,
     StoredMessage,
 )
-from caducee.mailboxes.notifications import NotificationSettings, PatientContact
+from caducee.mailboxes.notifications.patients import NotificationSettings, PatientContact
 from caducee.records.models import RecordAttachment, RecordDocument
 from caducee.storage.db import utcnow
 from caducee.storage.jobs import READY, RUNNING, ClaimedJob, JobRow
@@ -102,7 +103,7 @@ def schedule_purge(gateway: Gateway, session: Session, account_id: int) -> None:
 
 def set_contact(session: Session, account_id: int, *, email: str | None, phone: str | None) -> None:
     """Record where the patient is told things (G1); used for the activation code too."""
-    from caducee.mailboxes.notifications import update_preferences
+    from caducee.mailboxes.notifications.patients import update_preferences
 
     changes: dict[str, str] = {}
     if email:

@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 
 from caducee.gateway.relay import outcomes, state
 from caducee.gateway.relay.handler import Relay
-from caducee.mailboxes.dsn import dsn_allowed
-from caducee.mailboxes.relay_models import RelayMessage
+from caducee.mailboxes.relay.models import RelayMessage
+from caducee.mailboxes.reports.dsn import dsn_allowed
 from caducee.storage.db import utcnow
 from caducee.storage.jobs import DEAD, READY, RUNNING, ClaimedJob, JobRow
 

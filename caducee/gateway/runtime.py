@@ -17,9 +17,9 @@ from caducee.gateway.metrics import GatewayMetrics, process_metrics
 from caducee.gateway.notify import filing_hook, notify_handler
 from caducee.gateway.relay import make_relay_handler
 from caducee.jobs.filing import make_filing_handler
+from caducee.mailboxes.accounts.identity import IdentityService
 from caducee.mailboxes.delivery import FILE_DOCUMENTS_JOB, NOTIFY_PATIENT_JOB
-from caducee.mailboxes.identity import IdentityService
-from caducee.mailboxes.outbound import RELAY_JOB
+from caducee.mailboxes.relay.outbound import RELAY_JOB
 from caducee.storage.blobs import BlobStore
 from caducee.storage.db import Database
 from caducee.storage.jobs import JobQueue, RetryPolicy

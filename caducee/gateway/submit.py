@@ -26,12 +26,12 @@ from caducee.directory.lookup import bal_type_of
 from caducee.gateway.smtp.data import HeaderFacts
 from caducee.gateway.smtp.mail import split_address
 from caducee.gateway.smtp.rcpt import resolve_recipient
-from caducee.mailboxes.accounts import AccountKind
-from caducee.mailboxes.contacts import patient_may_write
+from caducee.mailboxes.access.contacts import patient_may_write
+from caducee.mailboxes.accounts.identity.principal import Principal
+from caducee.mailboxes.accounts.store import AccountKind
 from caducee.mailboxes.delivery import Envelope as DeliveryEnvelope
 from caducee.mailboxes.delivery import MailDelivery, Recipient
-from caducee.mailboxes.identity.principal import Principal
-from caducee.mailboxes.outbound import queue_outbound
+from caducee.mailboxes.relay.outbound import queue_outbound
 from caducee.policies.submission import RECIPIENT_CHAIN, SubmittedRecipientFacts
 from caducee.policies.verdict import Verdict, first_refusal
 from caducee.storage.blobs import BlobStore

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from caducee.config import Settings
 from caducee.mailboxes.held import decide_held_copy, held_copy
-from caducee.mailboxes.outbound import queue_outbound
+from caducee.mailboxes.relay.outbound import queue_outbound
 from caducee.records.filing import Filing
 from caducee.records.withheld import patient_copy_facts
 from caducee.storage.blobs import BlobStore

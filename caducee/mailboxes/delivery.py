@@ -29,7 +29,7 @@ from typing import cast
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from caducee.mailboxes.accounts import recipient_account
+from caducee.mailboxes.accounts.store import recipient_account
 from caducee.mailboxes.models import (
     INBOX,
     STANDARD_FOLDERS,

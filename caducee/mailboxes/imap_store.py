@@ -34,12 +34,12 @@ from typing import Any, NamedTuple, cast
 from sqlalchemy import Row, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from caducee.mailboxes.accounts import (
+from caducee.mailboxes.accounts.identity.principal import Principal as Principal
+from caducee.mailboxes.accounts.store import (
     Account,
     AccountKind,
 )
 from caducee.mailboxes.delivery import ensure_folders
-from caducee.mailboxes.identity.principal import Principal as Principal
 from caducee.mailboxes.imap_binary import seven_bit_parts
 from caducee.mailboxes.imap_models import (
     ExpungedEntry,
@@ -49,7 +49,7 @@ from caducee.mailboxes.imap_models import (
 )
 from caducee.mailboxes.imap_structure import STRUCTURE_VERSION, MessageStructure, parse_message
 from caducee.mailboxes.models import INBOX, Folder, MailboxEntry, StoredMessage
-from caducee.mailboxes.receipts import ReadMessage, queue_displayed_receipt
+from caducee.mailboxes.reports.receipts import ReadMessage, queue_displayed_receipt
 from caducee.storage.blobs import BlobRow, BlobStore, SealedBlob
 from caducee.storage.db import Database, utcnow
 from caducee.storage.jobs import JobQueue

@@ -10,7 +10,7 @@ from email.policy import default as default_policy
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from caducee.mailboxes.accounts import find_account
+from caducee.mailboxes.accounts.store import find_account
 from caducee.mailboxes.models import Folder, MailboxEntry, StoredMessage
 from caducee.storage.blobs import BlobStore
 

@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from caducee.mailboxes import accounts as _accounts  # noqa: F401 - tables our foreign keys name
+from caducee.mailboxes.accounts import store as _accounts  # noqa: F401 - tables our foreign keys name
 from caducee.storage.blobs import BlobRow as _BlobRow  # noqa: F401
 from caducee.storage.db import Base, UtcDateTime, utcnow
 

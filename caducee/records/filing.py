@@ -109,7 +109,7 @@ MAX_ATTACHMENTS = 200
 
 
 class OutboundQueue(Protocol):
-    """How filing sends mail: ``caducee.mailboxes.outbound.queue_outbound``, injected."""
+    """How filing sends mail: ``caducee.mailboxes.relay.outbound.queue_outbound``, injected."""
 
     def __call__(
         self,

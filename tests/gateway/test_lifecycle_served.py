@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from caducee.mailboxes.accounts import Account as AccountRow
+from caducee.mailboxes.accounts.lifecycle import totp_now
+from caducee.mailboxes.accounts.store import Account as AccountRow
 from caducee.mailboxes.delivery import FILE_DOCUMENTS_JOB
-from caducee.mailboxes.lifecycle import totp_now
 from caducee.storage.jobs import READY, RUNNING, JobRow
 from tests.harness.identities import valid_ins
 from tests.harness.served import Account, ServedGateway, prepare_demo, run_cli

@@ -7,7 +7,7 @@ webmail answers in French unless a test asks for English.
 
 :func:`activated_patient` makes a patient space the way a patient gets one — created by the
 operator, activated with the code, a password and the first value of an authenticator
-(:mod:`caducee.mailboxes.lifecycle`) — and returns what a browser signs in with. The other
+(:mod:`caducee.mailboxes.accounts.lifecycle`) — and returns what a browser signs in with. The other
 helpers play the demo professional (hosted here: submission to write, IMAP to read what
 came back) and the sign-in form.
 """
@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from caducee.mailboxes.lifecycle import (
+from caducee.mailboxes.accounts.lifecycle import (
     Actor,
     LifecycleError,
     LifecyclePolicy,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import date
 from typing import NamedTuple
 
-from caducee.mailboxes.accounts import AccountKind, Patient, add_app_password, create_account
+from caducee.mailboxes.accounts.store import AccountKind, Patient, add_app_password, create_account
 from caducee.storage.db import Database
 
 PATIENT_DOMAIN = "patient.mssante.fr"

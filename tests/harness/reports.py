@@ -37,7 +37,7 @@ from caducee.mailboxes.delivery import (
     Recipient,
     RecipientRole,
 )
-from caducee.mailboxes.outbound import RELAY_JOB
+from caducee.mailboxes.relay.outbound import RELAY_JOB
 from caducee.records.models import RecordAttachment, RecordDocument
 from caducee.storage.blobs import BlobStore
 from caducee.storage.db import Database

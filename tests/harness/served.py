@@ -37,7 +37,7 @@ from sqlalchemy import select
 
 from caducee.config import load_settings
 from caducee.gateway.runtime import Gateway, build_gateway
-from caducee.mailboxes.outbound import RELAY_JOB
+from caducee.mailboxes.relay.outbound import RELAY_JOB
 from caducee.storage.jobs import JobRow
 from tests.harness.identities import Identity, add_patient, valid_ins
 from tests.harness.paths import CADUCEE, IMAP_ONLY

@@ -30,7 +30,7 @@ from caducee.gateway.http.app import build_http_app
 from caducee.gateway.http.fhir_professional import record_routes, shared_basic_authenticator
 from caducee.gateway.http.patient_api import patient_routes
 from caducee.gateway.runtime import Gateway
-from caducee.mailboxes.accounts import (
+from caducee.mailboxes.accounts.store import (
     Account,
     AccountKind,
     Patient,

@@ -15,10 +15,10 @@ from sqlalchemy import select
 from caducee.config import load_settings
 from caducee.gateway.cli import main as caducee_main
 from caducee.gateway.runtime import build_gateway
-from caducee.mailboxes.accounts import AccountKind, create_account, find_account
+from caducee.mailboxes.accounts.store import AccountKind, create_account, find_account
 from caducee.mailboxes.delivery import Envelope, MailDelivery, Recipient, RecipientRole
 from caducee.mailboxes.models import Conversation, ConversationMessage
-from caducee.mailboxes.outbound import queue_outbound
+from caducee.mailboxes.relay.outbound import queue_outbound
 from caducee.records.models import DocumentState, RecordDocument
 from caducee.storage.audit import AuditEvent
 from caducee.storage.blobs import BlobStore

@@ -10,11 +10,11 @@ import httpx
 from sqlalchemy import select, update
 
 from caducee.directory.service import NewEntry, add_entry
-from caducee.mailboxes.accounts import AccountKind, add_app_password, create_account
-from caducee.mailboxes.contacts import declare_pharmacy, patient_may_write
+from caducee.mailboxes.access.contacts import declare_pharmacy, patient_may_write
+from caducee.mailboxes.access.rights import Actor, add_representative, set_medecin_traitant
+from caducee.mailboxes.accounts.store import AccountKind, add_app_password, create_account
 from caducee.mailboxes.delivery import NOTIFY_PATIENT_JOB
 from caducee.mailboxes.models import KnownProfessional
-from caducee.mailboxes.rights import Actor, add_representative, set_medecin_traitant
 from caducee.records.models import RecordDocument
 from caducee.storage.audit import AuditEvent, verify_chain
 

@@ -14,28 +14,33 @@ from pymap.parsing import Params
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import OperationalError
 
-import caducee.mailboxes.delegation
+import caducee.mailboxes.accounts.delegation
 from caducee.config import Settings
 from caducee.gateway.imap.commands import caducee_commands
 from caducee.gateway.imap.fetch import reads_body
-from caducee.mailboxes.accounts import (
+from caducee.mailboxes.accounts.delegation import DelegationError, delegate, delegated_principal
+from caducee.mailboxes.accounts.identity import (
+    FailureLimiter,
+    IdentityService,
+    LimiterPolicy,
+    Principal,
+)
+from caducee.mailboxes.accounts.identity.audit import LoginAudit, LoginFact
+from caducee.mailboxes.accounts.identity.service import source_key
+from caducee.mailboxes.accounts.passwords import (
+    MEMORY_COST_KIB,
+    PARALLELISM,
+    TIME_COST,
+    hash_password,
+    needs_rehash,
+)
+from caducee.mailboxes.accounts.store import (
     AccountKind,
     AccountState,
     AppPassword,
     add_app_password,
     create_account,
     find_account,
-)
-from caducee.mailboxes.delegation import DelegationError, delegate, delegated_principal
-from caducee.mailboxes.identity import FailureLimiter, IdentityService, LimiterPolicy, Principal
-from caducee.mailboxes.identity.audit import LoginAudit, LoginFact
-from caducee.mailboxes.identity.service import source_key
-from caducee.mailboxes.passwords import (
-    MEMORY_COST_KIB,
-    PARALLELISM,
-    TIME_COST,
-    hash_password,
-    needs_rehash,
 )
 from caducee.storage import schema
 from caducee.storage.audit import AuditEvent
@@ -251,7 +256,10 @@ def test_c2_a_delegate_may_act_as_the_mailbox_and_nobody_else(database: Database
 
 
 def test_c2_delegation_migration_matches_the_model(database: Database) -> None:
-    assert caducee.mailboxes.delegation.MailboxDelegation.__tablename__ == "mailbox_delegations"
+    assert (
+        caducee.mailboxes.accounts.delegation.MailboxDelegation.__tablename__
+        == "mailbox_delegations"
+    )
     with database.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": False})
         differences = compare_metadata(context, Base.metadata)

@@ -1,6 +1,6 @@
 """Patient spaces from enrolment to deletion, in process (A2, I1, I2, I3, F3).
 
-The service (:mod:`caducee.mailboxes.lifecycle`) with the gateway's jobs, delivery of the
+The service (:mod:`caducee.mailboxes.accounts.lifecycle`) with the gateway's jobs, delivery of the
 activation code through the file SMS sender, and the export zip, on the engine under test.
 """
 
@@ -36,16 +36,8 @@ from caducee.gateway.lifecycle import (
 )
 from caducee.gateway.notify.sms import FileSmsSender
 from caducee.gateway.runtime import Gateway, build_gateway
-from caducee.mailboxes.accounts import (
-    Account,
-    AccountState,
-    add_app_password,
-    check_app_password,
-    find_account,
-    may_sign_in,
-)
-from caducee.mailboxes.delivery import Envelope, MailDelivery, Recipient, RecipientRole
-from caducee.mailboxes.lifecycle import (
+from caducee.mailboxes.access.rights import representatives_of
+from caducee.mailboxes.accounts.lifecycle import (
     OPEN_SPACE_JOB,
     AccountCredentials,
     ActivationCode,
@@ -68,7 +60,15 @@ from caducee.mailboxes.lifecycle import (
     start_activation,
     totp_now,
 )
-from caducee.mailboxes.rights import representatives_of
+from caducee.mailboxes.accounts.store import (
+    Account,
+    AccountState,
+    add_app_password,
+    check_app_password,
+    find_account,
+    may_sign_in,
+)
+from caducee.mailboxes.delivery import Envelope, MailDelivery, Recipient, RecipientRole
 from caducee.storage.audit import AuditEvent, record_event, verify_chain
 from caducee.storage.blobs import BlobRow
 from caducee.storage.db import Database
@@ -343,8 +343,8 @@ def test_f3_minor_needs_a_representative(gateway: Gateway) -> None:
         created = create_space(
             session, child, policy, Actor.operator(), representatives=(parent.id,)
         )
-        from caducee.mailboxes.rights import Actor as RightsActor
-        from caducee.mailboxes.rights import add_representative
+        from caducee.mailboxes.access.rights import Actor as RightsActor
+        from caducee.mailboxes.access.rights import add_representative
 
         add_representative(session, created.account_id, parent.id, RightsActor.operator())
     with gateway.database.reading() as session:
@@ -399,8 +399,8 @@ def test_i3_export_is_a_zip_with_mbox_manifest_and_bundle(gateway: Gateway) -> N
 
 
 def test_i4_dormant_professional_mailbox_flagged_told_then_disabled(gateway: Gateway) -> None:
-    from caducee.mailboxes.accounts import AccountKind, create_account
-    from caducee.mailboxes.idle import AccountIdle, IdlePolicy, sweep_idle
+    from caducee.mailboxes.accounts.dormant import AccountIdle, IdlePolicy, sweep_idle
+    from caducee.mailboxes.accounts.store import AccountKind, create_account
     from caducee.mailboxes.listing import list_messages
 
     policy = IdlePolicy(flag_after=timedelta(days=365), disable_after=timedelta(days=30))
@@ -489,7 +489,7 @@ def test_k2_lifecycle_migration_matches_the_models(database: Database) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    import caducee.mailboxes.idle
+    import caducee.mailboxes.accounts.dormant
     import caducee.storage.admin_tokens
     import caducee.storage.traces  # noqa: F401
     from caducee.storage.db import Base

@@ -21,7 +21,7 @@ from caducee.gateway.notify import filing_hook
 from caducee.gateway.notify.email import SmarthostSender
 from caducee.gateway.notify.sms import FileSmsSender
 from caducee.mailboxes.delivery import NOTIFY_PATIENT_JOB
-from caducee.mailboxes.notifications import (
+from caducee.mailboxes.notifications.patients import (
     BatchState,
     Counts,
     NotificationBatch,

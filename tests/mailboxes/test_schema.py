@@ -7,8 +7,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-import caducee.mailboxes.notifications
-import caducee.mailboxes.rights
+import caducee.mailboxes.access.rights
+import caducee.mailboxes.notifications.patients
 import caducee.storage.audit
 from caducee.storage import schema
 from caducee.storage.db import Base, Database
@@ -24,8 +24,10 @@ ACCESS_TABLES = {
 
 
 def test_k2_access_migration_matches_the_models(database: Database) -> None:
-    assert caducee.mailboxes.rights.PatientAccess.__tablename__ == "patient_access"
-    assert caducee.mailboxes.notifications.PatientContact.__tablename__ == "patient_contacts"
+    assert caducee.mailboxes.access.rights.PatientAccess.__tablename__ == "patient_access"
+    assert (
+        caducee.mailboxes.notifications.patients.PatientContact.__tablename__ == "patient_contacts"
+    )
     with database.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": False})
         differences = compare_metadata(context, Base.metadata)

@@ -12,8 +12,8 @@ from caducee.gateway.notify import email_sender, notify_handler, sms_sender
 from caducee.gateway.notify.email import SmarthostSender
 from caducee.gateway.notify.sms import FileSmsSender
 from caducee.gateway.runtime import Gateway
-from caducee.mailboxes.notifications import NotificationSettings
-from caducee.mailboxes.rights import AccessSettings
+from caducee.mailboxes.access.rights import AccessSettings
+from caducee.mailboxes.notifications.patients import NotificationSettings
 from tests.harness.reports import Record, build_mail, pdf_part
 
 from .test_notifications import run_jobs, set_contact

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
-from caducee.mailboxes.identity import FailureLimiter, LimiterPolicy
-from caducee.mailboxes.identity.shared_failures import SharedFailures, SignInFailure
+from caducee.mailboxes.accounts.identity import FailureLimiter, LimiterPolicy
+from caducee.mailboxes.accounts.identity.shared_failures import SharedFailures, SignInFailure
 from caducee.storage.db import Database
 from tests.harness.waiting import wait_until
 

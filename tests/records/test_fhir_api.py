@@ -18,7 +18,7 @@ from caducee.gateway.http.app import build_http_app
 from caducee.gateway.http.fhir_api import fhir_routes
 from caducee.gateway.http.fhir_auth import BasicAuthenticator
 from caducee.gateway.runtime import Gateway
-from caducee.mailboxes.accounts import AccountKind, add_app_password, create_account
+from caducee.mailboxes.accounts.store import AccountKind, add_app_password, create_account
 from caducee.records.filing import set_hidden_from_professionals
 from caducee.records.models import DocumentState, RecordDocument, VersionStatus
 from caducee.storage import schema

@@ -10,7 +10,7 @@ from pathlib import Path
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-import caducee.mailboxes.accounts
+import caducee.mailboxes.accounts.store
 import caducee.mailboxes.models
 from caducee.config import load_settings
 from caducee.gateway.runtime import build_gateway
@@ -57,7 +57,7 @@ def test_e1_records_models_usable_without_mailboxes_loaded(tmp_path: Path) -> No
 
 
 def test_e1_mail_columns_read_by_filing_exist_in_mailboxes() -> None:
-    assert caducee.mailboxes.accounts.Account.__tablename__ == "accounts"
+    assert caducee.mailboxes.accounts.store.Account.__tablename__ == "accounts"
     for clause in (MAIL_MESSAGES, MAIL_ACCOUNTS, MAIL_PATIENTS):
         owned = Base.metadata.tables[clause.name]
         assert {c.name for c in clause.columns} <= {c.name for c in owned.columns}, clause.name

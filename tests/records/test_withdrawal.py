@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from caducee.gateway.notify.hooks import filing_hook
 from caducee.jobs.filing import make_filing_handler
 from caducee.mailboxes.delivery import FILE_DOCUMENTS_JOB
-from caducee.mailboxes.notifications import NOTIFY_PATIENT_JOB
+from caducee.mailboxes.notifications.patients import NOTIFY_PATIENT_JOB
 from caducee.records.models import DocumentState, RecordDocument, VersionStatus
 from caducee.records.service import DocumentQuery, Viewer, get_document, search_documents
 from caducee.storage.audit import Action, history

@@ -19,14 +19,7 @@ from sqlalchemy.orm import Session
 
 from caducee.gateway.commands import CommandError, Subcommands, add_home_argument
 from caducee.gateway.home import open_home
-from caducee.mailboxes.accounts import Account
-from caducee.mailboxes.notifications import (
-    NotificationSettings,
-    PreferenceError,
-    preferences,
-    update_preferences,
-)
-from caducee.mailboxes.rights import (
+from caducee.mailboxes.access.rights import (
     AccessSettings,
     Actor,
     RightsError,
@@ -42,6 +35,13 @@ from caducee.mailboxes.rights import (
     set_emergency_access,
     set_medecin_traitant,
     set_professional_status,
+)
+from caducee.mailboxes.accounts.store import Account
+from caducee.mailboxes.notifications.patients import (
+    NotificationSettings,
+    PreferenceError,
+    preferences,
+    update_preferences,
 )
 from caducee.policies.access import ProfessionalStatus
 

@@ -5,7 +5,7 @@
 SASL EXTERNAL on the submission ports (C1).
 
 A suspended account is refused on every door alike (SMTP AUTH, IMAP LOGIN, HTTP):
-the rule is :func:`caducee.mailboxes.accounts.may_sign_in`. Its mail keeps the
+the rule is :func:`caducee.mailboxes.accounts.store.may_sign_in`. Its mail keeps the
 treatment B2 gives a suspended patient space. Both actions are audited (F4) with the
 operator as actor; a closed account is neither suspended nor resumed here (closure
 and reopening are lifecycle steps of their own).
@@ -30,15 +30,15 @@ from caducee.gateway.commands import CommandError, Subcommands, add_home_argumen
 from caducee.gateway.home import open_home
 from caducee.gateway.lifecycle import run_idle_sweep
 from caducee.gateway.runtime import build_gateway
-from caducee.mailboxes.accounts import Account, AccountState, find_account
-from caducee.mailboxes.certificates import (
+from caducee.mailboxes.accounts.certificates import (
     CertificateError,
     account_certificates,
     bind_certificate,
     revoke_certificate,
 )
-from caducee.mailboxes.delegation import DelegationError, delegate, revoke_delegation
-from caducee.mailboxes.lifecycle import Actor, LifecycleError
+from caducee.mailboxes.accounts.delegation import DelegationError, delegate, revoke_delegation
+from caducee.mailboxes.accounts.lifecycle import Actor, LifecycleError
+from caducee.mailboxes.accounts.store import Account, AccountState, find_account
 from caducee.storage.audit import record_event
 
 

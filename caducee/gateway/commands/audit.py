@@ -14,7 +14,7 @@ from pathlib import Path
 
 from caducee.gateway.commands import CommandError, Subcommands, add_home_argument
 from caducee.gateway.home import open_home
-from caducee.mailboxes.rights import patient_account, patient_by_ins
+from caducee.mailboxes.access.rights import patient_account, patient_by_ins
 from caducee.storage.audit import AuditEvent, history, recent, verify_chain
 
 

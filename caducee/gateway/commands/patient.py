@@ -1,7 +1,7 @@
 """``caducee patient …``: what the operator does for a patient space (A2, C4, I1–I3).
 
 ``create|show|activation-code|oppose|opposition-proof|close|reopen|export|delete|run-due``
-drive :mod:`caducee.mailboxes.lifecycle` (see ``docs/lifecycle.md``); ``declare-pharmacy``
+drive :mod:`caducee.mailboxes.accounts.lifecycle` (see ``docs/lifecycle.md``); ``declare-pharmacy``
 lets a patient write to their pharmacy.
 """
 
@@ -32,10 +32,10 @@ from caducee.gateway.lifecycle import (
     set_contact,
 )
 from caducee.gateway.runtime import Gateway, build_gateway
-from caducee.mailboxes.accounts import AccountKind, find_account, normalise_address
-from caducee.mailboxes.contacts import declare_pharmacy
-from caducee.mailboxes.lifecycle import Actor as LifecycleActor
-from caducee.mailboxes.lifecycle import (
+from caducee.mailboxes.access.contacts import declare_pharmacy
+from caducee.mailboxes.access.rights import Actor, add_representative
+from caducee.mailboxes.accounts.lifecycle import Actor as LifecycleActor
+from caducee.mailboxes.accounts.lifecycle import (
     LifecycleError,
     QualifiedIdentity,
     SpaceStatus,
@@ -48,8 +48,8 @@ from caducee.mailboxes.lifecycle import (
     reopen_space,
     show_space,
 )
-from caducee.mailboxes.notifications import PreferenceError
-from caducee.mailboxes.rights import Actor, add_representative
+from caducee.mailboxes.accounts.store import AccountKind, find_account, normalise_address
+from caducee.mailboxes.notifications.patients import PreferenceError
 
 
 def register(subcommands: Subcommands) -> None:
@@ -81,7 +81,7 @@ def run_declare_pharmacy(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# The lifecycle of a space (A2, I1, I2, I3): caducee.mailboxes.lifecycle does the work.
+# The lifecycle of a space (A2, I1, I2, I3): caducee.mailboxes.accounts.lifecycle does the work.
 
 
 def _date(value: str) -> date:

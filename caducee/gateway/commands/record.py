@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from caducee.config import load_settings
 from caducee.gateway.commands import CommandError, Subcommands, add_home_argument
 from caducee.gateway.runtime import build_gateway
-from caducee.mailboxes.accounts import AccountKind, find_account
+from caducee.mailboxes.accounts.store import AccountKind, find_account
 from caducee.records.filing import add_offered_document, offered_documents
 from caducee.storage.audit import Action, ActorKind, Result, record_event
 

@@ -40,7 +40,7 @@ from caducee.gateway.smtp.listener import OperatorListener, SubmissionListener
 from caducee.gateway.tls import TLS12_CIPHERS
 from caducee.gateway.web import webmail_routes
 from caducee.mailboxes.delivery import NOTIFY_PATIENT_JOB, MailDelivery
-from caducee.mailboxes.outbound import RELAY_JOB
+from caducee.mailboxes.relay.outbound import RELAY_JOB
 from caducee.storage import schema
 from caducee.storage.group_commit import GroupCommitter
 from caducee.storage.worker import WorkerPool

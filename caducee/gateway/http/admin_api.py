@@ -54,8 +54,9 @@ from caducee.gateway.lifecycle import (
     set_contact,
 )
 from caducee.gateway.runtime import Gateway
-from caducee.mailboxes.accounts import AccountKind, AccountState, find_account
-from caducee.mailboxes.lifecycle import (
+from caducee.mailboxes.access.rights import Actor as RightsActor
+from caducee.mailboxes.access.rights import RightsError, add_representative
+from caducee.mailboxes.accounts.lifecycle import (
     Actor,
     LifecycleError,
     QualifiedIdentity,
@@ -71,9 +72,8 @@ from caducee.mailboxes.lifecycle import (
     show_space,
     start_activation,
 )
-from caducee.mailboxes.notifications import PreferenceError
-from caducee.mailboxes.rights import Actor as RightsActor
-from caducee.mailboxes.rights import RightsError, add_representative
+from caducee.mailboxes.accounts.store import AccountKind, AccountState, find_account
+from caducee.mailboxes.notifications.patients import PreferenceError
 from caducee.storage.admin_tokens import AdminToken, verify_token
 from caducee.storage.audit import verify_chain
 from caducee.storage.traces import verify_checkpoints

@@ -49,7 +49,7 @@ from caducee.gateway import queue_admin
 from caducee.gateway.http.admin_problems import ApiProblem
 from caducee.gateway.imports import confirmed_or_within, import_trust
 from caducee.gateway.runtime import Gateway
-from caducee.mailboxes.lifecycle import Actor, audit
+from caducee.mailboxes.accounts.lifecycle import Actor, audit
 from caducee.storage.db import utcnow
 
 MAX_UPLOAD = 1 << 30

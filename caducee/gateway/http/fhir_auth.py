@@ -2,7 +2,7 @@
 
 Patients' FHIR clients authenticate like their mail clients: the mailbox address and one of
 its app passwords, checked by the identity service every door shares
-(:mod:`caducee.mailboxes.identity`): argon2id in a worker thread, off the event loop, a
+(:mod:`caducee.mailboxes.accounts.identity`): argon2id in a worker thread, off the event loop, a
 verified-credential cache (an HMAC of the credentials under a secret drawn at start-up,
 used only while the account's sign-in fingerprint is unchanged: a suspended or closed
 account, or a revoked or added app password, is checked again at once), and the failure
@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from caducee.config import Settings
-from caducee.mailboxes.identity import IdentityService, Principal
+from caducee.mailboxes.accounts.identity import IdentityService, Principal
 from caducee.storage.db import Database
 
 REALM = "Caducee"

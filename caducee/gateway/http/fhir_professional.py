@@ -9,7 +9,7 @@ gate in front of it, mounted at the same ``/fhir`` (:func:`record_routes` replac
   the read in the audit trail with the status it got;
 - a professional (HTTP Basic with a hosted professional's app password, or an OpenID Connect
   bearer token of Pro Santé Connect, verified by
-  :class:`~caducee.mailboxes.identity.oidc.TokenVerifier`)
+  :class:`~caducee.mailboxes.accounts.identity.oidc.TokenVerifier`)
   and a patient acting for a minor (naming the minor's record with ``patient.identifier``) are
   served here: ``GET /fhir/DocumentReference?patient.identifier=<INS>&…``,
   ``GET /fhir/DocumentReference/{id}`` and ``GET /fhir/Binary/{id}``.
@@ -79,10 +79,7 @@ from caducee.gateway.http.fhir_auth import (
     too_many_failures,
 )
 from caducee.gateway.runtime import Gateway
-from caducee.mailboxes.accounts import Account, AccountKind, AccountState
-from caducee.mailboxes.identity.oidc import TokenError, TokenVerifier
-from caducee.mailboxes.notifications import Event, queue_notification
-from caducee.mailboxes.rights import (
+from caducee.mailboxes.access.rights import (
     AccessSettings,
     birth_date_of,
     emergency_access,
@@ -91,6 +88,9 @@ from caducee.mailboxes.rights import (
     record_is_open,
     representation,
 )
+from caducee.mailboxes.accounts.identity.oidc import TokenError, TokenVerifier
+from caducee.mailboxes.accounts.store import Account, AccountKind, AccountState
+from caducee.mailboxes.notifications.patients import Event, queue_notification
 from caducee.policies.access import (
     AccessFacts,
     AccessVerdict,

@@ -55,14 +55,7 @@ from caducee.gateway.http.fhir_auth import (
 )
 from caducee.gateway.http.fhir_professional import shared_basic_authenticator
 from caducee.gateway.runtime import Gateway
-from caducee.mailboxes.accounts import Account, AccountKind
-from caducee.mailboxes.notifications import (
-    NotificationSettings,
-    PreferenceError,
-    preferences,
-    update_preferences,
-)
-from caducee.mailboxes.rights import (
+from caducee.mailboxes.access.rights import (
     AccessSettings,
     Actor,
     RightsError,
@@ -73,6 +66,13 @@ from caducee.mailboxes.rights import (
     set_emergency_access,
     set_medecin_traitant,
     set_professional_status,
+)
+from caducee.mailboxes.accounts.store import Account, AccountKind
+from caducee.mailboxes.notifications.patients import (
+    NotificationSettings,
+    PreferenceError,
+    preferences,
+    update_preferences,
 )
 from caducee.policies.access import ProfessionalStatus, is_minor
 from caducee.records.filing import (

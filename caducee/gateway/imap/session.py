@@ -13,7 +13,7 @@ at login and passes it to every store call; the store scopes every query to it.
 
 Authentication takes the app password from pysasl's credentials (PLAIN or
 LOGIN) and hands it to the identity service every door shares
-(:mod:`caducee.mailboxes.identity`): one password check with its verified-credential
+(:mod:`caducee.mailboxes.accounts.identity`): one password check with its verified-credential
 cache, one failure limiter with growing delays per (address, client IP) and per client
 IP, one audit vocabulary (``login`` events, channel ``imap``) (C1, F4).
 """
@@ -62,9 +62,9 @@ from pysasl.creds.server import ServerCredentials
 
 from caducee.gateway.imap.events import MailboxEvents
 from caducee.gateway.imap.selected import CaduceeSelected, ImapMessage
-from caducee.mailboxes.accounts import AccountKind
-from caducee.mailboxes.identity import IdentityService
-from caducee.mailboxes.identity.audit import write_with_retries
+from caducee.mailboxes.accounts.identity import IdentityService
+from caducee.mailboxes.accounts.identity.audit import write_with_retries
+from caducee.mailboxes.accounts.store import AccountKind
 from caducee.mailboxes.imap_store import (
     DELIMITER,
     FlagsTooLong,

@@ -19,7 +19,7 @@ from typing import Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from caducee.mailboxes.notifications import Event, queue_notification
+from caducee.mailboxes.notifications.patients import Event, queue_notification
 from caducee.records.models import DocumentState, RecordDocument
 from caducee.storage.audit import Action, ActorKind, Result, record_event
 from caducee.storage.jobs import JobQueue

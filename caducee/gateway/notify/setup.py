@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from caducee.gateway.notify.email import SmarthostSender
 from caducee.gateway.notify.sms import FileSmsSender
-from caducee.mailboxes.notifications import (
+from caducee.mailboxes.notifications.patients import (
     EmailSender,
     NotificationSettings,
     SmsSender,

@@ -1,7 +1,8 @@
 """SMS senders for patient notifications (G1): the interface's development implementation.
 
 A real SMS gateway is an operator's choice (an HTTP API of a telecom provider); it plugs in
-as any object with ``send(phone, text)`` (:class:`caducee.mailboxes.notifications.SmsSender`)
+as any object with ``send(phone, text)``
+(:class:`caducee.mailboxes.notifications.patients.SmsSender`)
 passed to :func:`caducee.gateway.notify.notify_handler`. For development and tests,
 :class:`FileSmsSender` appends one JSON line per SMS to a file readable by its owner only, so
 one can see what a patient would receive without a provider.

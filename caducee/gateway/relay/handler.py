@@ -57,11 +57,17 @@ from caducee.gateway.relay import client, outcomes, state
 from caducee.gateway.relay.outcomes import Outcome, Verdict
 from caducee.gateway.relay.routes import Hop, RouteError, Router
 from caducee.gateway.smtp.data import read_headers
-from caducee.mailboxes.accounts import AccountState, recipient_account
+from caducee.mailboxes.accounts.store import AccountState, recipient_account
 from caducee.mailboxes.delivery import Envelope, MailDelivery, Recipient, RecipientRole
-from caducee.mailboxes.dsn import DSN_PURPOSE, Action, RecipientReport, build_dsn, dsn_allowed
-from caducee.mailboxes.outbound import queue_outbound
-from caducee.mailboxes.relay_models import RecipientState, RelayMessage, RelayRecipient
+from caducee.mailboxes.relay.models import RecipientState, RelayMessage, RelayRecipient
+from caducee.mailboxes.relay.outbound import queue_outbound
+from caducee.mailboxes.reports.dsn import (
+    DSN_PURPOSE,
+    Action,
+    RecipientReport,
+    build_dsn,
+    dsn_allowed,
+)
 from caducee.storage.blobs import BlobError
 from caducee.storage.db import utcnow
 from caducee.storage.jobs import ClaimedJob

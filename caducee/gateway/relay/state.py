@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from caducee.mailboxes.outbound import RELAY_JOB
-from caducee.mailboxes.relay_models import RecipientState, RelayMessage, RelayRecipient
+from caducee.mailboxes.relay.models import RecipientState, RelayMessage, RelayRecipient
+from caducee.mailboxes.relay.outbound import RELAY_JOB
 from caducee.storage.db import utcnow
 from caducee.storage.jobs import DEAD, DONE, READY, RUNNING, ClaimedJob, JobRow
 
@@ -28,7 +28,7 @@ class LeaseLost(Exception):
 
 @dataclass(frozen=True)
 class RelayPayload:
-    """The envelope of a relay job (see :func:`caducee.mailboxes.outbound.queue_outbound`)."""
+    """The envelope of a relay job (see :func:`caducee.mailboxes.relay.outbound.queue_outbound`)."""
 
     blob_id: str
     envelope_from: str

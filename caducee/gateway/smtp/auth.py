@@ -2,7 +2,7 @@
 
 aiosmtpd calls an ``auth_<MECHANISM>`` method of the handler; ours parse the
 mechanism's exchange and hand the credentials to the identity service every door
-shares (:mod:`caducee.mailboxes.identity`): one password check with its cache, one
+shares (:mod:`caducee.mailboxes.accounts.identity`): one password check with its cache, one
 failure limiter (per account and client address, then per client address, with growing
 delays: ``454 4.7.0`` while one runs), one audit vocabulary (``login`` events, channel
 ``smtp``).
@@ -11,7 +11,7 @@ delays: ``454 4.7.0`` while one runs), one audit vocabulary (``login`` events, c
 (RFC 4616) is refused unless that mailbox is delegated to the authenticated account (C2).
 
 ``AUTH EXTERNAL`` (RFC 4422 appendix A) signs in the account bound to the client certificate
-the TLS layer verified (APP mailboxes: :mod:`caducee.mailboxes.certificates`). It is
+the TLS layer verified (APP mailboxes: :mod:`caducee.mailboxes.accounts.certificates`). It is
 advertised only to a session that presented a verified certificate; its authorization
 identity, if any, must be the bound mailbox or one delegated to it (``535 5.7.8`` otherwise).
 """
@@ -27,9 +27,9 @@ from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session
 
-from caducee.mailboxes.certificates import fingerprint
-from caducee.mailboxes.delegation import delegated_principal
-from caducee.mailboxes.identity import IdentityService, Principal
+from caducee.mailboxes.accounts.certificates import fingerprint
+from caducee.mailboxes.accounts.delegation import delegated_principal
+from caducee.mailboxes.accounts.identity import IdentityService, Principal
 from caducee.storage.db import Database
 
 log = logging.getLogger("caducee.smtp.auth")

@@ -21,7 +21,7 @@ from email.utils import format_datetime, getaddresses
 from caducee.gateway.dkim_verify import DkimOutcome
 from caducee.gateway.smtp.mail import split_address
 from caducee.gateway.smtp.protocol import PeerIdentity
-from caducee.mailboxes.accounts import normalise_address
+from caducee.mailboxes.accounts.store import normalise_address
 from caducee.policies.inbound import DATA_CHAIN, ContentFacts
 from caducee.policies.verdict import Verdict, first_refusal
 from caducee.storage.db import utcnow

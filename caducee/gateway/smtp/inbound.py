@@ -29,7 +29,7 @@ from caducee.gateway.smtp.protocol import CaduceeEnvelope, CaduceeSession
 from caducee.gateway.smtp.rcpt import judge_recipient, resolve_recipient
 from caducee.mailboxes.delivery import Envelope as DeliveryEnvelope
 from caducee.mailboxes.delivery import RecipientRole
-from caducee.mailboxes.outbound import sent_by
+from caducee.mailboxes.relay.outbound import sent_by
 from caducee.policies.verdict import Verdict
 
 LISTENER = "operators"

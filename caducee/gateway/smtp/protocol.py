@@ -29,8 +29,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 from caducee.gateway.limits import ConnectionLimiter, DataBudget, Held, client_key
 from caducee.gateway.smtp.dotreader import ConnectionClosedDuringData, read_data
 from caducee.gateway.tls import handshake_failure
+from caducee.mailboxes.accounts.identity import Principal
 from caducee.mailboxes.delivery import Recipient
-from caducee.mailboxes.identity import Principal
 from caducee.policies.inbound import BARE_LINE_ENDING
 
 log = logging.getLogger("caducee.smtp")

@@ -9,9 +9,9 @@ from caducee.directory.identifiers import ins_key_valid
 from caducee.directory.lookup import bal_type_of
 from caducee.directory.trust_models import DomainError, to_ascii_domain
 from caducee.gateway.smtp.mail import split_address
-from caducee.mailboxes.accounts import recipient_account
+from caducee.mailboxes.accounts.lifecycle import door_state
+from caducee.mailboxes.accounts.store import recipient_account
 from caducee.mailboxes.delivery import Recipient, RecipientRole
-from caducee.mailboxes.lifecycle import door_state
 from caducee.policies.inbound import (
     RCPT_CHAIN,
     PatientState,

@@ -34,7 +34,7 @@ from caducee.gateway.smtp.limits import declared_size_refusal, recipients_refusa
 from caducee.gateway.smtp.mail import local_domains
 from caducee.gateway.smtp.protocol import CaduceeEnvelope, CaduceeSession
 from caducee.gateway.submit import judge_recipient, prepare_submission
-from caducee.mailboxes.delegation import delegated_principal
+from caducee.mailboxes.accounts.delegation import delegated_principal
 from caducee.policies.submission import (
     SENDER_CHAIN,
     SenderFacts,

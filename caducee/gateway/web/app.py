@@ -79,8 +79,8 @@ from caducee.gateway.web.sessions import (
     revoke_session_id,
 )
 from caducee.gateway.web.signin import WebSignIn
-from caducee.mailboxes.identity.audit import write_with_retries
-from caducee.mailboxes.identity.principal import Principal
+from caducee.mailboxes.accounts.identity.audit import write_with_retries
+from caducee.mailboxes.accounts.identity.principal import Principal
 from caducee.mailboxes.imap_store import ImapStore
 from caducee.storage.audit import ActorKind, message_read_event
 

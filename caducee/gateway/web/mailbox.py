@@ -28,7 +28,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from caducee.directory.service import find_by_address
-from caducee.mailboxes.identity.principal import Principal
+from caducee.mailboxes.accounts.identity.principal import Principal
 from caducee.mailboxes.imap_store import SEEN, ImapStore, NewMessage, parse_flags
 from caducee.mailboxes.imap_structure import MessageStructure, decode_words, walk
 from caducee.mailboxes.models import (
@@ -41,7 +41,7 @@ from caducee.mailboxes.models import (
     MailboxEntry,
     StoredMessage,
 )
-from caducee.mailboxes.receipts import ReadMessage, queue_displayed_receipt
+from caducee.mailboxes.reports.receipts import ReadMessage, queue_displayed_receipt
 
 SENT = "Sent"
 PAGE_SIZE = 20
@@ -358,7 +358,8 @@ class Mailbox:
 
         The store's ``\\Seen`` queues receipts for mail received from other operators; a
         message a professional hosted here submitted asks for one just as well (G2), so the
-        same :func:`~caducee.mailboxes.receipts.queue_displayed_receipt` is asked for it here
+        same :func:`~caducee.mailboxes.reports.receipts.queue_displayed_receipt` is asked for it
+        here
         (at most one receipt per message and reader, whoever asks first).
         """
         unread = [row for row in entries if row.unread]

@@ -33,10 +33,10 @@ from caducee.gateway.smtp.data import read_headers
 from caducee.gateway.smtp.mail import local_domains
 from caducee.gateway.submit import judge_recipient, prepare_submission
 from caducee.gateway.web.mailbox import Mailbox, ReplyTarget
+from caducee.mailboxes.access.rights import known_professionals
+from caducee.mailboxes.accounts.identity.principal import Principal
 from caducee.mailboxes.delivery import MailDelivery
-from caducee.mailboxes.identity.principal import Principal
 from caducee.mailboxes.imap_store import StoreError
-from caducee.mailboxes.rights import known_professionals
 from caducee.policies.submission import SENDER_CHAIN, SenderFacts
 from caducee.policies.verdict import first_refusal
 from caducee.storage.db import utcnow
@@ -113,7 +113,7 @@ class Replies:
         The candidates are the patient's known professionals (:func:`~caducee.mailboxes.
         rights.known_professionals`, at the address each gave, D2); each is kept only when the
         submission rule table accepts it, so that the list and the sending agree by
-        construction and the rule is written once (:func:`~caducee.mailboxes.contacts.
+        construction and the rule is written once (:func:`~caducee.mailboxes.access.contacts.
         patient_may_write`, asked by :func:`~caducee.gateway.submit.judge_recipient`).
         """
 

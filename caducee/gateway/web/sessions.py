@@ -9,7 +9,7 @@ constant time.
 
 A session ends after :data:`IDLE` without a request, after :data:`ABSOLUTE` whatever
 happens, when revoked, or when the account may no longer sign in (suspended, closed: the
-rule of every door, :func:`~caducee.mailboxes.accounts.may_sign_in`).
+rule of every door, :func:`~caducee.mailboxes.accounts.store.may_sign_in`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ForeignKey, String, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from caducee.mailboxes.accounts import BIG_ID, Account, may_sign_in
+from caducee.mailboxes.accounts.store import BIG_ID, Account, may_sign_in
 from caducee.storage.db import Base, UtcDateTime, utcnow
 
 IDLE = timedelta(minutes=30)

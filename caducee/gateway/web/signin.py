@@ -2,8 +2,9 @@
 
 The other doors check app passwords (:meth:`IdentityService.sign_in`); the webmail checks the
 credentials the patient chose at activation — password (argon2id) and the second factor
-(:func:`caducee.mailboxes.lifecycle.check_credentials`). What makes it a door like the others
-is taken from the same :class:`~caducee.mailboxes.identity.IdentityService` instance
+(:func:`caducee.mailboxes.accounts.lifecycle.check_credentials`). What makes it a door like the
+others
+is taken from the same :class:`~caducee.mailboxes.accounts.identity.IdentityService` instance
 (``gateway.identity``):
 
 * its failure limiter, keyed by (account, client address) and by client address, so failures
@@ -30,15 +31,15 @@ from sqlalchemy import BigInteger, ForeignKey, Table
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from caducee.gateway.runtime import Gateway
-from caducee.mailboxes.accounts import BIG_ID, AccountKind, normalise_address
-from caducee.mailboxes.identity.audit import LoginFact
-from caducee.mailboxes.identity.service import MAX_ADDRESS_LENGTH, source_key
-from caducee.mailboxes.lifecycle import (
+from caducee.mailboxes.accounts.identity.audit import LoginFact
+from caducee.mailboxes.accounts.identity.service import MAX_ADDRESS_LENGTH, source_key
+from caducee.mailboxes.accounts.lifecycle import (
     TOTP_STEP,
     AccountCredentials,
     check_credentials,
     totp_now,
 )
+from caducee.mailboxes.accounts.store import BIG_ID, AccountKind, normalise_address
 from caducee.storage.blobs import BlobStore
 from caducee.storage.db import Base, UtcDateTime, utcnow
 from caducee.storage.upsert import upsert_insert

@@ -28,7 +28,7 @@ from caducee.gateway import pki
 from caducee.gateway.http.admin_api import admin_routes
 from caducee.gateway.runtime import Gateway, build_gateway
 from caducee.mailboxes.listing import list_messages
-from caducee.mailboxes.outbound import queue_outbound
+from caducee.mailboxes.relay.outbound import queue_outbound
 from caducee.storage.admin_tokens import create_token
 from caducee.storage.audit import AuditEvent
 from caducee.storage.db import Database

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from caducee.mailboxes.accounts import AccountKind, add_app_password, create_account
+from caducee.mailboxes.accounts.store import AccountKind, add_app_password, create_account
 from tests.harness.served import Account, ServedGateway
 
 

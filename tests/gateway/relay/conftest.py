@@ -38,10 +38,10 @@ from caducee.directory.trust_models import add_trust_domain
 from caducee.gateway import pki
 from caducee.gateway.relay import RelayTiming, make_relay_handler
 from caducee.gateway.runtime import Gateway, build_gateway
-from caducee.mailboxes.accounts import find_account
+from caducee.mailboxes.accounts.store import find_account
 from caducee.mailboxes.models import Folder, MailboxEntry, StoredMessage
-from caducee.mailboxes.outbound import RELAY_JOB, queue_outbound
-from caducee.mailboxes.relay_models import RelayMessage, RelayRecipient
+from caducee.mailboxes.relay.models import RelayMessage, RelayRecipient
+from caducee.mailboxes.relay.outbound import RELAY_JOB, queue_outbound
 from caducee.storage.db import utcnow
 from caducee.storage.jobs import JobRow
 from caducee.storage.worker import WorkerPool

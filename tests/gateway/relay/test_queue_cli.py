@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from caducee.gateway.cli import main as caducee_main
-from caducee.mailboxes.relay_models import RelayMessage, RelayRecipient
+from caducee.mailboxes.relay.models import RelayMessage, RelayRecipient
 from caducee.storage.blobs import BlobRow
 from caducee.storage.db import utcnow
 from caducee.storage.jobs import DONE, READY, JobRow

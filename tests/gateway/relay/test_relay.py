@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from caducee.gateway.relay import RelayTiming, make_relay_handler
-from caducee.mailboxes.relay_models import RecipientState
+from caducee.mailboxes.relay.models import RecipientState
 from caducee.storage.jobs import DONE, READY
 from caducee.storage.worker import WorkerPool
 from tests.harness.waiting import wait_until

@@ -14,7 +14,7 @@ from caducee.gateway.relay import RelayTiming, outcomes
 from caducee.gateway.relay.client import certificate_domains, names_trusted_domain
 from caducee.gateway.relay.outcomes import Verdict
 from caducee.gateway.relay.routes import Hop, RouteError, Router, dns_lookup, parse_hop
-from caducee.mailboxes.dsn import Action, RecipientReport, build_dsn, dsn_allowed
+from caducee.mailboxes.reports.dsn import Action, RecipientReport, build_dsn, dsn_allowed
 
 # -- replies ---------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
-from caducee.mailboxes.accounts import find_account
+from caducee.mailboxes.accounts.store import find_account
 from caducee.mailboxes.models import Folder, MailboxEntry, StoredMessage
 from tests.harness.served import ServedGateway
 from tests.harness.waiting import wait_until

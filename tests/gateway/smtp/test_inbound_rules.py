@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from caducee.directory.identifiers import ins_key
 from caducee.gateway import pki
-from caducee.mailboxes.accounts import find_account
+from caducee.mailboxes.accounts.store import find_account
 from caducee.mailboxes.models import KnownProfessional
 from tests.harness.served import ServedGateway
 

@@ -3,7 +3,8 @@
 On the served demo home: ``MAIL FROM:<>`` with an ordinary message for the demo patient is
 refused ``550 5.7.1`` at DATA and leaves the mailbox as it was; a real DSN (and a real MDN)
 about a message the patient sent is accepted. The report reader itself is checked on the
-reports our own builders write (:mod:`caducee.mailboxes.dsn`, :mod:`caducee.mailboxes.receipts`).
+reports our own builders write (:mod:`caducee.mailboxes.reports.dsn`,
+:mod:`caducee.mailboxes.reports.receipts`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import pytest
 from sqlalchemy import select
 
 from caducee.gateway.smtp.data import NOT_A_REPORT, read_report
-from caducee.mailboxes.dsn import Action, RecipientReport, build_dsn
-from caducee.mailboxes.outbound import RELAY_JOB
-from caducee.mailboxes.receipts import build_displayed_mdn
+from caducee.mailboxes.relay.outbound import RELAY_JOB
+from caducee.mailboxes.reports.dsn import Action, RecipientReport, build_dsn
+from caducee.mailboxes.reports.receipts import build_displayed_mdn
 from caducee.reports import header_block
 from caducee.storage.jobs import JobRow
 from tests.harness.served import ServedGateway

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 
 from caducee.directory.service import NewEntry, add_entry
 from caducee.gateway import pki
-from caducee.mailboxes.accounts import AccountKind, create_account
+from caducee.mailboxes.accounts.store import AccountKind, create_account
 from caducee.storage.audit import AuditEvent
 from tests.harness.paths import CADUCEE
 from tests.harness.served import ServedGateway, prepare_demo

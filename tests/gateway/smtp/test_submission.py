@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
-from caducee.mailboxes.outbound import RELAY_JOB
+from caducee.mailboxes.relay.outbound import RELAY_JOB
 from caducee.storage.jobs import JobRow
 from tests.harness.paths import CADUCEE
 from tests.harness.served import ServedGateway, serve_demo

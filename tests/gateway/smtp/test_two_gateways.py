@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from caducee.directory.service import NewEntry, add_entry
 from caducee.gateway import pki
-from caducee.mailboxes.accounts import AccountKind, add_app_password, create_account
+from caducee.mailboxes.accounts.store import AccountKind, add_app_password, create_account
 from caducee.mailboxes.models import StoredMessage
 from tests.harness.reports import N1_SAMPLE, OTHER_INS, build_mail, n1_xdm, xdm_part
 from tests.harness.served import ServedGateway, gateway_env, run_cli

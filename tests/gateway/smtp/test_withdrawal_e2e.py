@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from caducee.mailboxes.accounts import Patient
+from caducee.mailboxes.accounts.store import Patient
 from caducee.mailboxes.delivery import FILE_DOCUMENTS_JOB
 from caducee.records.models import DocumentState, RecordDocument
 from caducee.storage.audit import Action, history

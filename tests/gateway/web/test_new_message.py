@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import expect
 from sqlalchemy import func, select
 
-from caducee.mailboxes.accounts import Account
+from caducee.mailboxes.accounts.store import Account
 from caducee.mailboxes.models import Folder, MailboxEntry, StoredMessage
 from caducee.storage.jobs import JobRow
 from tests.harness.browser import (

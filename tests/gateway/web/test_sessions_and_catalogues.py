@@ -22,7 +22,7 @@ from caducee.gateway.web.sessions import (
     revoke,
 )
 from caducee.gateway.web.signin import TotpStep, claim_step
-from caducee.mailboxes.accounts import Account, AccountKind, AccountState, create_account
+from caducee.mailboxes.accounts.store import Account, AccountKind, AccountState, create_account
 from caducee.storage import schema
 from caducee.storage.db import Base, Database, utcnow
 

@@ -2,7 +2,7 @@
 
 ``sign_in_failures``: one shared failure count per key (a digest of an account and source
 address, or of an address), its last failure and the block it earned
-(``mailboxes.identity.shared_failures``). Rows fade: the gateway prunes the old ones.
+(``mailboxes.accounts.identity.shared_failures``). Rows fade: the gateway prunes the old ones.
 
 Revision ID: 0017_sign_in_failures
 Revises: 0016_webmail

@@ -11,7 +11,7 @@ only has to make a stolen table useless for *guessed* passwords, which app passw
 never are. We take OWASP's argon2id profile (m = 19 MiB, t = 2, p = 1): about 20 ms of
 one core per uncached check on a 2020s server core and 19 MiB of memory per check in
 flight (the identity service runs at most a few at a time). Logins of a known client are
-then answered from the verified-credential cache of :mod:`caducee.mailboxes.identity`
+then answered from the verified-credential cache of :mod:`caducee.mailboxes.accounts.identity`
 (no argon2 at all), so the budget only bites on a client's first login and on wrong
 passwords. Hashes made with other parameters (the library's 64 MiB, p = 4 profile of
 earlier releases) still verify and are rehashed on the next successful check.

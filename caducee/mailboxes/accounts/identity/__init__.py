@@ -8,9 +8,9 @@ one failure limiter, one OIDC verifier; used by SMTP, IMAP and HTTP alike.
 * :mod:`.oidc` — OpenID Connect access tokens (Pro Santé Connect).
 """
 
-from caducee.mailboxes.identity.limiter import Decision, FailureLimiter, LimiterPolicy
-from caducee.mailboxes.identity.principal import Principal
-from caducee.mailboxes.identity.service import IdentityService, SignIn
+from caducee.mailboxes.accounts.identity.limiter import Decision, FailureLimiter, LimiterPolicy
+from caducee.mailboxes.accounts.identity.principal import Principal
+from caducee.mailboxes.accounts.identity.service import IdentityService, SignIn
 
 __all__ = [
     "Decision",

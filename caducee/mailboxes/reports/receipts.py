@@ -9,7 +9,7 @@ first ``\\Seen`` (IMAP STORE, a non-peek FETCH, or the webmail).
 runs inside the transaction that adds ``\\Seen`` and inserts a ``read_receipts``
 row keyed by (message, account) with ``ON CONFLICT DO NOTHING``. Only the
 transaction whose insert took effect queues the MDN, through
-:func:`caducee.mailboxes.outbound.queue_outbound` (null envelope sender,
+:func:`caducee.mailboxes.relay.outbound.queue_outbound` (null envelope sender,
 purpose ``mdn``); un-seeing and re-seeing, two IMAP sessions racing, or the
 same message copied into two folders all end with one row and one MDN.
 
@@ -38,7 +38,7 @@ from sqlalchemy import Table, update
 from sqlalchemy.orm import Session
 
 from caducee.mailboxes.imap_models import ReadReceipt
-from caducee.mailboxes.outbound import queue_outbound
+from caducee.mailboxes.relay.outbound import queue_outbound
 from caducee.reports import (
     REPORTING_UA_PRODUCT,
     build_report,

@@ -25,7 +25,7 @@ from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, UniqueConstrain
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from caducee.config import Settings
-from caducee.mailboxes.accounts import (
+from caducee.mailboxes.accounts.store import (
     Account,
     AccountKind,
     AccountState,

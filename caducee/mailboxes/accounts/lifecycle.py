@@ -9,7 +9,7 @@ A space is created by the operator from a qualified INS and walks these states
     active ──close (patient or operator)──▶ closed ──reopen──▶ active
     closed ──archive delay or deletion request ran out (job ``space-purge``)──▶ (deleted)
 
-The door rule stays :func:`caducee.mailboxes.accounts.may_sign_in` on ``accounts.state``:
+The door rule stays :func:`caducee.mailboxes.accounts.store.may_sign_in` on ``accounts.state``:
 a space that is not open (created, opposed, closed) has ``accounts.state = 'closed'``, so the
 SMTP rules answer ``550 5.2.1`` and IMAP/HTTP refuse sign-in without knowing about
 enrolment; suspension (``caducee account suspend``) is orthogonal to the status here.
@@ -39,7 +39,9 @@ from sqlalchemy import ForeignKey, Index, Integer, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from caducee.config import Settings
-from caducee.mailboxes.accounts import (
+from caducee.mailboxes.accounts.passwords import hash_password, verify_password
+from caducee.mailboxes.accounts.proof import text_pdf
+from caducee.mailboxes.accounts.store import (
     BIG_ID,
     Account,
     AccountKind,
@@ -49,8 +51,6 @@ from caducee.mailboxes.accounts import (
     find_account,
 )
 from caducee.mailboxes.delivery import ensure_folders
-from caducee.mailboxes.passwords import hash_password, verify_password
-from caducee.mailboxes.proof import text_pdf
 from caducee.policies.identity import ins_oid_allowed
 from caducee.policies.inbound import PatientState
 from caducee.storage.audit import record_event

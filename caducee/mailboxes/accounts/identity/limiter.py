@@ -19,7 +19,7 @@ with no failure for ``forget_seconds`` starts again from zero. Memory is bounded
 Decisions are taken in memory (no I/O, no sleeping): callers ask
 :meth:`FailureLimiter.check` before verifying, and answer with their protocol's "try later"
 (SMTP ``454 4.7.0``, IMAP ``NO [UNAVAILABLE]``, HTTP ``429`` with ``Retry-After``) when it
-returns a delay. With a :class:`~caducee.mailboxes.identity.shared_failures.SharedFailures`
+returns a delay. With a :class:`~caducee.mailboxes.accounts.identity.shared_failures.SharedFailures`
 store, failures and successes are also written to the database in the background and the
 counts of other processes and nodes merged in, so that several nodes together give no more
 free failures than one and a block on one node holds on all of them (within a poll). Keys
@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from caducee.mailboxes.identity.shared_failures import SharedCount, SharedFailures
+from caducee.mailboxes.accounts.identity.shared_failures import SharedCount, SharedFailures
 
 
 @dataclass(frozen=True)

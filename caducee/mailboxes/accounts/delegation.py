@@ -16,13 +16,13 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Integer, UniqueConstraint, delete, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from caducee.mailboxes.accounts import (
+from caducee.mailboxes.accounts.identity.principal import Principal
+from caducee.mailboxes.accounts.store import (
     Account,
     AccountKind,
     find_account,
     may_sign_in,
 )
-from caducee.mailboxes.identity.principal import Principal
 from caducee.storage.db import Base, UtcDateTime, utcnow
 
 BIG_ID = BigInteger().with_variant(Integer, "sqlite")

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import BigInteger, ForeignKey, Integer, String, delete, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from caducee.mailboxes.accounts import Account
+from caducee.mailboxes.accounts.store import Account
 from caducee.storage.db import Base, UtcDateTime, utcnow
 
 BIG_ID = BigInteger().with_variant(Integer, "sqlite")

@@ -17,7 +17,7 @@ from email.policy import compat32
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from caducee.mailboxes.accounts import recipient_account
+from caducee.mailboxes.accounts.store import recipient_account
 from caducee.mailboxes.delivery import SUBMITTED, join_patient_reply
 from caducee.mailboxes.models import Folder, MailboxEntry, StoredMessage
 from caducee.storage.blobs import BlobStore

@@ -20,9 +20,9 @@ from email.utils import format_datetime, make_msgid
 from sqlalchemy import ForeignKey, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from caducee.mailboxes.accounts import Account, AccountKind, AccountState, AppPassword
+from caducee.mailboxes.accounts.lifecycle import AccountCredentials, Actor, audit
+from caducee.mailboxes.accounts.store import Account, AccountKind, AccountState, AppPassword
 from caducee.mailboxes.delivery import Envelope, MailDelivery, Recipient, RecipientRole
-from caducee.mailboxes.lifecycle import AccountCredentials, Actor, audit
 from caducee.storage.audit import AuditEvent
 from caducee.storage.db import Base, UtcDateTime, utcnow
 

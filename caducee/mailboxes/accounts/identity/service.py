@@ -6,7 +6,7 @@ SMTP AUTH, IMAP LOGIN and HTTP Basic all call :meth:`IdentityService.sign_in`, w
    address now (if not: a refusal with a delay, audited, no password check);
 2. looks the credentials up in the verified-credential cache: an HMAC of (address,
    password) under a secret drawn at start-up, mapped to the principal and the account's
-   sign-in fingerprint (:func:`~caducee.mailboxes.accounts.sign_in_fingerprint`: its state
+   sign-in fingerprint (:func:`~caducee.mailboxes.accounts.store.sign_in_fingerprint`: its state
    and app-password hashes). A hit is used only if the fingerprint read now is the same, so
    a revoked or changed password, or a suspended account, is refused at once. No argon2;
 3. otherwise checks the app passwords with argon2id, in a small thread pool of its own
@@ -20,7 +20,7 @@ SMTP AUTH, IMAP LOGIN and HTTP Basic all call :meth:`IdentityService.sign_in`, w
 bound to a verified client certificate's fingerprint (APP mailboxes), same limiter, same
 state rule, a ``login`` event with method ``certificate``; no cache (no argon2 to spare).
 
-The account-state rule is :func:`~caducee.mailboxes.accounts.may_sign_in`, checked by both
+The account-state rule is :func:`~caducee.mailboxes.accounts.store.may_sign_in`, checked by both
 the argon2 path and the fingerprint. One instance serves every door of a process
 (``Gateway.identity``, handed to each door by ``serve``), so that failures on one door count
 on the others.
@@ -45,20 +45,20 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from caducee.config import Settings
-from caducee.mailboxes.accounts import (
+from caducee.mailboxes.accounts.certificates import certificate_account
+from caducee.mailboxes.accounts.identity.audit import LoginAudit, LoginFact
+from caducee.mailboxes.accounts.identity.limiter import Decision, FailureLimiter, LimiterPolicy
+from caducee.mailboxes.accounts.identity.oidc import TokenError, TokenVerifier
+from caducee.mailboxes.accounts.identity.principal import Principal
+from caducee.mailboxes.accounts.identity.shared_failures import SharedFailures
+from caducee.mailboxes.accounts.passwords import hash_password, needs_rehash, verify_password
+from caducee.mailboxes.accounts.store import (
     Account,
     AppPassword,
     may_sign_in,
     normalise_address,
     sign_in_fingerprint,
 )
-from caducee.mailboxes.certificates import certificate_account
-from caducee.mailboxes.identity.audit import LoginAudit, LoginFact
-from caducee.mailboxes.identity.limiter import Decision, FailureLimiter, LimiterPolicy
-from caducee.mailboxes.identity.oidc import TokenError, TokenVerifier
-from caducee.mailboxes.identity.principal import Principal
-from caducee.mailboxes.identity.shared_failures import SharedFailures
-from caducee.mailboxes.passwords import hash_password, needs_rehash, verify_password
 from caducee.storage.db import Database, utcnow
 
 log = logging.getLogger("caducee.identity")

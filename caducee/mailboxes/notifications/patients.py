@@ -52,7 +52,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from caducee.config import Settings
-from caducee.mailboxes.accounts import Account, AccountKind, AccountState
+from caducee.mailboxes.accounts.store import Account, AccountKind, AccountState
 from caducee.mailboxes.delivery import NOTIFY_PATIENT_JOB
 from caducee.storage.audit import Action, record_event
 from caducee.storage.db import Base, Database, UtcDateTime, table_of, utcnow

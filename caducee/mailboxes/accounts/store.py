@@ -16,7 +16,11 @@ from datetime import date, datetime
 from sqlalchemy import BigInteger, Date, ForeignKey, Integer, String, bindparam, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from caducee.mailboxes.passwords import generate_app_password, hash_password, verify_password
+from caducee.mailboxes.accounts.passwords import (
+    generate_app_password,
+    hash_password,
+    verify_password,
+)
 from caducee.storage.db import Base, UtcDateTime, table_of, utcnow
 
 BIG_ID = BigInteger().with_variant(Integer, "sqlite")

@@ -1,6 +1,6 @@
 """Durable state of outbound relay jobs, per message and per recipient (C5, G4).
 
-A ``relay`` job (queued by :func:`caducee.mailboxes.outbound.queue_outbound`)
+A ``relay`` job (queued by :func:`caducee.mailboxes.relay.outbound.queue_outbound`)
 carries one message for several recipients, and recipients fare differently:
 one operator answers ``250``, another ``451``, a third ``550``. The job row
 alone cannot say that, so the relay keeps:

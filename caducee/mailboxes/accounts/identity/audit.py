@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
-from caducee.mailboxes.accounts import find_account
+from caducee.mailboxes.accounts.store import find_account
 from caducee.storage.audit import login_event
 from caducee.storage.db import Database
 from caducee.storage.group_commit import GroupCommitter

@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from caducee.mailboxes.accounts import normalise_address
+from caducee.mailboxes.accounts.store import normalise_address
 from caducee.mailboxes.models import KnownProfessional
 from caducee.storage.db import table_of, utcnow
 

@@ -1,6 +1,6 @@
 """Failed sign-ins counted across every process and node of a gateway (C1, K2).
 
-The :class:`~caducee.mailboxes.identity.limiter.FailureLimiter` decides in memory, so a
+The :class:`~caducee.mailboxes.accounts.identity.limiter.FailureLimiter` decides in memory, so a
 check costs no database trip. Alone, each process would count on its own: a gateway of
 three nodes would give an attacker three times the free failures, and a block on one node
 would not hold on the next. This module shares the counts through the database:

@@ -1,0 +1,1 @@
+"""Out-of-band notifications to patients (G1): preferences, grouping and content-free texts."""
