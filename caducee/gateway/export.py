@@ -31,10 +31,11 @@ from sqlalchemy.orm import Session
 
 from caducee import __version__
 from caducee.gateway.http.fhir_api import document_reference
+from caducee.jobs.mail import record_owner
 from caducee.mailboxes.accounts.store import Account
 from caducee.mailboxes.models import Folder, MailboxEntry, StoredMessage
 from caducee.records.models import RecordDocument
-from caducee.records.service import Viewer, record_owner, replaced_versions, visible
+from caducee.records.service import Viewer, replaced_versions, visible
 from caducee.storage.blobs import BlobStore
 from caducee.storage.db import Database, utcnow
 

@@ -14,15 +14,13 @@ from caducee.config import Settings
 from caducee.gateway.identity import make_identity
 from caducee.gateway.lifecycle import lifecycle_handlers
 from caducee.gateway.metrics import GatewayMetrics, process_metrics
-from caducee.gateway.notify import filing_hook, notify_handler
+from caducee.gateway.notify import notify_handler
 from caducee.gateway.relay import make_relay_handler
 from caducee.jobs.filing import make_filing_handler
 from caducee.mailboxes.accounts.identity import IdentityService
-from caducee.mailboxes.delivery import FILE_DOCUMENTS_JOB, NOTIFY_PATIENT_JOB
-from caducee.mailboxes.relay.outbound import RELAY_JOB
 from caducee.storage.blobs import BlobStore
 from caducee.storage.db import Database
-from caducee.storage.jobs import JobQueue, RetryPolicy
+from caducee.storage.jobs import JobKind, JobQueue, RetryPolicy
 from caducee.storage.keyring import Keyring
 from caducee.storage.worker import JobHandler, WorkerPool
 
@@ -64,15 +62,11 @@ class Gateway:
 def standard_handlers(gateway: Gateway) -> dict[str, JobHandler]:
     """The job handlers of a complete gateway: what each kind of queued work runs."""
     return {
-        RELAY_JOB: make_relay_handler(gateway),
-        FILE_DOCUMENTS_JOB: make_filing_handler(
-            gateway.database,
-            gateway.blobs,
-            gateway.queue,
-            gateway.settings,
-            on_filed=filing_hook(gateway.queue),
+        JobKind.RELAY.value: make_relay_handler(gateway),
+        JobKind.FILE_DOCUMENTS.value: make_filing_handler(
+            gateway.database, gateway.blobs, gateway.queue, gateway.settings
         ),
-        NOTIFY_PATIENT_JOB: notify_handler(gateway),
+        JobKind.NOTIFY_PATIENT.value: notify_handler(gateway),
         **lifecycle_handlers(gateway),
     }
 

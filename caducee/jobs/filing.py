@@ -2,29 +2,35 @@
 
 One transaction, which also completes the job (exactly once):
 
-1. :class:`caducee.records.filing.Filing` files the attachments in the record (E1–E6, G3);
-2. ``on_filed`` (the gateway's audit and notification hook) runs when something was filed;
+1. the stored message and the mailbox's identity are read through ``mailboxes``
+   (:mod:`caducee.jobs.mail`) and handed to :class:`caducee.records.filing.Filing`, which files
+   the attachments in the record (E1–E6) and returns what it found about the message: the D4
+   header codes, written on the message here, and the integration receipt (G3), queued here
+   for the relay (:func:`caducee.mailboxes.relay.outbound.queue_outbound`);
+2. when something was filed, :func:`caducee.jobs.followup.after_filing` audits each document
+   and queues the patient's ``new-document`` notification (F4, G1);
 3. when delivery held the patient's copy (:func:`caducee.mailboxes.held.held_copy`), the
    record says what the patient may see (:func:`caducee.records.withheld.patient_copy_facts`)
    and the mailbox releases or keeps it (:func:`caducee.mailboxes.held.decide_held_copy`).
+
+A malformed payload dead-letters the job (:class:`~caducee.storage.jobs.MalformedPayloadError`).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Protocol
-
-from sqlalchemy.orm import Session
 
 from caducee.config import Settings
+from caducee.jobs.followup import after_filing
+from caducee.jobs.mail import mailbox_patient, record_mss_problems, stored_mail
 from caducee.mailboxes.held import decide_held_copy, held_copy
 from caducee.mailboxes.relay.outbound import queue_outbound
-from caducee.records.filing import Filing
+from caducee.records.filing import Filing, already_filed
 from caducee.records.withheld import patient_copy_facts
 from caducee.storage.blobs import BlobStore
 from caducee.storage.db import Database
-from caducee.storage.jobs import ClaimedJob, JobQueue
-from caducee.storage.worker import JobHandler, PermanentJobError
+from caducee.storage.jobs import ClaimedJob, FileDocuments, JobQueue
+from caducee.storage.worker import JobHandler
 
 log = logging.getLogger("caducee.records.filing")
 
@@ -33,48 +39,57 @@ class LeaseLostError(RuntimeError):
     """Another worker owns the job now; this attempt's effects are rolled back."""
 
 
-class FiledHook(Protocol):
-    """Called in the filing transaction after a message was filed (audit, notifications)."""
-
-    def __call__(self, session: Session, /, *, message_id: int, account_id: int) -> int: ...
-
-
-def _job_target(job: ClaimedJob) -> tuple[int, int]:
-    try:
-        message_id = int(job.payload["message_id"])
-        account_id = int(job.payload["account_id"])
-    except (KeyError, TypeError, ValueError):
-        raise PermanentJobError("file-documents job payload is malformed") from None
-    return message_id, account_id
-
-
 def make_filing_handler(
     database: Database,
     blobs: BlobStore,
     queue: JobQueue,
     settings: Settings,
     *,
-    on_filed: FiledHook | None = None,
+    follow_up: bool = True,
 ) -> JobHandler:
-    """The handler of ``file-documents`` jobs (``mailboxes.delivery.FILE_DOCUMENTS_JOB``).
+    """The handler of ``file-documents`` jobs (:attr:`caducee.storage.jobs.JobKind.FILE_DOCUMENTS`).
 
-    ``on_filed`` records the filing in the audit trail and queues the patient's notification,
-    in the same transaction (F4, G1).
+    ``follow_up`` (the audit and the patient's notification, in the same transaction) is
+    left out only by tests that look at filing alone.
     """
 
     def handle(job: ClaimedJob) -> None:
-        message_id, account_id = _job_target(job)
+        target = FileDocuments.from_job(job)
+        message_id, account_id = target.message_id, target.account_id
         with database.transaction() as session:
-            filing = Filing(session, blobs, queue, settings, queue_outbound)
-            summary = filing.run(message_id, account_id)
-            if on_filed is not None and summary.skipped is None:
-                on_filed(session, message_id=message_id, account_id=account_id)
+            mail = None
+            if not already_filed(session, message_id, account_id):
+                mail = stored_mail(session, blobs, message_id)
+            summary = Filing(session, blobs, settings).run(
+                message_id,
+                account_id,
+                mail=mail,
+                mailbox=mailbox_patient(session, account_id),
+            )
+            record_mss_problems(session, message_id, summary.mss_problems)
+            if summary.receipt is not None:
+                queue_outbound(
+                    session,
+                    blobs,
+                    queue,
+                    envelope_from="",
+                    recipients=summary.receipt.recipients,
+                    content=summary.receipt.content,
+                    purpose=summary.receipt.purpose,
+                )
+            if follow_up and summary.skipped is None:
+                after_filing(session, queue, message_id=message_id, account_id=account_id)
             # E3/E5: whatever filing found (or skipped), the patient's held copy is decided now
             held = held_copy(session, account_id=account_id, message_id=message_id)
             decision = None
             if held is not None:
+                if mail is None:
+                    mail = stored_mail(session, blobs, message_id)
                 facts = patient_copy_facts(
-                    session, blobs, account_id=account_id, message_id=message_id
+                    session,
+                    account_id=account_id,
+                    message_id=message_id,
+                    raw=mail.raw if mail is not None else None,
                 )
                 decision = decide_held_copy(
                     session,

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from caducee.mailboxes.delivery import NOTIFY_PATIENT_JOB, append_to_folder
+from caducee.mailboxes.delivery import append_to_folder
 from caducee.mailboxes.models import HeldDelivery, HeldState, StoredMessage
 from caducee.storage.blobs import BlobStore
 from caducee.storage.db import utcnow
-from caducee.storage.jobs import JobQueue
+from caducee.storage.jobs import JobQueue, NotifyPatient
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,6 @@ def decide_held_copy(
     if uid is not None:
         queue.enqueue(
             session,
-            NOTIFY_PATIENT_JOB,
-            {"event": "new-message", "account_id": held.account_id, "message_id": message_id},
+            NotifyPatient(event="new-message", account_id=held.account_id, message_id=message_id),
         )
     return CopyDecision(held.state, withheld_parts, uid, copy_id)

@@ -1,10 +1,12 @@
 """The filing job: the attachments of a message delivered to a patient enter their record.
 
 Delivery (``mailboxes.delivery``) commits the message and, for every patient recipient of a
-message with attachments, a ``file-documents`` job. This module does that job's filing. It
-reads the stored message, walks its attachments, reads each with the reader its content
-calls for, in the job's ONE transaction (:mod:`caducee.jobs.filing`, which completes the job
-exactly once):
+message with attachments, a ``file-documents`` job. This module does that job's filing. The
+job's handler (:mod:`caducee.jobs.filing`, which completes the job exactly once, in ONE
+transaction) reads the stored message and the mailbox's identity through ``mailboxes`` and
+hands them here as plain values (:class:`StoredMail`, :class:`MailboxPatient`): this module
+names no mail table. Filing walks the attachments, reads each with the reader its content
+calls for, and:
 
 - stores each document found, encrypted, with its metadata and its source message (E1, E2;
   from the mail — sender, date, subject, file name — when the document has none);
@@ -25,9 +27,11 @@ exactly once):
   patient adds them (:func:`add_offered_document`); a document its author made invisible to
   the patient is filed directly, since the patient could not choose it;
 - checks the ``X-MSS-CODECDA``/``X-MSS-INS``/``X-MSS-NIL`` headers against the attachment
-  they describe and records mismatches on the message as codes (D4; never blocks);
+  they describe and returns mismatches as codes (D4; never blocks), which the job writes on
+  the message;
 - records attachments the record does not take as not filed, with the reason (E1);
-- queues the integration receipt the sender asked for (G3, :mod:`caducee.records.receipts`);
+- builds the integration receipt the sender asked for (G3, :mod:`caducee.records.receipts`),
+  which the job queues for the relay;
 - and, after it, :mod:`caducee.jobs.filing` (the job's handler) has the patient's held copy
   of the message decided (E3, E5: :mod:`caducee.records.withheld`, ``mailboxes.held``).
 
@@ -50,9 +54,9 @@ from datetime import UTC, date, datetime, time
 from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from caducee.config import Settings
@@ -66,11 +70,11 @@ from caducee.policies.identity import (
     message_verdicts,
     receipt_error,
 )
+from caducee.policies.mss_headers import MssHeaderFacts, mss_findings
 from caducee.records.identity import (
     MailboxPatient,
     identity_facts,
     is_structured,
-    load_mailbox_patient,
 )
 from caducee.records.mailparts import is_attachment, leaves
 from caducee.records.model import (
@@ -83,7 +87,6 @@ from caducee.records.model import (
     WithdrawalRequest,
 )
 from caducee.records.models import (
-    MAIL_MESSAGES,
     AttachmentOutcome,
     DocumentState,
     RecordAttachment,
@@ -100,7 +103,6 @@ from caducee.records.receipts import (
 )
 from caducee.storage.blobs import BlobStore
 from caducee.storage.db import utcnow
-from caducee.storage.jobs import JobQueue
 
 log = logging.getLogger("caducee.records.filing")
 
@@ -108,21 +110,25 @@ MAX_ATTACHMENTS = 200
 """Attachments beyond this many are recorded as not filed (a 25 MB message has far fewer)."""
 
 
-class OutboundQueue(Protocol):
-    """How filing sends mail: ``caducee.mailboxes.relay.outbound.queue_outbound``, injected."""
+@dataclass(frozen=True)
+class StoredMail:
+    """The stored message filing reads, as plain values (the jobs layer loads it)."""
 
-    def __call__(
-        self,
-        session: Session,
-        blobs: BlobStore,
-        queue: JobQueue,
-        /,
-        *,
-        envelope_from: str,
-        recipients: Sequence[str],
-        content: bytes,
-        purpose: str,
-    ) -> object: ...
+    message_id: int
+    raw: bytes = field(repr=False)
+    received_at: datetime | None
+    envelope_from: str | None = field(repr=False)
+    header_from: str | None = field(repr=False)
+    message_id_header: str | None = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """An integration receipt (G3) to send from the null sender; the job queues it."""
+
+    recipients: tuple[str, ...] = field(repr=False)
+    content: bytes = field(repr=False)
+    purpose: str = MDN_PURPOSE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,14 +312,15 @@ def mss_header_problems(message: Message, read: Sequence[ReadAttachment]) -> lis
     The headers describe the CDA documents of the ``IHE_XDM.zip`` (ECO.2.4.1–2.4.3):
     ``X-MSS-CODECDA`` lists their type codes, ``X-MSS-INS`` says ``O`` when they carry a
     qualified INS (matricule, OID and identity traits) and ``N`` otherwise, ``X-MSS-NIL`` is
-    the sending software's reference. Codes say which header and how, nothing else.
+    the sending software's reference. Codes say which header and how, nothing else; the
+    rules are the tables of :mod:`caducee.policies.mss_headers`.
     """
     try:
         code_headers = [str(v) for v in message.get_all("X-MSS-CODECDA") or []]
         ins_headers = [str(v).strip().upper() for v in message.get_all("X-MSS-INS") or []]
         nil_headers = [str(v).strip() for v in message.get_all("X-MSS-NIL") or []]
     except (ValueError, TypeError, IndexError):
-        return ["X-MSS:unreadable"]
+        return mss_findings(MssHeaderFacts(readable=False))
     cdas = [
         found.document
         for item in read
@@ -321,55 +328,21 @@ def mss_header_problems(message: Message, read: Sequence[ReadAttachment]) -> lis
         for found in item.documents
         if found.document.metadata.type_code and "xml" in found.document.mime_type
     ]
-    problems: list[str] = []
-    if code_headers:
-        if not cdas:
-            problems.append("X-MSS-CODECDA:unexpected")
-        elif _split_codes(code_headers) != {str(d.metadata.type_code) for d in cdas}:
-            problems.append("X-MSS-CODECDA:mismatch")
-    elif cdas:
-        problems.append("X-MSS-CODECDA:missing")
-    if ins_headers:
-        if len(ins_headers) > 1 or ins_headers[0] not in ("O", "N"):
-            problems.append("X-MSS-INS:invalid")
-        elif not cdas:
-            problems.append("X-MSS-INS:unexpected")
-        else:
-            qualified = all(
+    return mss_findings(
+        MssHeaderFacts(
+            codecda=frozenset(_split_codes(code_headers)),
+            codecda_present=bool(code_headers),
+            ins=tuple(ins_headers),
+            nil=tuple(nil_headers),
+            cda_type_codes=frozenset(str(d.metadata.type_code) for d in cdas),
+            has_cda=bool(cdas),
+            cdas_qualified=all(
                 d.metadata.patient is not None
-                and d.metadata.patient.ins
+                and bool(d.metadata.patient.ins)
                 and not d.metadata.patient.missing_traits()
                 for d in cdas
-            )
-            if (ins_headers[0] == "O") != qualified:
-                problems.append("X-MSS-INS:mismatch")
-    elif cdas:
-        problems.append("X-MSS-INS:missing")
-    if nil_headers and (len(nil_headers) > 1 or not nil_headers[0] or len(nil_headers[0]) > 100):
-        problems.append("X-MSS-NIL:invalid")
-    return problems
-
-
-def _record_mss_problems(session: Session, message_id: int, codes: Sequence[str]) -> None:
-    """Merge D4 codes into ``messages.mss_problems`` (a JSON list; other jobs may add)."""
-    if not codes:
-        return
-    current = session.scalar(
-        select(MAIL_MESSAGES.c.mss_problems).where(MAIL_MESSAGES.c.id == message_id)
-    )
-    merged: list[str] = []
-    if current:
-        try:
-            loaded = json.loads(current)
-        except ValueError:
-            loaded = []
-        if isinstance(loaded, list):
-            merged = [str(code) for code in loaded]
-    merged = sorted(set(merged) | set(codes))
-    session.execute(
-        update(MAIL_MESSAGES)
-        .where(MAIL_MESSAGES.c.id == message_id)
-        .values(mss_problems=json.dumps(merged))
+            ),
+        )
     )
 
 
@@ -577,6 +550,9 @@ class FilingSummary:
     receipt_queued: bool = False
     withdrawal_error: int | None = None
     mss_problems: tuple[str, ...] = ()
+    """D4 codes about the message, for the job to write on it (never blocks)."""
+    receipt: Receipt | None = None
+    """The integration receipt to send (G3), for the job to queue."""
     skipped: str | None = None
 
     def log_fields(self) -> dict[str, Any]:
@@ -606,54 +582,49 @@ class _MailContext:
     mail_date: datetime | None
 
 
+def already_filed(session: Session, message_id: int, account_id: int) -> bool:
+    """Whether a run already filed ``message_id`` for ``account_id`` (a retried job)."""
+    existing = session.scalar(
+        select(RecordAttachment.id)
+        .where(
+            RecordAttachment.account_id == account_id,
+            RecordAttachment.message_id == message_id,
+        )
+        .limit(1)
+    )
+    return existing is not None
+
+
 class Filing:
     """Files the documents of one message into one patient's record, in the caller's session."""
 
-    def __init__(
-        self,
-        session: Session,
-        blobs: BlobStore,
-        queue: JobQueue,
-        settings: Settings,
-        outbound: OutboundQueue,
-    ) -> None:
+    def __init__(self, session: Session, blobs: BlobStore, settings: Settings) -> None:
         self.session = session
         self.blobs = blobs
-        self.queue = queue
         self.settings = settings
-        self.outbound = outbound
         self.limits = reader_limits(settings)
 
-    def _already_filed(self, message_id: int, account_id: int) -> bool:
-        existing = self.session.scalar(
-            select(RecordAttachment.id)
-            .where(
-                RecordAttachment.account_id == account_id,
-                RecordAttachment.message_id == message_id,
-            )
-            .limit(1)
-        )
-        return existing is not None
+    def run(
+        self,
+        message_id: int,
+        account_id: int,
+        *,
+        mail: StoredMail | None,
+        mailbox: MailboxPatient | None,
+    ) -> FilingSummary:
+        """File ``mail`` for ``mailbox``; ``None`` for either: the message or account is gone.
 
-    def run(self, message_id: int, account_id: int) -> FilingSummary:
+        The D4 codes and the receipt come back in the summary; the caller writes and
+        queues them (they belong to the mail side).
+        """
         summary = FilingSummary(message_id=message_id, account_id=account_id)
-        if self._already_filed(message_id, account_id):
+        if already_filed(self.session, message_id, account_id):
             summary.skipped = "already-filed"
             return summary
-        row = self.session.execute(
-            select(
-                MAIL_MESSAGES.c.blob_id,
-                MAIL_MESSAGES.c.received_at,
-                MAIL_MESSAGES.c.envelope_from,
-                MAIL_MESSAGES.c.header_from,
-                MAIL_MESSAGES.c.message_id_header,
-            ).where(MAIL_MESSAGES.c.id == message_id)
-        ).one_or_none()
-        mailbox = load_mailbox_patient(self.session, account_id)
-        if row is None or mailbox is None:
+        if mail is None or mailbox is None:
             summary.skipped = "message-or-account-gone"
             return summary
-        raw = self.blobs.read(self.session, str(row.blob_id))
+        raw = mail.raw
         try:
             message: Message = message_from_bytes(raw, policy=policy.default)
         except Exception as error:  # the parser is lenient; never lose the job to it
@@ -662,10 +633,10 @@ class Filing:
             return summary
         context = _MailContext(
             message_id=message_id,
-            received_at=row.received_at or utcnow(),
-            sender=row.header_from or row.envelope_from or None,
+            received_at=mail.received_at or utcnow(),
+            sender=mail.header_from or mail.envelope_from or None,
             subject=_header(message, "Subject"),
-            message_id_header=row.message_id_header or _header(message, "Message-ID"),
+            message_id_header=mail.message_id_header or _header(message, "Message-ID"),
             mail_date=_mail_date(message),
         )
         try:
@@ -689,8 +660,7 @@ class Filing:
             mailbox.account_id, message_id, attachments, read, withdrawals
         )
         summary.mss_problems = tuple(mss_header_problems(message, read))
-        _record_mss_problems(self.session, message_id, summary.mss_problems)
-        self._receipt(summary, message, raw, row.envelope_from or "", mailbox, read, verdicts)
+        self._receipt(summary, message, raw, mail.envelope_from or "", mailbox, read, verdicts)
         return summary
 
     # -- E4: deletion requests ------------------------------------------------------------------
@@ -947,7 +917,7 @@ class Filing:
         read: Sequence[ReadAttachment],
         verdicts: Sequence[IdentityVerdict | None],
     ) -> None:
-        """G3: queue the integration receipt of an XDM report that asked for one."""
+        """G3: build the integration receipt of an XDM report that asked for one."""
         email_message = cast(EmailMessage, message)
         xdm = [item for item in read if item.source_format is SourceFormat.XDM]
         withdrawal = any(item.withdrawals for item in read)
@@ -974,15 +944,7 @@ class Filing:
         except Exception as error:  # building mail does no I/O: the original is malformed
             log.warning("receipt could not be built", extra={"reason": type(error).__name__})
             return
-        self.outbound(
-            self.session,
-            self.blobs,
-            self.queue,
-            envelope_from="",
-            recipients=recipients,
-            content=content,
-            purpose=MDN_PURPOSE,
-        )
+        summary.receipt = Receipt(recipients=tuple(recipients), content=content)
         summary.receipt_error = code
         summary.receipt_queued = True
 

@@ -1,17 +1,14 @@
 """The mailbox's patient identity, and the facts the E3 identity check is judged on.
 
 The rules themselves live in :mod:`caducee.policies.identity` (a pure table); this module
-gathers their facts: the qualified identity behind a patient mailbox (read from the
-``patients`` table that ``mailboxes`` owns, see :mod:`caducee.records.models`) and what a
-document's reader found about the patient it names.
+gathers their facts: the qualified identity behind a patient mailbox (a plain value the jobs
+layer builds from the ``mailboxes`` account, :func:`caducee.jobs.mail.mailbox_patient`) and
+what a document's reader found about the patient it names.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from caducee.policies.identity import (
     IdentityFacts,
@@ -20,12 +17,6 @@ from caducee.policies.identity import (
     ins_oid_allowed,
 )
 from caducee.records.model import Document, SourceFormat
-from caducee.records.models import (
-    CLOSED_ACCOUNT_STATE,
-    MAIL_ACCOUNTS,
-    MAIL_PATIENTS,
-    PATIENT_ACCOUNT_KIND,
-)
 from caducee.records.readers.cda import ins_key_is_valid
 
 STRUCTURED_FORMATS = frozenset({SourceFormat.XDM, SourceFormat.CDA, SourceFormat.HL7V2})
@@ -42,49 +33,6 @@ class MailboxPatient:
     ins: str | None = field(default=None, repr=False)
     ins_oid: str | None = None
     traits: Traits = field(default_factory=Traits)
-
-
-def load_mailbox_patient(session: Session, account_id: int) -> MailboxPatient | None:
-    """The mailbox of ``account_id``, or ``None`` when the account does not exist."""
-    row = session.execute(
-        select(
-            MAIL_ACCOUNTS.c.address,
-            MAIL_ACCOUNTS.c.kind,
-            MAIL_ACCOUNTS.c.state,
-            MAIL_PATIENTS.c.ins,
-            MAIL_PATIENTS.c.ins_oid,
-            MAIL_PATIENTS.c.birth_name,
-            MAIL_PATIENTS.c.given_name,
-            MAIL_PATIENTS.c.birth_date,
-            MAIL_PATIENTS.c.sex,
-            MAIL_PATIENTS.c.birthplace,
-        )
-        .select_from(MAIL_ACCOUNTS)
-        .outerjoin(MAIL_PATIENTS, MAIL_PATIENTS.c.account_id == MAIL_ACCOUNTS.c.id)
-        .where(MAIL_ACCOUNTS.c.id == account_id)
-    ).one_or_none()
-    if row is None:
-        return None
-    is_patient = (
-        row.kind == PATIENT_ACCOUNT_KIND
-        and row.state != CLOSED_ACCOUNT_STATE
-        and bool(row.ins)
-        and bool(row.ins_oid)
-    )
-    return MailboxPatient(
-        account_id=account_id,
-        address=str(row.address),
-        is_patient=is_patient,
-        ins=row.ins,
-        ins_oid=row.ins_oid,
-        traits=Traits(
-            birth_name=row.birth_name,
-            given_name=row.given_name,
-            birth_date=row.birth_date,
-            sex=row.sex,
-            birthplace=row.birthplace,
-        ),
-    )
 
 
 def is_structured(source_format: SourceFormat) -> bool:

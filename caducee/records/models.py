@@ -1,4 +1,4 @@
-"""Tables of the patient's document record (E1–E5), and the mail tables as the record sees them.
+"""Tables of the patient's document record (E1–E5).
 
 ``record_documents`` holds one row per document found in a message delivered to a patient:
 filed (in the record), offered (policy ``patient-choice``: on the message until the patient
@@ -13,13 +13,12 @@ on the message, marked not filed, with the reason (E1), and whether the attachme
 withheld from the patient's copy of the message (E3, E5).
 
 ``records`` and ``mailboxes`` are independent layers (the import contract forbids either to
-import the other), yet filing reads the stored message, the patient's identity and writes the
-D4 findings on the message. It does so through the lightweight table clauses at the end of
-this module, which name only the columns it uses; ``tests/documents`` checks they match the
-tables ``mailboxes`` declares. For the same reason the foreign keys to ``accounts`` and
-``messages`` (cascade on account deletion; a document outlives its message) exist in the
-migration only: declared here, they would make this module unusable unless ``mailboxes`` had
-been imported first.
+import the other) and ``records`` names no mail table: the jobs layer (:mod:`caducee.jobs`)
+reads the stored message and the patient's identity through ``mailboxes`` and hands them to
+filing as plain values, then writes what filing found about the message (D4) back through
+``mailboxes`` (``tests/records/test_layering.py`` checks that no mail table is named here).
+For the same reason the foreign keys to ``accounts`` and ``messages`` (cascade on account
+deletion; a document outlives its message) exist in the migration only.
 """
 
 from __future__ import annotations
@@ -30,15 +29,12 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    Date,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
-    column,
-    table,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -181,56 +177,3 @@ class RecordAttachment(Base):
     withheld: Mapped[bool] = mapped_column(Boolean, default=False)
     """E3/E5: left out of the patient's copy of the message (a notice in its place)."""
     withheld_reason: Mapped[str | None] = mapped_column(String(32))
-
-
-# ---------------------------------------------------------------------------------------------
-# The mail tables, as far as the record reads or writes them (owned by ``mailboxes``)
-
-MAIL_MESSAGES = table(
-    "messages",
-    column("id", BIG_ID),
-    column("blob_id", String(32)),
-    column("size", BIG_ID),
-    column("received_at", UtcDateTime()),
-    column("direction", String(16)),
-    column("envelope_from", String(320)),
-    column("header_from", String(320)),
-    column("message_id_header", String(998)),
-    column("dkim_result", String(16)),
-    column("end_of_exchange", Boolean()),
-    column("mss_problems", Text),
-)
-MAIL_HELD = table(
-    "held_deliveries",
-    column("id", BIG_ID),
-    column("account_id", BIG_ID),
-    column("message_id", BIG_ID),
-    column("folder_id", BIG_ID),
-    column("state", String(16)),
-    column("decided_at", UtcDateTime()),
-    column("copy_message_id", BIG_ID),
-    column("uid", BIG_ID),
-    column("withheld_parts", Integer()),
-)
-HELD_STATE = "held"
-WITHHELD_STATE = "withheld"
-MAIL_ACCOUNTS = table(
-    "accounts",
-    column("id", BIG_ID),
-    column("address", String(320)),
-    column("kind", String(16)),
-    column("state", String(16)),
-)
-MAIL_PATIENTS = table(
-    "patients",
-    column("account_id", BIG_ID),
-    column("ins", String(15)),
-    column("ins_oid", String(64)),
-    column("birth_name", String(200)),
-    column("given_name", String(200)),
-    column("birth_date", Date()),
-    column("sex", String(1)),
-    column("birthplace", String(5)),
-)
-PATIENT_ACCOUNT_KIND = "patient"
-CLOSED_ACCOUNT_STATE = "closed"

@@ -5,7 +5,9 @@ viewer may see is decided here once, not in each caller: a patient sees the docu
 in their record except those their author made invisible to the patient (E5); a legal
 representative (F3, later) also loses those marked ``INVISIBLE_REPRESENTANTS_LEGAUX``.
 Quarantined, offered and duplicate rows are never part of the record. Superseded versions
-are left out of searches unless asked for, and stay readable by id (E4).
+are left out of searches unless asked for, and stay readable by id (E4). The record's owner
+(the patient's qualified identity, the ``subject`` of each document) is the mailbox's:
+:func:`caducee.jobs.mail.record_owner`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, and_, false, func, not_, or_, select
 from sqlalchemy.orm import Session
 
-from caducee.records.identity import MailboxPatient, load_mailbox_patient
 from caducee.records.models import DocumentState, RecordDocument, VersionStatus
 from caducee.storage.blobs import BlobStore
 
@@ -192,11 +193,6 @@ def read_content(
     if blob_id is None:
         return None
     return blobs.read(session, blob_id)
-
-
-def record_owner(session: Session, account_id: int) -> MailboxPatient | None:
-    """The patient whose record this is (their INS is the ``subject`` of each document)."""
-    return load_mailbox_patient(session, account_id)
 
 
 def offered_documents(session: Session, account_id: int) -> list[RecordDocument]:

@@ -2,8 +2,9 @@
 
 Delivery holds the patient's copy of a message with attachments
 (``mailboxes.models.HeldDelivery``, invisible to IMAP, listings and notifications). The
-filing job (:mod:`caducee.jobs.filing`) then asks this module, in its own transaction, what
-the record's decisions mean for that copy — :func:`patient_copy_facts`:
+filing job (:mod:`caducee.jobs.filing`) then asks this module, in its own transaction and
+with the message's bytes it read through ``mailboxes``, what the record's decisions mean for
+that copy — :func:`patient_copy_facts`:
 
 - an attachment that carries a document its author marked ``INVISIBLE_PATIENT``, or a document
   quarantined by the identity check (another patient, no INS, ...), is *withheld*: the patient's
@@ -33,13 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from caducee.records.mailparts import is_attachment, leaves
-from caducee.records.models import (
-    MAIL_MESSAGES,
-    DocumentState,
-    RecordAttachment,
-    RecordDocument,
-)
-from caducee.storage.blobs import BlobStore
+from caducee.records.models import DocumentState, RecordAttachment, RecordDocument
 
 log = logging.getLogger("caducee.records.withheld")
 
@@ -50,7 +45,7 @@ NOTICE = (
 )
 """What the patient reads in place of a withheld part: that something was withheld, no more."""
 
-INVISIBLE_REASON = "E5-invisible-patient"
+INVISIBLE_REASON = "E5.invisible-patient"
 
 
 def withheld_positions(session: Session, account_id: int, message_id: int) -> dict[int, str]:
@@ -66,7 +61,7 @@ def withheld_positions(session: Session, account_id: int, message_id: int) -> di
     reasons: dict[int, str] = {}
     for position, state, error_code, hidden in rows:
         if state == DocumentState.QUARANTINED.value:
-            reasons[int(position)] = f"E3-{error_code}" if error_code else "E3-quarantined"
+            reasons[int(position)] = f"E3.{error_code}" if error_code else "E3.quarantined"
         elif hidden and int(position) not in reasons:
             reasons[int(position)] = INVISIBLE_REASON
     return reasons
@@ -129,9 +124,13 @@ class PatientCopyFacts:
 
 
 def patient_copy_facts(
-    session: Session, blobs: BlobStore, *, account_id: int, message_id: int
+    session: Session, *, account_id: int, message_id: int, raw: bytes | None
 ) -> PatientCopyFacts:
-    """Mark the withheld attachments and say what the patient's copy must be."""
+    """Mark the withheld attachments and say what the patient's copy must be.
+
+    ``raw`` is the stored message (the jobs layer read it for filing); ``None`` when it is
+    gone, and then nothing of it may reach the patient once a part is withheld.
+    """
     reasons = withheld_positions(session, account_id, message_id)
     if reasons:
         for attachment in session.scalars(
@@ -148,10 +147,8 @@ def patient_copy_facts(
         return PatientCopyFacts(len(reasons), hide_all=True, content=None)
     if not reasons:
         return PatientCopyFacts(0, hide_all=False, content=None)
-    blob_id = session.scalar(
-        select(MAIL_MESSAGES.c.blob_id).where(MAIL_MESSAGES.c.id == message_id)
-    )
-    raw = blobs.read(session, str(blob_id))
+    if raw is None:
+        return PatientCopyFacts(len(reasons), hide_all=True, content=None)
     try:
         content = withhold_parts(raw, reasons)
     except Exception as error:  # ``email`` does no I/O: the message is malformed

@@ -13,16 +13,27 @@ A worker that dies leaves its jobs ``running`` until the lease expires, then
 they are claimed again. Completing checks that the lease is still held, so a
 worker that lost its lease cannot mark another worker's claim done. Failures
 back off exponentially; after ``max_attempts`` a job is dead-lettered.
+
+Every kind of job is a :class:`JobKind` with a typed payload (a :class:`JobPayload`
+dataclass: :meth:`JobPayload.to_json` when enqueued, :meth:`JobPayload.from_job` in the
+handler). A payload that does not parse raises :class:`MalformedPayloadError`, which the
+worker turns into a dead letter with a clear error instead of retrying. The kinds live here,
+in the lowest layer, because producers in every layer above (``mailboxes`` delivery, the
+relay, the lifecycle, the ``jobs`` handlers) enqueue them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import random
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text, and_, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -73,6 +84,159 @@ class ClaimedJob:
     worker: str
 
 
+class JobKind(enum.StrEnum):
+    """Every kind of background work; the value is the ``jobs.kind`` column."""
+
+    RELAY = "relay"
+    """Send one stored message to its remote and local recipients (C5, B2)."""
+    FILE_DOCUMENTS = "file-documents"
+    """File a delivered message's documents for one patient, then decide their copy (E1–E6)."""
+    NOTIFY_PATIENT = "notify-patient"
+    """Group one event in the patient's notification batch, or send a batch (G1)."""
+    OPEN_SPACE = "space-open"
+    """Open a patient's space at its scheduled time (I1)."""
+    PURGE_SPACE = "space-purge"
+    """Delete a closed space once its keeping period is over (I2)."""
+    LIFECYCLE_SWEEP = "lifecycle-sweep"
+    """The periodic sweep of spaces due to open or be purged."""
+
+
+class MalformedPayloadError(ValueError):
+    """A job's payload does not parse as its kind's: retrying can never succeed."""
+
+
+def _parse_field(kind: str, name: str, hint: Any, value: Any) -> Any:
+    """``value`` checked against the field's type: int, str, an optional, a tuple of str."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        if value is None:
+            return None
+        (inner,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return _parse_field(kind, name, inner, value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, str):
+        return value
+    if (
+        typing.get_origin(hint) is tuple
+        and isinstance(value, list | tuple)
+        and value
+        and all(isinstance(item, str) for item in value)
+    ):
+        return tuple(value)
+    raise MalformedPayloadError(f"{kind} job payload: {name} is missing or not a valid value")
+
+
+@dataclass(frozen=True)
+class JobPayload:
+    """The typed payload of one job kind; subclasses name their :attr:`kind`."""
+
+    kind: ClassVar[JobKind]
+
+    def to_json(self) -> dict[str, Any]:
+        """The payload as stored (JSON): optional fields left unset are omitted."""
+        stored: dict[str, Any] = {}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if value is None:
+                continue
+            stored[item.name] = list(value) if isinstance(value, tuple) else value
+        return stored
+
+    @classmethod
+    def from_json(cls, payload: Mapping[str, Any]) -> Self:
+        """Parse a stored payload; :class:`MalformedPayloadError` when it does not fit."""
+        if not isinstance(payload, Mapping):
+            raise MalformedPayloadError(f"{cls.kind} job payload is not an object")
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for item in dataclasses.fields(cls):
+            optional = item.default is not dataclasses.MISSING
+            if item.name not in payload and optional:
+                continue
+            values[item.name] = _parse_field(
+                cls.kind, item.name, hints[item.name], payload.get(item.name)
+            )
+        return cls(**values)
+
+    @classmethod
+    def from_job(cls, job: ClaimedJob) -> Self:
+        """The payload of a claimed job of this kind."""
+        if job.kind != cls.kind:
+            raise MalformedPayloadError(f"a {job.kind} job is not a {cls.kind} job")
+        return cls.from_json(job.payload)
+
+
+@dataclass(frozen=True)
+class FileDocuments(JobPayload):
+    """File the documents of ``message_id`` in the record of ``account_id``."""
+
+    kind: ClassVar[JobKind] = JobKind.FILE_DOCUMENTS
+    message_id: int
+    account_id: int
+
+
+@dataclass(frozen=True)
+class NotifyPatient(JobPayload):
+    """One event for a patient's notification batch, or (``send-batch``) a batch to send."""
+
+    kind: ClassVar[JobKind] = JobKind.NOTIFY_PATIENT
+    event: str
+    account_id: int | None = None
+    message_id: int | None = None
+    documents: int | None = None
+    batch_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Relay(JobPayload):
+    """One stored message (``blob_id``) to send to ``recipients`` from ``envelope_from``."""
+
+    kind: ClassVar[JobKind] = JobKind.RELAY
+    blob_id: str
+    envelope_from: str
+    recipients: tuple[str, ...]
+    purpose: str
+    message_id: str | None = None
+    """The ``Message-ID`` header of a submission, to recognise reports about it (B2)."""
+
+
+@dataclass(frozen=True)
+class OpenSpace(JobPayload):
+    """Open the space of ``account_id``."""
+
+    kind: ClassVar[JobKind] = JobKind.OPEN_SPACE
+    account_id: int
+
+
+@dataclass(frozen=True)
+class PurgeSpace(JobPayload):
+    """Purge the closed space of ``account_id``."""
+
+    kind: ClassVar[JobKind] = JobKind.PURGE_SPACE
+    account_id: int
+
+
+@dataclass(frozen=True)
+class LifecycleSweep(JobPayload):
+    """The periodic lifecycle sweep; it carries nothing."""
+
+    kind: ClassVar[JobKind] = JobKind.LIFECYCLE_SWEEP
+
+
+PAYLOADS: Mapping[str, type[JobPayload]] = {
+    payload.kind.value: payload
+    for payload in (FileDocuments, NotifyPatient, Relay, OpenSpace, PurgeSpace, LifecycleSweep)
+}
+"""The payload type of every kind; the worker checks a payload against it before its handler."""
+
+
+def check_payload(job: ClaimedJob) -> None:
+    """Raise :class:`MalformedPayloadError` when ``job``'s payload does not fit its kind."""
+    payload_type = PAYLOADS.get(job.kind)
+    if payload_type is not None:
+        payload_type.from_json(job.payload)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential back-off between attempts, with jitter and a ceiling."""
@@ -107,13 +271,27 @@ class JobQueue:
     def enqueue(
         self,
         session: Session,
-        kind: str,
-        payload: Mapping[str, Any],
+        kind: JobPayload | str,
+        payload: Mapping[str, Any] | None = None,
         *,
         delay: timedelta = timedelta(0),
         max_attempts: int | None = None,
     ) -> int:
-        """Add a job in the caller's transaction and return its id; visible on commit."""
+        """Add a job in the caller's transaction and return its id; visible on commit.
+
+        Pass a typed :class:`JobPayload` (its kind is its class's); a kind and a mapping is
+        for kinds the product does not define (tests of the queue itself).
+        """
+        if isinstance(kind, JobPayload):
+            if payload is not None:
+                raise TypeError("a typed payload carries its own values")
+            kind_name, payload = kind.kind.value, kind.to_json()
+        elif payload is None:
+            raise TypeError("a job kind given as a string needs its payload")
+        else:
+            kind_name = str(kind)
+            if kind_name in PAYLOADS:
+                PAYLOADS[kind_name].from_json(payload)  # a known kind's payload must parse
         json.dumps(payload)  # refuse what cannot be stored, here rather than at commit
         now = utcnow()
         return int(
@@ -121,7 +299,7 @@ class JobQueue:
             .execute(
                 _INSERT_JOB,
                 {
-                    "kind": kind,
+                    "kind": kind_name,
                     "payload": dict(payload),
                     "state": READY,
                     "attempts": 0,
@@ -149,7 +327,7 @@ class JobQueue:
         )
         candidates = select(JobRow.id).where(due).order_by(JobRow.next_attempt_at).limit(limit)
         if kinds:
-            candidates = candidates.where(JobRow.kind.in_(kinds))
+            candidates = candidates.where(JobRow.kind.in_([str(kind) for kind in kinds]))
         if self.database.dialect == "postgresql":
             candidates = candidates.with_for_update(skip_locked=True)
         statement = (

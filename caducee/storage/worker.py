@@ -4,6 +4,11 @@ Handlers are plain callables registered per job kind by the gateway. They run
 in threads because most of them block (database, SMTP relay); the asyncio
 servers never wait for them. :meth:`WorkerPool.stop` lets every in-flight job
 finish, which is what a graceful shutdown (SIGTERM) needs.
+
+Before its handler runs, a job's payload is checked against its kind's typed payload
+(:func:`caducee.storage.jobs.check_payload`): a malformed one — like a
+:class:`PermanentJobError` from the handler — dead-letters the job with its error at once;
+no exception from a handler ever stops a worker thread.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from caducee.storage.jobs import DEAD, ClaimedJob, JobQueue
+from caducee.storage.jobs import DEAD, ClaimedJob, JobQueue, MalformedPayloadError, check_payload
 
 log = logging.getLogger("caducee.worker")
 
@@ -104,8 +109,9 @@ class WorkerPool:
         started = time.perf_counter()
         outcome = "done"
         try:
+            check_payload(job)
             handler(job)
-        except PermanentJobError as error:
+        except (PermanentJobError, MalformedPayloadError) as error:
             outcome = "dead"
             self.queue.fail(job, str(error), permanent=True)
             log.warning("job dead-lettered", extra={**fields, "reason": type(error).__name__})

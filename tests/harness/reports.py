@@ -365,7 +365,7 @@ class Record:
     def file(self, settings: Settings | None = None) -> int:
         """Claim every ``file-documents`` job and run the real handler on it."""
         handler = make_filing_handler(
-            self.database, self.blobs, self.queue, settings or self.settings
+            self.database, self.blobs, self.queue, settings or self.settings, follow_up=False
         )
         ran = 0
         while jobs := self.queue.claim("test-worker", limit=10, kinds=[FILE_DOCUMENTS_JOB]):

@@ -17,9 +17,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select, update
 
-from caducee.gateway.notify import filing_hook
 from caducee.gateway.notify.email import SmarthostSender
 from caducee.gateway.notify.sms import FileSmsSender
+from caducee.jobs.followup import after_filing
 from caducee.mailboxes.delivery import NOTIFY_PATIENT_JOB
 from caducee.mailboxes.notifications.patients import (
     BatchState,
@@ -50,7 +50,7 @@ from tests.harness.reports import (
 
 PERSONAL_EMAIL = "patient.perso@example.org"
 PHONE = "+33612345678"
-QUARANTINE_RULE = "E3-904-matricule"
+QUARANTINE_RULE = "E3.904-matricule"
 SUBJECT = "XDM/1.0/DDM+CR d'examens biologiques PAT-TROIS DOMINIQUE 28/03/1979"
 
 
@@ -184,8 +184,8 @@ def file_with_hook(record: Record, message_id: int) -> int:
     """What the filing job does once the lead wires the hook: file, then call it."""
     record.file()
     with record.database.transaction() as session:
-        return filing_hook(record.queue)(
-            session, message_id=message_id, account_id=record.account_id
+        return after_filing(
+            session, record.queue, message_id=message_id, account_id=record.account_id
         )
 
 
@@ -370,7 +370,7 @@ def test_f4_filing_hook_audits_filed_and_quarantined_documents(
         ]
     assert events == [
         ("document", "denied", QUARANTINE_RULE, record.account_id),
-        ("document", "ok", "E1-filed", record.account_id),
+        ("document", "ok", "E1.filed", record.account_id),
     ]
     assert [job for job in jobs if job["event"] == "new-document"] == [
         {

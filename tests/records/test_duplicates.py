@@ -7,9 +7,9 @@ import io
 import json
 import zipfile
 
+from caducee.jobs.quarantine import item_content, quarantine_items
 from caducee.records.filing import UID_CONFLICT
 from caducee.records.models import DocumentState
-from caducee.records.quarantine import item_content, quarantine_items
 from tests.harness.reports import (
     N1_UID,
     Record,
@@ -58,7 +58,7 @@ def test_e4_other_content_under_a_known_uid_is_a_conflict_for_the_operator(
         [item] = [i for i in quarantine_items(session) if i.kind == "conflict"]
         assert item.id == f"document:{conflict.public_id}"
         assert item.related == f"document:{original.public_id}"
-        assert (item.rule, item.size, item.account) == ("E4-conflict", len(other), record.address)
+        assert (item.rule, item.size, item.account) == ("E4.conflict", len(other), record.address)
         assert item_content(session, record.blobs, item.id) == other
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from caducee.records.filing import add_offered_document, set_hidden_from_professionals
 from caducee.records.models import DocumentState, RecordDocument, VersionStatus
 from caducee.storage.blobs import BlobStore
-from caducee.storage.db import Database
+from caducee.storage.db import Database, utcnow
 from caducee.storage.jobs import DONE, JobQueue, JobRow
 from tests.harness.reports import (
     DIRECT_XDM_SAMPLES,
@@ -113,7 +113,7 @@ def test_e3_real_directproject_xdm_without_ins_quarantined_903(
     message_id = record.mail([xdm_part(sample.read_bytes())])
     [document] = record.documents(message_id)
     assert document.state == DocumentState.QUARANTINED
-    assert (document.error_code, document.identity_rule) == (903, "E3-903-no-ins")
+    assert (document.error_code, document.identity_rule) == (903, "E3.903-no-ins")
     assert document.content_blob_id is not None  # kept for the operator
     assert "NO_INS" in json.loads(str(document.problems))
 
@@ -200,15 +200,23 @@ def test_e6_hostile_mime_structure_never_fails_the_job(record: Record, n1_pdf: b
     assert [a.outcome for a in record.attachments(second)] == ["not-filed", "not-filed", "read"]
 
 
-def test_e1_malformed_job_payload_is_dead_lettered(record: Record) -> None:
+def test_e1_malformed_job_payload_is_refused_by_the_filing_handler(record: Record) -> None:
+    """A row stored malformed (an older version, a hand edit) never reaches filing."""
     from caducee.jobs.filing import make_filing_handler
-    from caducee.storage.worker import PermanentJobError
+    from caducee.storage.jobs import MalformedPayloadError
 
     with record.database.transaction() as session:
-        record.queue.enqueue(session, "file-documents", {"message_id": "x"})
+        session.add(
+            JobRow(
+                kind="file-documents",
+                payload={"message_id": "x"},
+                max_attempts=3,
+                next_attempt_at=utcnow(),
+            )
+        )
     [job] = record.queue.claim("w", kinds=["file-documents"])
     handler = make_filing_handler(record.database, record.blobs, record.queue, record.settings)
-    with pytest.raises(PermanentJobError):
+    with pytest.raises(MalformedPayloadError, match="message_id"):
         handler(job)
 
 
@@ -249,7 +257,7 @@ def test_e3_ins_mismatch_quarantined_904(record: Record, n1_cda: bytes) -> None:
     message_id = record.mail([xdm_part(n1_xdm(cda, ins=OTHER_INS))])
     [document] = record.documents(message_id)
     assert (document.state, document.error_code) == (DocumentState.QUARANTINED, 904)
-    assert document.identity_rule == "E3-904-matricule"
+    assert document.identity_rule == "E3.904-matricule"
     assert document.filed_at is None and document.dedupe_key is None
 
 
@@ -270,7 +278,7 @@ def test_e3_trait_mismatch_quarantined_904(record: Record, n1_cda: bytes) -> Non
     cda = n1_cda.replace(b'<birthTime value="19790328"/>', b'<birthTime value="19790329"/>')
     message_id = record.mail([Part("cr.xml", cda, "text/xml")])
     [document] = record.documents(message_id)
-    assert (document.error_code, document.identity_rule) == (904, "E3-904-traits")
+    assert (document.error_code, document.identity_rule) == (904, "E3.904-traits")
 
 
 def test_e3_unknown_patient_quarantined_902(
@@ -281,7 +289,7 @@ def test_e3_unknown_patient_quarantined_902(
     record = Record(database, blobs, _queue(database), make_settings(tmp_path), account_id, address)
     message_id = record.mail([xdm_part(n1_xdm(n1_cda))])
     [document] = record.documents(message_id)
-    assert (document.error_code, document.identity_rule) == (902, "E3-902-no-patient")
+    assert (document.error_code, document.identity_rule) == (902, "E3.902-no-patient")
 
 
 def test_a2_e3_test_oid_outside_test_mode_quarantined_902(
@@ -293,7 +301,7 @@ def test_a2_e3_test_oid_outside_test_mode_quarantined_902(
     )
     message_id = record.mail([xdm_part(n1_xdm(n1_cda))])
     [document] = record.documents(message_id)
-    assert (document.error_code, document.identity_rule) == (902, "E3-902-oid-refused")
+    assert (document.error_code, document.identity_rule) == (902, "E3.902-oid-refused")
 
 
 def test_e3_pdf_beside_a_wrong_patient_cda_shares_its_quarantine(
@@ -305,7 +313,7 @@ def test_e3_pdf_beside_a_wrong_patient_cda_shares_its_quarantine(
     documents = record.documents(message_id)
     assert _states(documents) == [DocumentState.QUARANTINED, DocumentState.QUARANTINED]
     assert [d.error_code for d in documents] == [904, 904]
-    assert documents[1].identity_rule == "E3-same-message"
+    assert documents[1].identity_rule == "E3.same-message"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
-from caducee.gateway.notify.hooks import filing_hook
 from caducee.jobs.filing import make_filing_handler
 from caducee.mailboxes.delivery import FILE_DOCUMENTS_JOB
 from caducee.mailboxes.notifications.patients import NOTIFY_PATIENT_JOB
@@ -170,13 +169,7 @@ def test_f4_g1_withdrawal_audited_and_patient_notified(
     database: Database, blobs: BlobStore, tmp_path: Path
 ) -> None:
     record = _hl7_record(database, blobs, tmp_path)
-    handler = make_filing_handler(
-        database,
-        blobs,
-        record.queue,
-        record.settings,
-        on_filed=filing_hook(record.queue),
-    )
+    handler = make_filing_handler(database, blobs, record.queue, record.settings)
     for path in (INITIAL, REPLACEMENT, DELETION):
         record.deliver(_raw(path))
         while jobs := record.queue.claim("test", limit=10, kinds=[FILE_DOCUMENTS_JOB]):
@@ -193,7 +186,7 @@ def test_f4_g1_withdrawal_audited_and_patient_notified(
     assert (event.object_id, event.result, event.rule) == (
         withdrawn.public_id,
         "ok",
-        "E4-withdrawn",
+        "E4.withdrawn",
     )
     told = [n for n in notifications if n["event"] == "new-document"]
     # The initial version was INVISIBLE_PATIENT: not told (E5); the replacement and its
@@ -223,7 +216,7 @@ def test_e3_pid_naming_another_ins_than_the_cda_quarantined_904(
     assert (document.state, document.error_code, document.identity_rule) == (
         DocumentState.QUARANTINED,
         904,
-        "E3-904-envelope",
+        "E3.904-envelope",
     )
     assert "METADATA_MISMATCH" in json.loads(str(document.problems))
 

@@ -30,11 +30,11 @@ def queue(database: Database) -> JobQueue:
 
 def test_b5_job_exists_only_if_its_transaction_commits(queue: JobQueue, database: Database) -> None:
     with pytest.raises(RuntimeError), database.transaction() as session:
-        queue.enqueue(session, "file-documents", {"message": 1})
+        queue.enqueue(session, "k", {"message": 1})
         raise RuntimeError("the message was not stored")
     assert queue.claim("w") == []
     with database.transaction() as session:
-        queue.enqueue(session, "file-documents", {"message": 2})
+        queue.enqueue(session, "k", {"message": 2})
     jobs = queue.claim("w")
     assert [job.payload for job in jobs] == [{"message": 2}]
     assert jobs[0].attempts == 1

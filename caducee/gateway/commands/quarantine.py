@@ -17,7 +17,7 @@ from typing import Any
 from caducee.config import load_settings
 from caducee.gateway.commands import CommandError, Subcommands, add_home_argument
 from caducee.gateway.runtime import build_gateway
-from caducee.records.quarantine import QuarantineItem, find_item, item_content, quarantine_items
+from caducee.jobs.quarantine import QuarantineItem, find_item, item_content, quarantine_items
 from caducee.storage.audit import Action, ActorKind, Result, record_event
 
 

@@ -56,9 +56,10 @@ from caducee.policies.inbound import PatientState
 from caducee.storage.audit import record_event
 from caducee.storage.blobs import BlobStore
 from caducee.storage.db import Base, UtcDateTime, utcnow
+from caducee.storage.jobs import JobKind
 
-OPEN_SPACE_JOB = "space-open"
-PURGE_SPACE_JOB = "space-purge"
+OPEN_SPACE_JOB = JobKind.OPEN_SPACE.value
+PURGE_SPACE_JOB = JobKind.PURGE_SPACE.value
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 12
 TOTP_DIGITS = 6
@@ -485,7 +486,7 @@ def create_space(
     minor = is_minor(identity.birth_date, now.date())
     if minor and not representatives:
         raise LifecycleError(
-            "F3-representative-required",
+            "F3.representative-required",
             "a minor's space is created with at least one legal representative",
             422,
         )
@@ -493,7 +494,7 @@ def create_space(
         holder = session.get(Account, representative_id)
         if holder is None or holder.kind != AccountKind.PATIENT.value:
             raise LifecycleError(
-                "F3-not-a-patient", "a representative must have a patient space", 422
+                "F3.not-a-patient", "a representative must have a patient space", 422
             )
     account = create_account(
         session,

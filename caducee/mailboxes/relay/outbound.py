@@ -21,9 +21,9 @@ from caducee.mailboxes.accounts.store import recipient_account
 from caducee.mailboxes.delivery import SUBMITTED, join_patient_reply
 from caducee.mailboxes.models import Folder, MailboxEntry, StoredMessage
 from caducee.storage.blobs import BlobStore
-from caducee.storage.jobs import JobQueue, JobRow
+from caducee.storage.jobs import JobKind, JobQueue, JobRow, Relay
 
-RELAY_JOB = "relay"
+RELAY_JOB = JobKind.RELAY.value
 SUBMISSION = "submission"
 """``purpose`` of a local user's message relayed to another operator (C5)."""
 SENT_FOLDER = "Sent"
@@ -50,17 +50,16 @@ def queue_outbound(
     if not recipients:
         raise ValueError("an outbound message needs at least one recipient")
     blob_id = blobs.write(session, content)
-    payload: dict[str, object] = {
-        "blob_id": blob_id,
-        "envelope_from": envelope_from,
-        "recipients": [r.lower() for r in recipients],
-        "purpose": purpose,
-    }
-    if message_id:
-        payload["message_id"] = message_id
+    payload = Relay(
+        blob_id=blob_id,
+        envelope_from=envelope_from,
+        recipients=tuple(r.lower() for r in recipients),
+        purpose=purpose,
+        message_id=message_id or None,
+    )
     if purpose == SUBMISSION and envelope_from:
         _join_conversation(session, envelope_from, content)
-    return queue.enqueue(session, RELAY_JOB, payload, max_attempts=1000)
+    return queue.enqueue(session, payload, max_attempts=1000)
 
 
 _MESSAGE_ID = re.compile(r"<[^<>\s]{1,990}>")
