@@ -29,6 +29,7 @@ from caducee.gateway.commands import (
     quarantine,
     queue,
     record,
+    rules,
     serve,
     trust,
 )
@@ -51,6 +52,7 @@ COMMAND_GROUPS = (
     access,
     audit,
     admin,
+    rules,
 )
 
 

@@ -3,8 +3,9 @@
 What an operator watches: connections per listener (open now, admitted and
 refused since start), SMTP commands and refusals by the rule id of the verdict
 (``caducee_smtp_refusals_total{rule="B1.untrusted-sender"}``), SMTP transaction
-latency (end of DATA to ``250``), the job queue (depth and age of the oldest
-ready job, read from the database at scrape time, so every node reports the
+latency (end of DATA to ``250``), every rule table's decisions by rule id
+(``caducee_rule_hits_total{rule="F2.known-professional"}``), the job queue (depth and age of
+the oldest ready job, read from the database at scrape time, so every node reports the
 shared queue), job durations, blob-store and database latency.
 
 Labels carry names of listeners, stages, rules, job kinds and backends only:
@@ -31,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import event
 
+from caducee.policies.verdict import rule_hits
 from caducee.storage.db import Database
 from caducee.storage.jobs import JobQueue
 
@@ -79,6 +81,17 @@ class _ConnectionCollector(Collector):
         yield open_now
         yield admitted
         yield refused
+
+
+def _rule_hits() -> CounterMetricFamily:
+    """Decisions per rule id of every rule table (:mod:`caducee.policies.verdict` counts them:
+    refusals, access decisions, identity checks, D3/D4 findings), read at scrape time."""
+    hits = CounterMetricFamily(
+        "caducee_rule_hits", "Decisions of the rule tables, per rule id", labels=["rule"]
+    )
+    for rule, count in sorted(rule_hits().items()):
+        hits.add_metric([rule], count)
+    return hits
 
 
 class QueueBacklogCollector(Collector):
@@ -173,6 +186,7 @@ class GatewayMetrics(Collector):
     def collect(self) -> Iterator[Any]:
         """Every metric of :attr:`registry` (so another registry can include them all)."""
         yield from self.registry.collect()
+        yield _rule_hits()
 
     # -- listeners ---------------------------------------------------------------------
 

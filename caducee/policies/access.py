@@ -10,28 +10,28 @@ patient API, the CLI); nothing here reads a database or a clock:
    ==========================  =======  ==============================================
    rule                        outcome  when
    ==========================  =======  ==============================================
-   I2-record-closed            deny     someone other than the patient, space closed
-   F2-own-record               allow    the patient reads their own record
-   F3-no-delegation            deny     a patient account acting for another, without
+   I2.record-closed            deny     someone other than the patient, space closed
+   F2.own-record               allow    the patient reads their own record
+   F3.no-delegation            deny     a patient account acting for another, without
                                         the operator's delegation
-   F3-age-unknown              deny     delegated, but the minor's birth date is unknown
-   F3-age-of-majority          deny     delegated, but the minor is 18 or older: the
+   F3.age-unknown              deny     delegated, but the minor's birth date is unknown
+   F3.age-of-majority          deny     delegated, but the minor is 18 or older: the
                                         representative loses access on the birthday
-   F3-representative           allow    delegated, the patient is a minor
-   F1-medecin-traitant         allow    the patient's médecin traitant (never blocked)
-   F1-blocked                  deny     a professional the patient blocked (even with
+   F3.representative           allow    delegated, the patient is a minor
+   F1.medecin-traitant         allow    the patient's médecin traitant (never blocked)
+   F1.blocked                  deny     a professional the patient blocked (even with
                                         a break-glass reason: the patient's no wins)
-   F2-declared-pharmacy        deny     a pharmacy known to the patient only as a
+   F2.declared-pharmacy        deny     a pharmacy known to the patient only as a
                                         correspondent (C4): it exchanges messages, it
                                         is not a known professional for the record
-   F2-known-professional       allow    a professional who wrote to the patient (D2)
-   F2-emergency-not-personal   deny     break-glass from a mailbox that is not a
+   F2.known-professional       allow    a professional who wrote to the patient (D2)
+   F2.emergency-not-personal   deny     break-glass from a mailbox that is not a
                                         personal (PER) one: no person answers for it
-   F2-emergency-access         allow    break-glass: a stated reason, a personal (PER)
+   F2.emergency-access         allow    break-glass: a stated reason, a personal (PER)
                                         mailbox, and the patient enabled emergency access
-   F2-emergency-disabled       deny     a reason was stated, emergency access is off
-   F2-unknown-professional     deny     a professional the patient does not know
-   F2-not-authorised           deny     anyone else (e.g. another patient)
+   F2.emergency-disabled       deny     a reason was stated, emergency access is off
+   F2.unknown-professional     deny     a professional the patient does not know
+   F2.not-authorised           deny     anyone else (e.g. another patient)
    ==========================  =======  ==============================================
 
 2. :data:`VISIBILITY_RULES` then decides, per document, whether the *basis* of the access
@@ -42,10 +42,10 @@ patient API, the CLI); nothing here reads a database or a clock:
    ============================  ==============================  ==========================
    rule                          document flag                   hidden from
    ============================  ==============================  ==========================
-   E5-invisible-patient          ``INVISIBLE_PATIENT``           the patient and their
+   E5.invisible-patient          ``INVISIBLE_PATIENT``           the patient and their
                                                                  representatives
-   E5-invisible-representatives  ``INVISIBLE_REPRESENTANTS_...`` representatives
-   E5-hidden-from-professionals  ``MASQUE_PS`` or hidden by the  professionals, except the
+   E5.invisible-representatives  ``INVISIBLE_REPRESENTANTS_...`` representatives
+   E5.hidden-from-professionals  ``MASQUE_PS`` or hidden by the  professionals, except the
                                  patient                         médecin traitant and the
                                                                  document's own author
    ============================  ==============================  ==========================
@@ -65,9 +65,12 @@ médecin traitant cannot be blocked.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date
+from typing import TypeAlias
+
+from caducee.policies.verdict import Rule, first_match
 
 AGE_OF_MAJORITY = 18
 
@@ -149,19 +152,8 @@ class AccessVerdict:
     basis: Basis | None = None
 
 
-@dataclass(frozen=True)
-class AccessRule:
-    """One line of :data:`ACCESS_RULES`."""
-
-    id: str
-    applies: Callable[[AccessFacts], bool]
-    basis: Basis | None
-    summary: str
-
-    @property
-    def allows(self) -> bool:
-        """A line allows exactly when it names a basis."""
-        return self.basis is not None
+AccessRule: TypeAlias = Rule[AccessFacts, Basis | None]
+"""One line of :data:`ACCESS_RULES`: its outcome is the basis it allows on, None to deny."""
 
 
 def eighteenth_birthday(birth_date: date) -> date:
@@ -196,90 +188,90 @@ def _adult(facts: AccessFacts) -> bool:
 
 
 ACCESS_RULES: tuple[AccessRule, ...] = (
-    AccessRule("I2-record-closed", _closed, None, "the patient's space is closed (I2)"),
+    AccessRule("I2.record-closed", _closed, None, "the patient's space is closed (I2)"),
     AccessRule(
-        "F2-own-record",
+        "F2.own-record",
         lambda f: f.actor is Actor.PATIENT,
         Basis.OWN_RECORD,
         "the patient reads their own record",
     ),
     AccessRule(
-        "F3-no-delegation",
+        "F3.no-delegation",
         lambda f: _representative(f) and not f.delegated,
         None,
         "no legal representation of this patient is registered for the caller (F3)",
     ),
     AccessRule(
-        "F3-age-unknown",
+        "F3.age-unknown",
         lambda f: _representative(f) and (f.subject_birth_date is None or f.today is None),
         None,
         "the represented patient's birth date is unknown, so minority cannot be checked (F3)",
     ),
     AccessRule(
-        "F3-age-of-majority",
+        "F3.age-of-majority",
         lambda f: _representative(f) and _adult(f),
         None,
         "the represented patient is 18 or older: legal representation has ended (F3)",
     ),
     AccessRule(
-        "F3-representative",
+        "F3.representative",
         _representative,
         Basis.REPRESENTATIVE,
         "a legal representative acts for a minor (F3)",
     ),
     AccessRule(
-        "F1-medecin-traitant",
+        "F1.medecin-traitant",
         lambda f: _professional(f) and f.medecin_traitant,
         Basis.MEDECIN_TRAITANT,
         "the patient's médecin traitant (F1)",
     ),
     AccessRule(
-        "F1-blocked",
+        "F1.blocked",
         lambda f: _professional(f) and f.blocked,
         None,
         "the patient blocked this professional (F1)",
     ),
     AccessRule(
-        "F2-declared-pharmacy",
+        "F2.declared-pharmacy",
         lambda f: _professional(f) and f.declared_pharmacy and not f.known,
         None,
         "a pharmacy the patient declared may exchange messages (C4) but is not a known "
         "professional for the record (F2)",
     ),
     AccessRule(
-        "F2-known-professional",
+        "F2.known-professional",
         lambda f: _professional(f) and f.known,
         Basis.KNOWN_PROFESSIONAL,
         "a professional who wrote to the patient (F2, D2)",
     ),
     AccessRule(
-        "F2-emergency-not-personal",
+        "F2.emergency-not-personal",
         lambda f: _professional(f) and f.emergency_reason and not f.personal_mailbox,
         None,
         "emergency access is for personal (PER) mailboxes only: a person answers for it (F2)",
     ),
     AccessRule(
-        "F2-emergency-access",
+        "F2.emergency-access",
         lambda f: _professional(f) and f.emergency_reason and f.emergency_enabled,
         Basis.EMERGENCY,
         "emergency access with a stated reason from a personal mailbox, enabled by the "
         "patient (F2)",
     ),
     AccessRule(
-        "F2-emergency-disabled",
+        "F2.emergency-disabled",
         lambda f: _professional(f) and f.emergency_reason,
         None,
         "the patient has not enabled emergency access (F2)",
     ),
     AccessRule(
-        "F2-unknown-professional",
+        "F2.unknown-professional",
         _professional,
         None,
         "this professional has not written to the patient and is not their médecin "
         "traitant; emergency access needs a stated reason (F2)",
     ),
     AccessRule(
-        "F2-not-authorised",
+        "F2.not-authorised",
         lambda f: True,
         None,
         "only the patient, their representatives and professionals may read a record (F2)",
@@ -289,12 +281,11 @@ ACCESS_RULES: tuple[AccessRule, ...] = (
 
 def access_verdict(facts: AccessFacts) -> AccessVerdict:
     """The first line of :data:`ACCESS_RULES` that applies decides."""
-    for rule in ACCESS_RULES:
-        if rule.applies(facts):
-            return AccessVerdict(
-                allowed=rule.allows, rule=rule.id, summary=rule.summary, basis=rule.basis
-            )
-    raise AssertionError("the last rule always applies")  # pragma: no cover
+    rule = first_match(ACCESS_RULES, facts)
+    assert rule is not None, "the last rule always applies"
+    return AccessVerdict(
+        allowed=rule.outcome is not None, rule=rule.id, summary=rule.summary, basis=rule.outcome
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,32 +293,65 @@ def access_verdict(facts: AccessFacts) -> AccessVerdict:
 
 
 @dataclass(frozen=True)
-class VisibilityRule:
-    """One line of :data:`VISIBILITY_RULES`: documents with ``flag`` are hidden from ``bases``."""
+class Hiding:
+    """What a line of :data:`VISIBILITY_RULES` decides: documents with ``flag`` are hidden
+    from callers on ``hidden_from`` (the SQL filters of the callers are built from it)."""
 
-    id: str
     flag: DocumentFlag
     hidden_from: frozenset[Basis]
-    summary: str
     spares_author: bool = False
     """The document's own author still sees it (F2: "ainsi que le médecin qui l'a chargé")."""
 
 
+@dataclass(frozen=True)
+class DocumentFacts:
+    """One document as the visibility table sees it, for one caller."""
+
+    basis: Basis
+    flags: frozenset[DocumentFlag]
+    author: bool = False
+    """The caller is the document's own author (the caller's national id is its author id)."""
+
+
+VisibilityRule: TypeAlias = Rule[DocumentFacts, Hiding]
+"""One line of :data:`VISIBILITY_RULES`."""
+
+
+def _hides(
+    rule_id: str,
+    flag: DocumentFlag,
+    hidden_from: frozenset[Basis],
+    summary: str,
+    *,
+    spares_author: bool = False,
+) -> VisibilityRule:
+    hiding = Hiding(flag, hidden_from, spares_author)
+
+    def when(facts: DocumentFacts) -> bool:
+        return (
+            flag in facts.flags
+            and facts.basis in hidden_from
+            and not (facts.author and spares_author)
+        )
+
+    return Rule(rule_id, when, hiding, summary)
+
+
 VISIBILITY_RULES: tuple[VisibilityRule, ...] = (
-    VisibilityRule(
-        "E5-invisible-patient",
+    _hides(
+        "E5.invisible-patient",
         DocumentFlag.HIDDEN_FROM_PATIENT,
         frozenset({Basis.OWN_RECORD, Basis.REPRESENTATIVE}),
         "the author made the document invisible to the patient",
     ),
-    VisibilityRule(
-        "E5-invisible-representatives",
+    _hides(
+        "E5.invisible-representatives",
         DocumentFlag.HIDDEN_FROM_REPRESENTATIVES,
         frozenset({Basis.REPRESENTATIVE}),
         "the author made the document invisible to legal representatives",
     ),
-    VisibilityRule(
-        "E5-hidden-from-professionals",
+    _hides(
+        "E5.hidden-from-professionals",
         DocumentFlag.HIDDEN_FROM_PROFESSIONALS,
         frozenset({Basis.KNOWN_PROFESSIONAL, Basis.EMERGENCY}),
         "the document is hidden from professionals (only the médecin traitant and its author "
@@ -353,21 +377,23 @@ def document_verdict(
     ``author``: the caller is the document's own author (lines with ``spares_author`` spare
     them).
     """
-    for rule in VISIBILITY_RULES:
-        if rule.flag in flags and basis in rule.hidden_from and not (author and rule.spares_author):
-            return DocumentVerdict(visible=False, rule=rule.id)
-    return DocumentVerdict(visible=True)
+    rule = first_match(VISIBILITY_RULES, DocumentFacts(basis, frozenset(flags), author))
+    return DocumentVerdict(visible=True) if rule is None else DocumentVerdict(False, rule.id)
 
 
 def hidden_flags(basis: Basis) -> frozenset[DocumentFlag]:
     """The flags that hide a document from a caller on ``basis`` (for building queries)."""
-    return frozenset(rule.flag for rule in VISIBILITY_RULES if basis in rule.hidden_from)
+    return frozenset(
+        rule.outcome.flag for rule in VISIBILITY_RULES if basis in rule.outcome.hidden_from
+    )
 
 
 def author_spared_flags(basis: Basis) -> frozenset[DocumentFlag]:
     """Those of :func:`hidden_flags` that do not hide a document from its own author."""
     return frozenset(
-        rule.flag for rule in VISIBILITY_RULES if basis in rule.hidden_from and rule.spares_author
+        rule.outcome.flag
+        for rule in VISIBILITY_RULES
+        if basis in rule.outcome.hidden_from and rule.outcome.spares_author
     )
 
 
@@ -399,11 +425,27 @@ def decide(
 # ---------------------------------------------------------------------------------------------
 # Right changes (F1)
 
-MEDECIN_TRAITANT_UNBLOCKABLE = "F1-medecin-traitant-unblockable"
+
+@dataclass(frozen=True)
+class RightChangeFacts:
+    """A status change the patient asks for on one professional of their list (F1)."""
+
+    medecin_traitant: bool
+    new_status: ProfessionalStatus
+
+
+RIGHT_CHANGE_RULES: tuple[Rule[RightChangeFacts, None], ...] = (
+    Rule(
+        "F1.medecin-traitant-unblockable",
+        lambda f: f.medecin_traitant and f.new_status is ProfessionalStatus.BLOCKED,
+        None,
+        "the patient's médecin traitant cannot be blocked (F1)",
+    ),
+)
+MEDECIN_TRAITANT_UNBLOCKABLE = RIGHT_CHANGE_RULES[0].id
 
 
 def status_change_refusal(*, medecin_traitant: bool, new_status: ProfessionalStatus) -> str | None:
     """The rule refusing a status change, or None: the médecin traitant cannot be blocked."""
-    if medecin_traitant and new_status is ProfessionalStatus.BLOCKED:
-        return MEDECIN_TRAITANT_UNBLOCKABLE
-    return None
+    rule = first_match(RIGHT_CHANGE_RULES, RightChangeFacts(medecin_traitant, new_status))
+    return None if rule is None else rule.id

@@ -35,15 +35,19 @@ HPRIM, which carry no INS) are not checked on their own, but when a structured d
 the same message fails the check, they share its verdict: MSSanté mail carries one patient
 per message (ECO.2.1.1), so the PDF beside a wrong-patient CDA is that wrong patient's report.
 
-Everything here is pure: facts in, verdict out. The module imports nothing of the product.
+Everything here is pure: facts in, verdict out. The module imports nothing of the product
+but the rule engine (:mod:`caducee.policies.verdict`).
 """
 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import TypeAlias
+
+from caducee.policies.verdict import Rule, first_match
 
 INS_NIR_OID = "1.2.250.1.213.1.4.8"
 INS_NIA_OID = "1.2.250.1.213.1.4.9"
@@ -172,14 +176,9 @@ class IdentityFacts:
     """The identities the envelope names (HL7 v2 PID) have the document's INS and OID."""
 
 
-@dataclass(frozen=True)
-class IdentityRule:
-    """One line of the table: when ``applies(facts)``, quarantine with ``code``."""
-
-    id: str
-    code: int
-    applies: Callable[[IdentityFacts], bool]
-    summary: str
+IdentityRule: TypeAlias = Rule[IdentityFacts, int]
+"""One line of the table: when it applies, the document is quarantined with its outcome, the
+``applicationErrorCondition`` code."""
 
 
 @dataclass(frozen=True)
@@ -196,50 +195,50 @@ class IdentityVerdict:
 
 MAILBOX_RULES: tuple[IdentityRule, ...] = (
     IdentityRule(
-        "E3-902-no-patient",
-        UNKNOWN_PATIENT,
+        "E3.902-no-patient",
         lambda f: not f.mailbox_is_patient,
+        UNKNOWN_PATIENT,
         "the mailbox has no qualified patient identity",
     ),
 )
 """Rules that apply to every document, structured or not."""
 
 DOCUMENT_RULES: tuple[IdentityRule, ...] = (
-    IdentityRule("E3-903-no-ins", NO_INS, lambda f: not f.has_ins, "the document names no INS"),
+    IdentityRule("E3.903-no-ins", lambda f: not f.has_ins, NO_INS, "the document names no INS"),
     IdentityRule(
-        "E3-902-oid-refused",
-        UNKNOWN_PATIENT,
+        "E3.902-oid-refused",
         lambda f: not f.ins_oid_allowed,
+        UNKNOWN_PATIENT,
         "the INS is under an OID this gateway refuses (A2)",
     ),
     IdentityRule(
-        "E3-904-ins-invalid",
-        INS_MISMATCH,
+        "E3.904-ins-invalid",
         lambda f: not f.ins_key_valid,
+        INS_MISMATCH,
         "the INS has a wrong length or key",
     ),
     IdentityRule(
-        "E3-904-envelope",
-        INS_MISMATCH,
+        "E3.904-envelope",
         lambda f: not f.envelope_agrees,
+        INS_MISMATCH,
         "the message names another INS than the document (PID vs CDA)",
     ),
     IdentityRule(
-        "E3-904-matricule",
-        INS_MISMATCH,
+        "E3.904-matricule",
         lambda f: not (f.matricule_matches and f.oid_matches),
+        INS_MISMATCH,
         "the INS or its OID is not the mailbox's",
     ),
     IdentityRule(
-        "E3-905-incomplete",
-        INS_INCOMPLETE,
+        "E3.905-incomplete",
         lambda f: bool(f.missing_traits),
+        INS_INCOMPLETE,
         "identity traits are missing",
     ),
     IdentityRule(
-        "E3-904-traits",
-        INS_MISMATCH,
+        "E3.904-traits",
         lambda f: bool(f.differing_traits),
+        INS_MISMATCH,
         "an identity trait differs from the mailbox's",
     ),
 )
@@ -248,17 +247,14 @@ DOCUMENT_RULES: tuple[IdentityRule, ...] = (
 RULE_ORDER: dict[str, int] = {
     rule.id: position for position, rule in enumerate(MAILBOX_RULES + DOCUMENT_RULES)
 }
-MESSAGE_RULE = "E3-same-message"
+MESSAGE_RULE = "E3.same-message"
 """The rule id given to unstructured documents that share a structured sibling's verdict."""
 
 
 def identity_verdict(facts: IdentityFacts) -> IdentityVerdict | None:
     """The verdict of the first rule that applies, or ``None``: the document may be filed."""
-    chain = MAILBOX_RULES + (DOCUMENT_RULES if facts.structured else ())
-    for rule in chain:
-        if rule.applies(facts):
-            return IdentityVerdict(rule=rule.id, code=rule.code)
-    return None
+    rule = first_match(MAILBOX_RULES + (DOCUMENT_RULES if facts.structured else ()), facts)
+    return None if rule is None else IdentityVerdict(rule=rule.id, code=rule.outcome)
 
 
 def message_verdicts(

@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
-from caducee.policies.verdict import Refusal, Rule
+from caducee.policies.verdict import Refusal, Rule, SmtpRule
 
 PROFESSIONAL_BAL_TYPES = frozenset({"PER", "ORG", "APP", "CAB"})
 
@@ -113,7 +113,7 @@ def _refuse(code: int, enhanced: str, text: str) -> Refusal:
     return Refusal(code, enhanced, text)
 
 
-MAIL_CHAIN: tuple[Rule[SessionFacts], ...] = (
+MAIL_CHAIN: tuple[SmtpRule[SessionFacts], ...] = (
     Rule(
         "B1.tls-required",
         lambda f: not f.tls and not f.plaintext_allowed,
@@ -153,7 +153,24 @@ MAIL_CHAIN: tuple[Rule[SessionFacts], ...] = (
 )
 
 
-INS_KEY_RULE: Rule[HostedRecipient] = Rule(
+class HeaderShape(Protocol):
+    """What the header rule reads (shared with submission)."""
+
+    @property
+    def headers_parse(self) -> bool: ...
+
+    @property
+    def has_from(self) -> bool: ...
+
+
+HEADERS_RULE: SmtpRule[HeaderShape] = Rule(
+    "B4.headers",
+    lambda f: not f.headers_parse or not f.has_from,
+    _refuse(550, "5.6.0", "The message header is malformed or has no From field"),
+    "A message must have a parsable header with a From field (submitted mail too).",
+)
+
+INS_KEY_RULE: SmtpRule[HostedRecipient] = Rule(
     "A1.ins-key",
     lambda f: f.kind is RecipientKind.PATIENT and not f.ins_key_valid,
     _refuse(550, "5.1.3", "Bad patient address: the INS key does not match"),
@@ -161,7 +178,7 @@ INS_KEY_RULE: Rule[HostedRecipient] = Rule(
 )
 
 # Whatever the port, a hosted recipient must exist and its space be open.
-RECIPIENT_STATE_RULES: tuple[Rule[HostedRecipient], ...] = (
+RECIPIENT_STATE_RULES: tuple[SmtpRule[HostedRecipient], ...] = (
     Rule(
         "B2.unknown-recipient",
         lambda f: (
@@ -206,7 +223,7 @@ RECIPIENT_STATE_RULES: tuple[Rule[HostedRecipient], ...] = (
 )
 
 
-RCPT_CHAIN: tuple[Rule[RecipientFacts], ...] = (
+RCPT_CHAIN: tuple[SmtpRule[RecipientFacts], ...] = (
     INS_KEY_RULE,
     Rule(
         "B2.not-hosted",
@@ -240,19 +257,14 @@ RCPT_CHAIN: tuple[Rule[RecipientFacts], ...] = (
 )
 
 
-DATA_CHAIN: tuple[Rule[ContentFacts], ...] = (
+DATA_CHAIN: tuple[SmtpRule[ContentFacts], ...] = (
     Rule(
         "B4.size",
         lambda f: f.size > f.size_limit,
         _refuse(552, "5.3.4", "Message too big for this recipient"),
         "Mail to patients is limited to 25 MB (advertised with SIZE).",
     ),
-    Rule(
-        "B4.headers",
-        lambda f: not f.headers_parse or not f.has_from,
-        _refuse(550, "5.6.0", "The message header is malformed or has no From field"),
-        "A message must have a parsable header with a From field.",
-    ),
+    HEADERS_RULE,
     Rule(
         "B2.null-sender-not-a-report",
         lambda f: f.null_sender and f.to_patient and not f.well_formed_report,
@@ -289,11 +301,4 @@ DATA_CHAIN: tuple[Rule[ContentFacts], ...] = (
         _refuse(550, "5.7.20", "No valid DKIM signature of the sending operator's domain"),
         "When required by the config, a DKIM signature of the sender's domain must verify.",
     ),
-)
-
-# Refusal of a message whose data has a bare CR or LF (B4, SMTP smuggling). The reader
-# answers it after consuming the data up to the real end-of-data and closes the session,
-# so nothing the client sent after the bare line ending is ever read as a command.
-BARE_LINE_ENDING = Refusal(
-    521, "5.5.2", "Bare CR or LF in message data: refused (lines must end in CRLF); closing"
 )

@@ -11,13 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from caducee.policies.inbound import (
+    HEADERS_RULE,
     INS_KEY_RULE,
     PROFESSIONAL_BAL_TYPES,
     RECIPIENT_STATE_RULES,
     PatientState,
     RecipientKind,
 )
-from caducee.policies.verdict import Refusal, Rule
+from caducee.policies.verdict import Refusal, Rule, SmtpRule
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,14 @@ class SenderFacts:
 
     address: str
     owned: bool
+
+
+@dataclass(frozen=True)
+class SubmittedHeaderFacts:
+    """What the header block of submitted mail is judged on before its From is (B4, C2)."""
+
+    headers_parse: bool
+    has_from: bool
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,7 @@ def _patient_text(french: str, english: str) -> str:
     return f"{french} / {english}"
 
 
-SENDER_CHAIN: tuple[Rule[SenderFacts], ...] = (
+SENDER_CHAIN: tuple[SmtpRule[SenderFacts], ...] = (
     Rule(
         "C2.sender-alignment",
         lambda f: not f.owned,
@@ -57,7 +66,11 @@ SENDER_CHAIN: tuple[Rule[SenderFacts], ...] = (
 )
 
 
-RECIPIENT_CHAIN: tuple[Rule[SubmittedRecipientFacts], ...] = (
+HEADER_CHAIN: tuple[SmtpRule[SubmittedHeaderFacts], ...] = (HEADERS_RULE,)
+"""Submitted mail needs a header with a From field before C2 can judge that From."""
+
+
+RECIPIENT_CHAIN: tuple[SmtpRule[SubmittedRecipientFacts], ...] = (
     Rule(
         "C4.patient-to-patient",
         lambda f: f.sender_is_patient and f.kind is RecipientKind.PATIENT,

@@ -306,14 +306,14 @@ def login_event(
     ``account_id`` is the account the credentials named (None when no such account);
     ``method`` names the mechanism (``app-password``, ``oidc``, ``certificate``);
     ``channel`` the door (``smtp``, ``imap``, ``http``). An attempt refused without
-    checking, because of earlier failures, is ``denied`` under the rule ``C1-throttled``.
+    checking, because of earlier failures, is ``denied`` under the rule ``C1.throttled``.
     """
     known = account_id is not None
     kind = account_kind if success and account_kind else ActorKind.UNKNOWN.value
     if throttled:
-        result, rule = Result.DENIED, "C1-throttled"
+        result, rule = Result.DENIED, "C1.throttled"
     else:
-        result, rule = (Result.OK if success else Result.FAILED), f"C1-{method}"
+        result, rule = (Result.OK if success else Result.FAILED), f"C1.{method}"
     return record_event(
         session,
         actor_kind=kind,

@@ -95,7 +95,7 @@ def test_c1_http_guesses_get_429_never_500_and_another_address_still_signs_in(
     # Every failure is audited: wrong passwords and refusals while delayed.
     events = [e for e in _audit(strict, patient.address) if e["action"] == "login"]
     failed = [e for e in events if e["result"] == "failed" and e["channel"] == "http"]
-    throttled = [e for e in events if e["rule"] == "C1-throttled"]
+    throttled = [e for e in events if e["rule"] == "C1.throttled"]
     assert len(failed) + len(throttled) >= 51
     assert len(failed) <= 20 and throttled
     log = strict.log()
@@ -164,7 +164,7 @@ def test_f4_imap_login_and_first_body_read_are_audited(gateway: ServedGateway) -
 
     events = wait_until(audited, timeout=15, message="no IMAP read in the audit trail")
     logins = [e for e in events if e["action"] == "login" and e["channel"] == "imap"]
-    assert logins and logins[0]["result"] == "ok" and logins[0]["rule"] == "C1-app-password"
+    assert logins and logins[0]["result"] == "ok" and logins[0]["rule"] == "C1.app-password"
     assert logins[0]["actor"] == f"patient:account:{patient.account_id}"
     reads = [e for e in events if e["action"] == "message.read"]
     assert len(reads) == 1, "one event for the first body read of one message"
@@ -248,4 +248,4 @@ def test_f4_smtp_auth_is_audited(gateway: ServedGateway) -> None:
         for e in events
         if e["action"] == "login" and e["channel"] == "smtp"
     ]
-    assert ("ok", "C1-app-password") in smtp and ("failed", "C1-app-password") in smtp
+    assert ("ok", "C1.app-password") in smtp and ("failed", "C1.app-password") in smtp

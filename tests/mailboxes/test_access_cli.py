@@ -50,7 +50,7 @@ def test_f1_operator_manages_a_patient_s_professionals(
     assert doctor["medecin_traitant"] is True and doctor["can_reply"] is False
 
     code, _, err = _run(capsys, "access", "block", patient, HOSTED_PROFESSIONAL, "--home", home)
-    assert code == 1 and "F1-medecin-traitant-unblockable" in err
+    assert code == 1 and "F1.medecin-traitant-unblockable" in err
     code, _, _ = _run(capsys, "access", "medecin-traitant", patient, "--clear", "--home", home)
     assert code == 0
     code, _, _ = _run(capsys, "access", "block", patient, str(doctor["id"]), "--home", home)
@@ -59,7 +59,7 @@ def test_f1_operator_manages_a_patient_s_professionals(
     code, _, _ = _run(capsys, "access", "authorise", patient, HOSTED_PROFESSIONAL, "--home", home)
     assert code == 0
     code, _, err = _run(capsys, "access", "block", patient, "nobody@x.fr", "--home", home)
-    assert code == 1 and "F1-not-known" in err
+    assert code == 1 and "F1.not-known" in err
 
     ins = credentials["patient"]["ins"]
     code, _, _ = _run(capsys, "access", "emergency", ins, "on", "--home", home)
@@ -107,7 +107,7 @@ def test_f3_operator_registers_a_legal_representative(
     code, out, _ = _run(capsys, "access", "representative", "list", parent, "--home", home)
     assert f"represents {child}" in out
     code, _, err = _run(capsys, "access", "representative", "add", child, child, "--home", home)
-    assert code == 1 and "F3-self" in err
+    assert code == 1 and "F3.self" in err
     code, _, _ = _run(capsys, "access", "representative", "remove", child, parent, "--home", home)
     assert code == 0
     code, _, err = _run(capsys, "access", "representative", "remove", child, parent, "--home", home)

@@ -34,7 +34,7 @@ def _append(database: Database, count: int, subject: int | None = None) -> None:
                 object_type="document",
                 object_id=f"doc{number}",
                 result="allowed",
-                rule="F2-known-professional",
+                rule="F2.known-professional",
                 subject_account_id=subject,
                 channel="http",
             )

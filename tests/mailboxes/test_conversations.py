@@ -218,7 +218,7 @@ def test_e1_patient_adds_an_offered_document_through_the_api(
     with world.database.transaction() as session:
         events = session.scalars(
             select(AuditEvent).where(
-                AuditEvent.object_id == public_id, AuditEvent.rule == "E1-patient-choice"
+                AuditEvent.object_id == public_id, AuditEvent.rule == "E1.patient-choice"
             )
         ).all()
     assert len(events) == 1

@@ -200,8 +200,8 @@ def test_f4_every_attempt_is_a_login_event_in_one_vocabulary(
             )
         ]
     assert events == [
-        ("login", "smtp", "failed", "C1-app-password", "unknown"),
-        ("login", "smtp", "ok", "C1-app-password", "patient"),
+        ("login", "smtp", "failed", "C1.app-password", "unknown"),
+        ("login", "smtp", "ok", "C1.app-password", "patient"),
     ], "the cached HTTP success is no new login"
 
 

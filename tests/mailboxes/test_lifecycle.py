@@ -335,7 +335,7 @@ def test_f3_minor_needs_a_representative(gateway: Gateway) -> None:
     child = _identity(birth=date.today() - timedelta(days=365 * 5))
     with gateway.database.transaction() as session, pytest.raises(LifecycleError) as caught:
         create_space(session, child, policy, Actor.operator())
-    assert caught.value.code == "F3-representative-required"
+    assert caught.value.code == "F3.representative-required"
     parent_address, _ = _create(gateway)
     with gateway.database.transaction() as session:
         parent = find_account(session, parent_address)

@@ -36,31 +36,34 @@ def _with(**changes: object) -> IdentityFacts:
     return IdentityFacts(**values)
 
 
-@pytest.mark.parametrize(
-    ("facts", "expected"),
-    [
-        (GOOD, None),
-        (_with(mailbox_is_patient=False), ("E3-902-no-patient", 902)),
-        (_with(has_ins=False, ins_oid_allowed=False), ("E3-903-no-ins", 903)),
-        (_with(ins_oid_allowed=False, matricule_matches=False), ("E3-902-oid-refused", 902)),
-        (_with(ins_key_valid=False, matricule_matches=False), ("E3-904-ins-invalid", 904)),
-        (_with(matricule_matches=False), ("E3-904-matricule", 904)),
-        (_with(oid_matches=False), ("E3-904-matricule", 904)),
-        (_with(missing_traits=("birthplace_code",)), ("E3-905-incomplete", 905)),
-        (
-            _with(missing_traits=("sex",), differing_traits=("birth_date",)),
-            ("E3-905-incomplete", 905),
-        ),
-        (_with(differing_traits=("birth_name",)), ("E3-904-traits", 904)),
-        (
-            _with(matricule_matches=False, missing_traits=("sex",)),
-            ("E3-904-matricule", 904),
-        ),
-        # unstructured documents (PDF, HPRIM) are not checked on their own
-        (IdentityFacts(mailbox_is_patient=True, structured=False), None),
-        (IdentityFacts(mailbox_is_patient=False, structured=False), ("E3-902-no-patient", 902)),
-    ],
-)
+# (facts, (rule, code) or None): every row of MAILBOX_RULES and DOCUMENT_RULES decides once
+IDENTITY_TABLE: list[tuple[IdentityFacts, tuple[str, int] | None]] = [
+    (GOOD, None),
+    (_with(mailbox_is_patient=False), ("E3.902-no-patient", 902)),
+    (_with(has_ins=False, ins_oid_allowed=False), ("E3.903-no-ins", 903)),
+    (_with(ins_oid_allowed=False, matricule_matches=False), ("E3.902-oid-refused", 902)),
+    (_with(ins_key_valid=False, matricule_matches=False), ("E3.904-ins-invalid", 904)),
+    (_with(envelope_agrees=False), ("E3.904-envelope", 904)),
+    (_with(envelope_agrees=False, missing_traits=("sex",)), ("E3.904-envelope", 904)),
+    (_with(matricule_matches=False), ("E3.904-matricule", 904)),
+    (_with(oid_matches=False), ("E3.904-matricule", 904)),
+    (_with(missing_traits=("birthplace_code",)), ("E3.905-incomplete", 905)),
+    (
+        _with(missing_traits=("sex",), differing_traits=("birth_date",)),
+        ("E3.905-incomplete", 905),
+    ),
+    (_with(differing_traits=("birth_name",)), ("E3.904-traits", 904)),
+    (
+        _with(matricule_matches=False, missing_traits=("sex",)),
+        ("E3.904-matricule", 904),
+    ),
+    # unstructured documents (PDF, HPRIM) are not checked on their own
+    (IdentityFacts(mailbox_is_patient=True, structured=False), None),
+    (IdentityFacts(mailbox_is_patient=False, structured=False), ("E3.902-no-patient", 902)),
+]
+
+
+@pytest.mark.parametrize(("facts", "expected"), IDENTITY_TABLE)
 def test_e3_identity_rule_table(facts: IdentityFacts, expected: tuple[str, int] | None) -> None:
     verdict = identity_verdict(facts)
     assert (None if verdict is None else (verdict.rule, verdict.code)) == expected
@@ -92,7 +95,7 @@ def test_e3_traits_compare_as_the_ins_referential_writes_them() -> None:
 
 
 def test_e3_unstructured_siblings_share_the_message_verdict() -> None:
-    wrong = IdentityVerdict("E3-904-matricule", 904)
+    wrong = IdentityVerdict("E3.904-matricule", 904)
     shared = message_verdicts([wrong, None, None], [True, False, True])
     assert shared[0] == wrong and shared[2] is None
     assert shared[1] == IdentityVerdict(MESSAGE_RULE, 904)
@@ -101,9 +104,9 @@ def test_e3_unstructured_siblings_share_the_message_verdict() -> None:
 
 def test_g3_receipt_code_is_the_earliest_rule_s() -> None:
     verdicts = [
-        IdentityVerdict("E3-905-incomplete", 905),
+        IdentityVerdict("E3.905-incomplete", 905),
         None,
-        IdentityVerdict("E3-903-no-ins", 903),
+        IdentityVerdict("E3.903-no-ins", 903),
     ]
     assert receipt_error(verdicts) == 903
     assert receipt_error([None]) is None

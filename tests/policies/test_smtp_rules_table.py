@@ -1,4 +1,4 @@
-"""A1, A5, B1–B4, C2, C4: every SMTP rule chain as a table of facts → verdict.
+"""A1, A5, B1–B4, C2, C4, K4: every SMTP rule chain as a table of facts → verdict.
 
 Pure: facts in, verdict out, no socket, no database. Each row of each chain is shown
 refusing (the code, enhanced code and rule id a peer or a user sees) and not refusing
@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from caducee.policies import inbound, submission
+from caducee.policies import inbound, limits, submission
 from caducee.policies.inbound import (
-    BARE_LINE_ENDING,
     DATA_CHAIN,
+    HEADERS_RULE,
     INS_KEY_RULE,
     MAIL_CHAIN,
     RCPT_CHAIN,
@@ -29,22 +29,49 @@ from caducee.policies.inbound import (
     RecipientKind,
     SessionFacts,
 )
+from caducee.policies.limits import (
+    CONNECTION_CHAIN,
+    DATA_READ_CHAIN,
+    ENVELOPE_LIMIT_CHAIN,
+    ConnectionCap,
+    ConnectionFacts,
+    DataReadFacts,
+    EnvelopeLimitFacts,
+)
 from caducee.policies.submission import (
+    HEADER_CHAIN,
     RECIPIENT_CHAIN,
     SENDER_CHAIN,
     SenderFacts,
+    SubmittedHeaderFacts,
     SubmittedRecipientFacts,
 )
 from caducee.policies.verdict import Refusal, Rule, Verdict, first_refusal
 
 MB = 1024 * 1024
 
-CHAINS: dict[str, tuple[Rule[Any], ...]] = {
+CHAINS: dict[str, tuple[Rule[Any, Refusal], ...]] = {
+    "CONNECTION": CONNECTION_CHAIN,
+    "ENVELOPE": ENVELOPE_LIMIT_CHAIN,
+    "DATA_READ": DATA_READ_CHAIN,
     "MAIL": MAIL_CHAIN,
     "RCPT": RCPT_CHAIN,
     "DATA": DATA_CHAIN,
     "SENDER": SENDER_CHAIN,
+    "HEADER": HEADER_CHAIN,
     "RECIPIENT": RECIPIENT_CHAIN,
+}
+# The name of each chain in caducee.policies.tables.TABLES.
+TABLE_NAMES = {
+    "CONNECTION": "limits.CONNECTION_CHAIN",
+    "ENVELOPE": "limits.ENVELOPE_LIMIT_CHAIN",
+    "DATA_READ": "limits.DATA_READ_CHAIN",
+    "MAIL": "inbound.MAIL_CHAIN",
+    "RCPT": "inbound.RCPT_CHAIN",
+    "DATA": "inbound.DATA_CHAIN",
+    "SENDER": "submission.SENDER_CHAIN",
+    "HEADER": "submission.HEADER_CHAIN",
+    "RECIPIENT": "submission.RECIPIENT_CHAIN",
 }
 
 
@@ -645,15 +672,132 @@ RECIPIENT_TABLE: list[Case] = [
 ]
 
 
-TABLE: list[Case] = MAIL_TABLE + RCPT_TABLE + DATA_TABLE + SENDER_TABLE + RECIPIENT_TABLE
+# Limits every port shares (B4, K4) ---------------------------------------------------------
+
+K = "CONNECTION"
+CONNECTION_TABLE: list[Case] = [
+    fires(
+        K,
+        "K4.connections-total",
+        "process cap",
+        ConnectionFacts(ConnectionCap.TOTAL),
+        421,
+        "4.7.0",
+    ),
+    passes(K, "K4.connections-total", "admitted", ConnectionFacts()),
+    passes(
+        K,
+        "K4.connections-total",
+        "address cap",
+        ConnectionFacts(ConnectionCap.PER_ADDRESS),
+        "K4.connections-per-address",
+    ),
+    fires(
+        K,
+        "K4.connections-per-address",
+        "address cap",
+        ConnectionFacts(ConnectionCap.PER_ADDRESS),
+        421,
+        "4.7.0",
+    ),
+    passes(K, "K4.connections-per-address", "admitted", ConnectionFacts()),
+    fires(
+        K, "K4.session-time", "session over", ConnectionFacts(session_expired=True), 421, "4.4.2"
+    ),
+    passes(K, "K4.session-time", "session running", ConnectionFacts()),
+]
+
+E = "ENVELOPE"
+ENVELOPE_TABLE: list[Case] = [
+    fires(
+        E,
+        "B4.declared-size",
+        "SIZE over the limit",
+        EnvelopeLimitFacts(declared_size=30 * MB, size_limit=25 * MB),
+        552,
+        "5.3.4",
+    ),
+    passes(
+        E,
+        "B4.declared-size",
+        "SIZE at the limit",
+        EnvelopeLimitFacts(declared_size=25 * MB, size_limit=25 * MB),
+    ),
+    passes(E, "B4.declared-size", "no SIZE", EnvelopeLimitFacts(size_limit=25 * MB)),
+    fires(
+        E,
+        "K4.recipients",
+        "one recipient too many",
+        EnvelopeLimitFacts(recipients=100, recipient_limit=100),
+        452,
+        "4.5.3",
+    ),
+    passes(E, "K4.recipients", "room left", EnvelopeLimitFacts(recipients=99, recipient_limit=100)),
+]
+
+DR = "DATA_READ"
+DATA_READ_TABLE: list[Case] = [
+    fires(
+        DR,
+        "K4.data-in-flight",
+        "over the DATA budget",
+        DataReadFacts(over_budget=True, too_big=True),
+        451,
+        "4.3.1",
+    ),
+    passes(DR, "K4.data-in-flight", "within the budget", DataReadFacts()),
+    passes(
+        DR,
+        "K4.data-in-flight",
+        "within the budget, bare LF",
+        DataReadFacts(bare_line_ending=True),
+        "B4.crlf-only",
+    ),
+    fires(
+        DR,
+        "B4.crlf-only",
+        "bare LF",
+        DataReadFacts(bare_line_ending=True, too_big=True),
+        521,
+        "5.5.2",
+    ),
+    passes(DR, "B4.crlf-only", "CRLF only", DataReadFacts()),
+    passes(
+        DR, "B4.crlf-only", "CRLF only, too big", DataReadFacts(too_big=True), "B4.data-too-big"
+    ),
+    fires(
+        DR, "B4.data-too-big", "reader stopped keeping", DataReadFacts(too_big=True), 552, "5.3.4"
+    ),
+    passes(DR, "B4.data-too-big", "within the limit", DataReadFacts()),
+]
+
+H = "HEADER"
+HEADER_TABLE: list[Case] = [
+    fires(H, "B4.headers", "unparsable", SubmittedHeaderFacts(False, False), 550, "5.6.0"),
+    fires(H, "B4.headers", "no From", SubmittedHeaderFacts(True, False), 550, "5.6.0"),
+    passes(H, "B4.headers", "a From", SubmittedHeaderFacts(True, True)),
+]
 
 
-def _rule(chain: Sequence[Rule[Any]], rule_id: str) -> Rule[Any]:
+TABLE: list[Case] = (
+    CONNECTION_TABLE
+    + ENVELOPE_TABLE
+    + DATA_READ_TABLE
+    + MAIL_TABLE
+    + RCPT_TABLE
+    + DATA_TABLE
+    + SENDER_TABLE
+    + HEADER_TABLE
+    + RECIPIENT_TABLE
+)
+
+
+def _rule(chain: Sequence[Rule[Any, Refusal]], rule_id: str) -> Rule[Any, Refusal]:
     [rule] = [rule for rule in chain if rule.id == rule_id]
     return rule
 
 
-def _index(chain: Sequence[Rule[Any]], rule_id: str) -> int:
+def _index(chain: Sequence[Rule[Any, Refusal]], rule_id: str) -> int:
     return [rule.id for rule in chain].index(rule_id)
 
 
@@ -803,9 +947,9 @@ def test_every_row_of_every_chain_is_in_the_table(chain_name: str) -> None:
     assert reached <= set(ids)
 
 
-def _module_rules(module: types.ModuleType) -> list[tuple[str, Rule[Any]]]:
+def _module_rules(module: types.ModuleType) -> list[tuple[str, Rule[Any, Refusal]]]:
     """Every rule a policy module defines, alone or in a tuple or list of rules."""
-    found: list[tuple[str, Rule[Any]]] = []
+    found: list[tuple[str, Rule[Any, Refusal]]] = []
     for name, value in vars(module).items():
         if isinstance(value, Rule):
             found.append((name, value))
@@ -814,7 +958,7 @@ def _module_rules(module: types.ModuleType) -> list[tuple[str, Rule[Any]]]:
     return found
 
 
-@pytest.mark.parametrize("module", [inbound, submission], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [inbound, limits, submission], ids=lambda m: m.__name__)
 def test_every_rule_of_the_policy_modules_is_in_a_tested_chain(module: types.ModuleType) -> None:
     tested = {id(rule) for chain in CHAINS.values() for rule in chain}
     untested = [(name, rule.id) for name, rule in _module_rules(module) if id(rule) not in tested]
@@ -828,7 +972,7 @@ def test_every_rule_of_the_policy_modules_is_in_a_tested_chain(module: types.Mod
 
 
 @pytest.mark.parametrize("rule", [INS_KEY_RULE, *RECIPIENT_STATE_RULES], ids=lambda r: r.id)
-def test_a1_b2_recipient_rows_are_the_same_on_both_ports(rule: Rule[Any]) -> None:
+def test_a1_b2_recipient_rows_are_the_same_on_both_ports(rule: Rule[Any, Refusal]) -> None:
     assert any(row is rule for row in RCPT_CHAIN)
     assert any(row is rule for row in RECIPIENT_CHAIN)
 
@@ -836,7 +980,7 @@ def test_a1_b2_recipient_rows_are_the_same_on_both_ports(rule: Rule[Any]) -> Non
 @pytest.mark.parametrize(
     "rule", [r for r in RECIPIENT_CHAIN if r.id.startswith("C4.")], ids=lambda r: r.id
 )
-def test_c4_patient_refusals_are_french_then_english(rule: Rule[Any]) -> None:
+def test_c4_patient_refusals_are_french_then_english(rule: Rule[Any, Refusal]) -> None:
     french, separator, english = rule.refusal.text.partition(" / ")
     assert separator and french.strip() and english.strip()
     assert rule.refusal.text.isascii()
@@ -844,8 +988,15 @@ def test_c4_patient_refusals_are_french_then_english(rule: Rule[Any]) -> None:
 
 
 def test_b4_bare_line_ending_closes_the_session() -> None:
-    assert (BARE_LINE_ENDING.code, BARE_LINE_ENDING.enhanced) == (521, "5.5.2")
-    assert not BARE_LINE_ENDING.temporary
+    bare = _rule(DATA_READ_CHAIN, "B4.crlf-only").refusal
+    assert (bare.code, bare.enhanced) == (521, "5.5.2")  # RFC 7504: 521 closes the session
+    assert not bare.temporary and bare.text.endswith("closing")
+
+
+@pytest.mark.parametrize("rule", [HEADERS_RULE], ids=lambda r: r.id)
+def test_b4_header_row_is_the_same_on_both_ports(rule: Rule[Any, Refusal]) -> None:
+    assert any(row is rule for row in DATA_CHAIN)
+    assert any(row is rule for row in HEADER_CHAIN)
 
 
 @pytest.mark.parametrize(
@@ -859,7 +1010,7 @@ def test_only_4xx_refusals_are_temporary(code: int, temporary: bool) -> None:
 def test_first_refusal_accepts_on_an_empty_chain_and_stops_at_the_first_refusal() -> None:
     seen: list[str] = []
 
-    def watch(name: str, answer: bool) -> Rule[object]:
+    def watch(name: str, answer: bool) -> Rule[object, Refusal]:
         def refuses(facts: object) -> bool:
             seen.append(name)
             return answer

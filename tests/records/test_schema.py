@@ -1,5 +1,5 @@
 """K2 for the record: the 0004 migration builds exactly the tables the models declare, and the
-mail columns filing reads through its lightweight clauses are the ones ``mailboxes`` owns."""
+record's models load without ``mailboxes``."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
 
-import caducee.mailboxes.accounts.store
-import caducee.mailboxes.models
+import caducee.mailboxes.models  # noqa: F401  (the mail tables, for the migration comparison)
 from caducee.config import load_settings
 from caducee.gateway.runtime import build_gateway
 from caducee.mailboxes.delivery import FILE_DOCUMENTS_JOB
-from caducee.records.models import MAIL_ACCOUNTS, MAIL_MESSAGES, MAIL_PATIENTS
+from caducee.storage import schema
 from caducee.storage.db import Base, Database
+from tests.harness.reports import OTHER_INS, Record, n1_xdm, with_ins, xdm_part
 
 RECORD_TABLES = {"record_documents", "record_attachments"}
 
@@ -56,16 +57,32 @@ def test_e1_records_models_usable_without_mailboxes_loaded(tmp_path: Path) -> No
     subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=60)
 
 
-def test_e1_mail_columns_read_by_filing_exist_in_mailboxes() -> None:
-    assert caducee.mailboxes.accounts.store.Account.__tablename__ == "accounts"
-    for clause in (MAIL_MESSAGES, MAIL_ACCOUNTS, MAIL_PATIENTS):
-        owned = Base.metadata.tables[clause.name]
-        assert {c.name for c in clause.columns} <= {c.name for c in owned.columns}, clause.name
-
-
 def test_e1_the_gateway_handles_the_job_kind_delivery_enqueues(demo_home: Path) -> None:
     gateway = build_gateway(load_settings(demo_home))
     try:
         assert FILE_DOCUMENTS_JOB in gateway.handlers
     finally:
         gateway.close()
+
+
+def test_e3_rule_ids_stored_before_the_one_syntax_are_respelt_by_the_upgrade(
+    record: Record, n1_cda: bytes
+) -> None:
+    """Migration 0020: a quarantine stored as ``E3-904-matricule`` reads ``E3.904-matricule``."""
+    message_id = record.mail([xdm_part(n1_xdm(with_ins(n1_cda, OTHER_INS), ins=OTHER_INS))])
+    [document] = record.documents(message_id)
+    assert document.identity_rule == "E3.904-matricule"
+
+    def stored() -> str:
+        with record.database.engine.connect() as connection:
+            return str(
+                connection.execute(
+                    text("SELECT identity_rule FROM record_documents WHERE public_id = :p"),
+                    {"p": document.public_id},
+                ).scalar_one()
+            )
+
+    schema.downgrade(record.database, "0019_imap_structure")
+    assert stored() == "E3-904-matricule"  # as rows written before the engine hold it
+    schema.upgrade(record.database)
+    assert stored() == "E3.904-matricule"

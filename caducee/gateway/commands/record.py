@@ -87,7 +87,7 @@ def run_add(args: argparse.Namespace) -> int:
                 object_type="document",
                 object_id=args.id,
                 result=Result.OK.value,
-                rule="E1-patient-choice",
+                rule="E1.patient-choice",
                 subject_account_id=patient_id,
                 channel="cli",
             )

@@ -225,7 +225,7 @@ class AdminApi:
             for address in body.representatives:
                 holder = find_account(session, address)
                 if holder is None or holder.kind != AccountKind.PATIENT.value:
-                    raise ApiProblem(422, "F3-not-a-patient", f"no patient space {address}")
+                    raise ApiProblem(422, "F3.not-a-patient", f"no patient space {address}")
                 representatives.append(holder.id)
             created = create_space(
                 session,

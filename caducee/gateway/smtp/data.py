@@ -22,6 +22,8 @@ from caducee.gateway.dkim_verify import DkimOutcome
 from caducee.gateway.smtp.mail import split_address
 from caducee.gateway.smtp.protocol import PeerIdentity
 from caducee.mailboxes.accounts.store import normalise_address
+from caducee.policies.exchange import ExchangeFacts
+from caducee.policies.exchange import ends_exchange as exchange_ends
 from caducee.policies.inbound import DATA_CHAIN, ContentFacts
 from caducee.policies.verdict import Verdict, first_refusal
 from caducee.storage.db import utcnow
@@ -94,7 +96,7 @@ def read_headers(content: bytes) -> HeaderFacts:
         reply_to=replies[0] if len(replies) == 1 else None,
         message_id=message_ids[0] if message_ids else None,
         thread_ids=tuple(dict.fromkeys(thread)),
-        ends_exchange=subject.strip() == "[FIN]" or mss.strip().upper() == "FIN",
+        ends_exchange=exchange_ends(ExchangeFacts(subject=subject, mss_mes=mss)),
         multipart=content_type.startswith("multipart/"),
         dkim_signed=signed,
     )

@@ -30,7 +30,8 @@ from caducee.gateway.smtp.rcpt import judge_recipient, resolve_recipient
 from caducee.mailboxes.delivery import Envelope as DeliveryEnvelope
 from caducee.mailboxes.delivery import RecipientRole
 from caducee.mailboxes.relay.outbound import sent_by
-from caducee.policies.verdict import Verdict
+from caducee.policies.limits import DATA_READ_CHAIN, DataReadFacts
+from caducee.policies.verdict import Verdict, first_refusal
 
 LISTENER = "operators"
 
@@ -111,9 +112,7 @@ class InboundHandler:
         address = "" if address in ("", "<>") else address
         too_big = declared_size_refusal(options, self.settings.smtp.max_message_bytes)
         if too_big is not None:
-            assert isinstance(envelope, CaduceeEnvelope)
-            envelope.refused("MAIL", "limits.declared-size")
-            return too_big
+            return _refuse("MAIL", too_big, envelope)
         trust = await self.context.trust.fresh()
         facts = sender_facts(
             session.identity,
@@ -138,8 +137,7 @@ class InboundHandler:
         assert isinstance(envelope, CaduceeEnvelope)
         too_many = recipients_refusal(envelope, self.settings.smtp.max_recipients)
         if too_many is not None:
-            envelope.refused("RCPT", "limits.recipients")
-            return too_many
+            return _refuse("RCPT", too_many, envelope)
         sender = _sender(envelope)
 
         def lookup() -> tuple[Any, Any]:
@@ -178,8 +176,9 @@ class InboundHandler:
         sender = _sender(envelope)
         content = envelope.content
         if content is None or envelope.size_hint is None:
-            envelope.refused("DATA", "limits.size")
-            return "552 5.3.4 Message too big for this recipient"
+            too_big = first_refusal(DATA_READ_CHAIN, DataReadFacts(too_big=True))
+            assert too_big is not None
+            return _refuse("DATA", too_big, envelope)
         assert isinstance(content, bytes)
         headers = data_stage.read_headers(content)
         sender_parts = split_address(sender) if sender else None

@@ -11,6 +11,9 @@ aiosmtpd parses commands and runs STARTTLS and AUTH well; three things are ours:
   (``421 4.7.0`` when over, before any TLS on the ports that speak in clear first),
   a total session time (``421 4.4.2``), and the DATA bytes all sessions hold in
   memory (``451 4.3.1`` when a message would go over).
+
+Every one of these refusals is a row of :mod:`caducee.policies.limits` (its id goes into
+the log line and the transaction line).
 """
 
 from __future__ import annotations
@@ -31,7 +34,14 @@ from caducee.gateway.smtp.dotreader import ConnectionClosedDuringData, read_data
 from caducee.gateway.tls import handshake_failure
 from caducee.mailboxes.accounts.identity import Principal
 from caducee.mailboxes.delivery import Recipient
-from caducee.policies.inbound import BARE_LINE_ENDING
+from caducee.policies.limits import (
+    CONNECTION_CHAIN,
+    DATA_READ_CHAIN,
+    ConnectionCap,
+    ConnectionFacts,
+    DataReadFacts,
+)
+from caducee.policies.verdict import Verdict, first_refusal
 
 log = logging.getLogger("caducee.smtp")
 
@@ -125,12 +135,22 @@ class CaduceeEnvelope(Envelope):
 
 AUTH_LINE_LIMIT = 12288  # RFC 4954 §4: an AUTH line may carry a long token (XOAUTH2, OAUTHBEARER)
 
-TOO_MANY_CONNECTIONS = {
-    "total": "Too many connections, try again later",
-    "per-ip": "Too many connections from your address, try again later",
-}
-SESSION_TOO_LONG = "Session time limit reached, closing"
-DATA_BUDGET_FULL = "451 4.3.1 Too much mail being received right now, try again later"
+CLOSING_CODE = 521
+"""RFC 7504: the server closes the session after this reply."""
+
+
+def _limit(verdict: Verdict | None) -> Verdict:
+    """The verdict of a limit the caller already knows is reached (its row's facts hold)."""
+    assert verdict is not None
+    return verdict
+
+
+def _closing_reply(verdict: Verdict, hostname: str) -> bytes:
+    """A ``421`` said before closing: RFC 5321 puts the server's name after the codes."""
+    refusal = verdict.refusal
+    return f"{refusal.code} {refusal.enhanced} {hostname} {refusal.text}\r\n".encode()
+
+
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*$"
 )
@@ -199,11 +219,12 @@ class CaduceeSMTP(SMTP):
             if refusal is not None:
                 # Refused before any command (and on ports in clear first, before any TLS).
                 self._refused = True
-                log.info("smtp connection refused", extra={"reason": f"connections.{refusal}"})
-                assert isinstance(transport, asyncio.WriteTransport)
-                transport.write(
-                    f"421 4.7.0 {self.hostname} {TOO_MANY_CONNECTIONS[refusal]}\r\n".encode()
+                verdict = _limit(
+                    first_refusal(CONNECTION_CHAIN, ConnectionFacts(ConnectionCap(refusal)))
                 )
+                log.info("smtp connection refused", extra={"rule": verdict.rule})
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(_closing_reply(verdict, self.hostname))
                 transport.close()
                 return
             self._client = key
@@ -235,9 +256,10 @@ class CaduceeSMTP(SMTP):
     def _close_expired(self) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        log.info("smtp session closed", extra={"reason": "max-session-seconds"})
+        verdict = _limit(first_refusal(CONNECTION_CHAIN, ConnectionFacts(session_expired=True)))
+        log.info("smtp session closed", extra={"rule": verdict.rule})
         assert isinstance(self.transport, asyncio.WriteTransport)
-        self.transport.write(f"421 4.4.2 {self.hostname} {SESSION_TOO_LONG}\r\n".encode())
+        self.transport.write(_closing_reply(verdict, self.hostname))
         self.transport.close()
 
     def client_address(self) -> str | None:
@@ -377,16 +399,24 @@ class CaduceeSMTP(SMTP):
             if self._expired:
                 self._close_expired()
 
+    async def _refuse_data(self, facts: DataReadFacts) -> Verdict | None:
+        """Answer the DATA reader's refusal, if its table has one for ``facts``."""
+        verdict = first_refusal(DATA_READ_CHAIN, facts)
+        if verdict is None:
+            return None
+        log.info("message refused", extra={"rule": verdict.rule})
+        assert isinstance(self.envelope, CaduceeEnvelope)
+        self.envelope.refused("DATA", verdict.rule)
+        await self.push(verdict.smtp_reply())
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        return verdict
+
     async def _data(self, held: Held | None) -> None:
         assert self.envelope is not None
         declared = declared_size(self.envelope.mail_options)
         if held is not None and declared and not held.take(min(declared, self.max_message_bytes)):
             # The declared size does not fit in the DATA budget: not a byte is read.
-            log.info("message refused: data in flight", extra={"rule": "limits.data-in-flight"})
-            assert isinstance(self.envelope, CaduceeEnvelope)
-            self.envelope.refused("DATA", "limits.data-in-flight")
-            await self.push(DATA_BUDGET_FULL)
-            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            await self._refuse_data(DataReadFacts(over_budget=True))
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         try:
@@ -396,20 +426,13 @@ class CaduceeSMTP(SMTP):
             return
         assert isinstance(self.envelope, CaduceeEnvelope)
         self.envelope.size_hint = received.size
-        if received.over_budget:
-            log.info("message refused: data in flight", extra={"rule": "limits.data-in-flight"})
-            self.envelope.refused("DATA", "limits.data-in-flight")
-            await self.push(DATA_BUDGET_FULL)
-            self._set_post_data_state()  # type: ignore[no-untyped-call]
-            return
-        if received.bare_line_ending:
-            log.info("message refused: bare line ending", extra={"rule": "B4.crlf-only"})
-            self.envelope.refused("DATA", "B4.crlf-only")
-            await self.push(
-                f"{BARE_LINE_ENDING.code} {BARE_LINE_ENDING.enhanced} {BARE_LINE_ENDING.text}"
-            )
-            self._set_post_data_state()  # type: ignore[no-untyped-call]
-            if self.transport is not None:
+        facts = DataReadFacts(
+            over_budget=received.over_budget, bare_line_ending=received.bare_line_ending
+        )
+        refused = await self._refuse_data(facts)
+        if refused is not None:
+            if refused.refusal.code == CLOSING_CODE and self.transport is not None:
+                # A bare line ending: nothing the client sent after it is read as a command.
                 self.transport.close()
             return
         self.envelope.content = received.content

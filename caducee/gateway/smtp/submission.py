@@ -35,11 +35,14 @@ from caducee.gateway.smtp.mail import local_domains
 from caducee.gateway.smtp.protocol import CaduceeEnvelope, CaduceeSession
 from caducee.gateway.submit import judge_recipient, prepare_submission
 from caducee.mailboxes.accounts.delegation import delegated_principal
+from caducee.policies.limits import DATA_READ_CHAIN, DataReadFacts
 from caducee.policies.submission import (
+    HEADER_CHAIN,
     SENDER_CHAIN,
     SenderFacts,
+    SubmittedHeaderFacts,
 )
-from caducee.policies.verdict import first_refusal
+from caducee.policies.verdict import Verdict, first_refusal
 
 LISTENER = "submission"
 
@@ -106,19 +109,12 @@ class SubmissionHandler(AuthMechanisms):
         too_big = declared_size_refusal(options, self.settings.smtp.max_message_bytes)
         assert isinstance(envelope, CaduceeEnvelope)
         if too_big is not None:
-            envelope.refused("MAIL", "limits.declared-size")
-            return too_big
+            return self._refuse("MAIL", too_big, envelope)
         sender = await self._sends_as(user, address)
         facts = SenderFacts(address=address, owned=sender is not None)
         verdict = first_refusal(SENDER_CHAIN, facts)
         if verdict is not None:
-            envelope.refused("MAIL", verdict.rule)
-            log.info(
-                "refused",
-                extra={"queue_id": envelope.queue_id, "stage": "MAIL", "rule": verdict.rule},
-            )
-            self.metrics.refusal(LISTENER, "MAIL", verdict.rule)
-            return verdict.smtp_reply()
+            return self._refuse("MAIL", verdict, envelope)
         assert sender is not None
         if sender.address != user.address:
             log.info(
@@ -130,6 +126,15 @@ class SubmissionHandler(AuthMechanisms):
         envelope.mail_options.extend(options)
         envelope.outgoing = []
         return "250 2.1.0 Sender OK"
+
+    def _refuse(self, stage: str, verdict: Verdict, envelope: CaduceeEnvelope) -> str:
+        """Record, log and count a refusal of ``stage``; the reply the client reads."""
+        envelope.refused(stage, verdict.rule)
+        log.info(
+            "refused", extra={"queue_id": envelope.queue_id, "stage": stage, "rule": verdict.rule}
+        )
+        self.metrics.refusal(LISTENER, stage, verdict.rule)
+        return verdict.smtp_reply()
 
     async def _sends_as(self, user: AuthenticatedUser, address: str) -> AuthenticatedUser | None:
         """The mailbox ``address`` names if ``user`` owns it or it is delegated to them (C2)."""
@@ -152,8 +157,7 @@ class SubmissionHandler(AuthMechanisms):
         assert isinstance(envelope, CaduceeEnvelope)
         too_many = recipients_refusal(envelope, self.settings.smtp.max_recipients)
         if too_many is not None:
-            envelope.refused("RCPT", "limits.recipients")
-            return too_many
+            return self._refuse("RCPT", too_many, envelope)
         user = _sender(session, envelope)
         trust = await self.context.trust.fresh()
 
@@ -170,13 +174,7 @@ class SubmissionHandler(AuthMechanisms):
 
         verdict, recipient = await asyncio.to_thread(judge)
         if verdict is not None:
-            envelope.refused("RCPT", verdict.rule)
-            log.info(
-                "refused",
-                extra={"queue_id": envelope.queue_id, "stage": "RCPT", "rule": verdict.rule},
-            )
-            self.metrics.refusal(LISTENER, "RCPT", verdict.rule)
-            return str(verdict.smtp_reply())
+            return self._refuse("RCPT", verdict, envelope)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         if recipient is not None:
@@ -204,25 +202,21 @@ class SubmissionHandler(AuthMechanisms):
         user = _sender(session, envelope)
         content = envelope.content
         if content is None or envelope.size_hint is None:
-            envelope.refused("DATA", "limits.size")
-            return "552 5.3.4 Message too big"
+            too_big = first_refusal(DATA_READ_CHAIN, DataReadFacts(too_big=True))
+            assert too_big is not None
+            return self._refuse("DATA", too_big, envelope)
         assert isinstance(content, bytes)
         headers = data_stage.read_headers(content)
-        if not headers.parses or not headers.from_addresses:
-            envelope.refused("DATA", "headers.malformed")
-            return "550 5.6.0 The message header is malformed or has no From field"
+        shape = SubmittedHeaderFacts(headers.parses, bool(headers.from_addresses))
+        verdict = first_refusal(HEADER_CHAIN, shape)
+        if verdict is not None:
+            return self._refuse("DATA", verdict, envelope)
         owned = True
         for address in headers.from_addresses:
             owned = owned and await self._sends_as(_user(session), address) is not None
         verdict = first_refusal(SENDER_CHAIN, SenderFacts(user.address, owned))
         if verdict is not None:
-            envelope.refused("DATA", verdict.rule)
-            log.info(
-                "refused",
-                extra={"queue_id": envelope.queue_id, "stage": "DATA", "rule": verdict.rule},
-            )
-            self.metrics.refusal(LISTENER, "DATA", verdict.rule)
-            return verdict.smtp_reply()
+            return self._refuse("DATA", verdict, envelope)
         queue_id = envelope.queue_id
         trust = await self.context.trust.fresh()
         submission = prepare_submission(

@@ -250,7 +250,7 @@ def _known_row(session: Session, patient_id: int, professional: int | str) -> Kn
         ).order_by(KnownProfessional.id)
     row = session.scalars(query.limit(1)).first()
     if row is None:
-        raise RightsError("F1-not-known", "this professional is not in the patient's list")
+        raise RightsError("F1.not-known", "this professional is not in the patient's list")
     return row
 
 
@@ -512,7 +512,7 @@ def _patient_accounts(session: Session, *account_ids: int) -> None:
     )
     for account_id in account_ids:
         if kinds.get(account_id) != AccountKind.PATIENT.value:
-            raise RightsError("F3-not-a-patient", "both accounts must be patient spaces")
+            raise RightsError("F3.not-a-patient", "both accounts must be patient spaces")
 
 
 def add_representative(
@@ -520,7 +520,7 @@ def add_representative(
 ) -> Representation:
     """Register a legal representative for a minor (operator). Idempotent."""
     if minor_id == representative_id:
-        raise RightsError("F3-self", "a patient cannot represent themselves")
+        raise RightsError("F3.self", "a patient cannot represent themselves")
     _patient_accounts(session, minor_id, representative_id)
     existing = representation(session, minor_id, representative_id)
     if existing is not None:

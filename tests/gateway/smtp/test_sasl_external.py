@@ -126,7 +126,7 @@ def _certificate_logins(gateway: ServedGateway, result: str) -> int:
                     .select_from(AuditEvent)
                     .where(
                         AuditEvent.action == "login",
-                        AuditEvent.rule == "C1-certificate",
+                        AuditEvent.rule == "C1.certificate",
                         AuditEvent.result == result,
                     )
                 )

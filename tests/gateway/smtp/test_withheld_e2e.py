@@ -85,7 +85,7 @@ def test_e5_invisible_patient_xdm_withheld_from_imap_and_fhir_operator_sees_it(
 
     withheld = [i for i in _quarantine(working_gateway) if i["kind"] == "withheld-part"]
     [item] = [i for i in withheld if i not in before]
-    assert item["rule"] == "E5-invisible-patient"
+    assert item["rule"] == "E5.invisible-patient"
     assert item["content_type"] == "application/zip" and item["size"] > 0
     assert set(item) >= {"id", "kind", "account", "message", "content_type", "size", "rule"}
     assert "IHE_XDM" not in json.dumps(item), "no file names or content in the listing"
@@ -136,7 +136,7 @@ def test_e3_cda_for_another_ins_never_reaches_the_inbox_quarantined_904(
     assert any(
         i["kind"] == "withheld-part"
         and i["message"] == withheld["message"]
-        and i["rule"] == "E3-904"
+        and i["rule"] == "E3.904"
         for i in in_quarantine
     )
     assert message_id not in _inbox(working_gateway), "nothing of it reaches the INBOX"
