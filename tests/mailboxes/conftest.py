@@ -27,8 +27,7 @@ from caducee.config.settings import GatewaySettings, Settings, SubmissionSetting
 from caducee.directory.identifiers import luhn_check_digit
 from caducee.directory.service import NewEntry, add_entry
 from caducee.gateway.http.app import build_http_app
-from caducee.gateway.http.fhir_professional import record_routes, shared_basic_authenticator
-from caducee.gateway.http.patient_api import patient_routes
+from caducee.gateway.http.patient_api import access_routes
 from caducee.gateway.runtime import Gateway
 from caducee.mailboxes.accounts.store import (
     Account,
@@ -275,12 +274,7 @@ def world(
         settings=settings, database=database, keyring=keyring, blobs=blob_store, queue=queue
     )
     today = [date.today()]
-    basic = shared_basic_authenticator(gateway)
-    routes = [
-        *record_routes(gateway, basic=basic, today=lambda: today[0]),
-        *patient_routes(gateway, authenticators=[basic], today=lambda: today[0]),
-    ]
-    app = build_http_app(gateway, extra_routes=routes)
+    app = build_http_app(gateway, extra_routes=access_routes(gateway, today=lambda: today[0]))
     with TestClient(app) as client:
         yield World(
             record=patient_record,

@@ -8,11 +8,19 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select, update
+from starlette.applications import Starlette
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.routing import Mount, Route
 
 from caducee.directory.service import NewEntry, add_entry
 from caducee.mailboxes.access.contacts import declare_pharmacy, patient_may_write
 from caducee.mailboxes.access.rights import Actor, add_representative, set_medecin_traitant
-from caducee.mailboxes.accounts.store import AccountKind, add_app_password, create_account
+from caducee.mailboxes.accounts.store import (
+    Account,
+    AccountKind,
+    add_app_password,
+    create_account,
+)
 from caducee.mailboxes.delivery import NOTIFY_PATIENT_JOB
 from caducee.mailboxes.models import KnownProfessional
 from caducee.records.models import RecordDocument
@@ -71,16 +79,16 @@ def test_f2_acceptance_known_professional_then_blocked_then_medecin_traitant(
     assert "address" not in line  # the patient never sees a professional's raw address
 
     # 3. the laboratory now gets 403 naming the rule, on search and on read
-    assert denied_rule(world.search(auth=world.labo)) == "F1-blocked"
+    assert denied_rule(world.search(auth=world.labo)) == "F1.blocked"
     read = world.client.get(f"/fhir/Binary/{ids['n1']}", auth=world.labo)
-    assert denied_rule(read) == "F1-blocked"
+    assert denied_rule(read) == "F1.blocked"
 
     # 4. the patient's history shows the allowed and the denied accesses, with who
     accesses = _accesses(world)
     searches = [event for event in accesses if event["action"] == "record.search"]
     assert [(e["result"], e["rule"]) for e in searches] == [
-        ("allowed", "F2-known-professional"),
-        ("denied", "F1-blocked"),
+        ("allowed", "F2.known-professional"),
+        ("denied", "F1.blocked"),
     ]
     for event in searches:
         assert event["actor"]["kind"] == "professional"
@@ -106,7 +114,7 @@ def test_f2_acceptance_known_professional_then_blocked_then_medecin_traitant(
         f"/api/patient/professionals/{doctor_known}/block", auth=world.patient
     )
     assert refused.status_code == 409
-    assert refused.json()["rule"] == "F1-medecin-traitant-unblockable"
+    assert refused.json()["rule"] == "F1.medecin-traitant-unblockable"
     assert world.found(world.search(headers=doctor)) == visible | {ids["masked"]}
 
     with world.database.reading() as session:
@@ -123,9 +131,9 @@ def test_f2_acceptance_known_professional_then_blocked_then_medecin_traitant(
 
 def test_f2_unknown_professional_and_emergency_access(world: World) -> None:
     stranger = world.bearer(STRANGER_ID)
-    assert denied_rule(world.search(headers=stranger)) == "F2-unknown-professional"
+    assert denied_rule(world.search(headers=stranger)) == "F2.unknown-professional"
     reason = {**stranger, "X-Break-Glass-Reason": "patient unconscious in the ER"}
-    assert denied_rule(world.search(headers=reason)) == "F2-emergency-disabled"
+    assert denied_rule(world.search(headers=reason)) == "F2.emergency-disabled"
     short = world.search(headers={**stranger, "X-Break-Glass-Reason": "urgent"})
     assert short.status_code == 400
 
@@ -145,10 +153,10 @@ def test_f2_unknown_professional_and_emergency_access(world: World) -> None:
 
     accesses = _accesses(world)
     assert [(e["result"], e["rule"]) for e in accesses] == [
-        ("denied", "F2-unknown-professional"),
-        ("denied", "F2-emergency-disabled"),
-        ("allowed", "F2-emergency-access"),
-        ("allowed", "F2-emergency-access"),
+        ("denied", "F2.unknown-professional"),
+        ("denied", "F2.emergency-disabled"),
+        ("allowed", "F2.emergency-access"),
+        ("allowed", "F2.emergency-access"),
     ]
     assert accesses[2]["reason"] == "patient unconscious in the ER"
     assert accesses[3]["reason"] == "arrêt cardiaque, patiente inconsciente"
@@ -222,7 +230,7 @@ def test_f3_legal_representative_until_the_18th_birthday(world: World) -> None:
     def search() -> httpx.Response:
         return world.search(MINOR_INS, auth=parent)
 
-    assert denied_rule(search()) == "F3-no-delegation"
+    assert denied_rule(search()) == "F3.no-delegation"
     with world.database.transaction() as session:
         add_representative(session, world.minor_id, world.parent_id, Actor.operator())
     world.today[0] = date(2026, 1, 10)
@@ -245,7 +253,7 @@ def test_f3_legal_representative_until_the_18th_birthday(world: World) -> None:
     assert listed["represents"][0]["active"] is True
 
     world.today[0] = MINOR_BIRTH.replace(year=MINOR_BIRTH.year + 18)
-    assert denied_rule(search()) == "F3-age-of-majority"
+    assert denied_rule(search()) == "F3.age-of-majority"
     listed = world.client.get("/api/patient/representatives", auth=parent).json()
     assert listed["represents"][0]["active"] is False
 
@@ -263,7 +271,7 @@ def test_f1_patient_api_lists_sets_and_refuses(world: World) -> None:
     )
     assert made.status_code == 200 and made.json()["professionals"][0]["medecin_traitant"]
     missing = world.client.post("/api/patient/professionals/999999/block", auth=patient)
-    assert missing.status_code == 404 and missing.json()["rule"] == "F1-not-known"
+    assert missing.status_code == 404 and missing.json()["rule"] == "F1.not-known"
     bad = world.client.put("/api/patient/emergency-access", json={"enabled": "yes"}, auth=patient)
     assert bad.status_code == 400
     assert bad.headers["content-type"].startswith("application/problem+json")
@@ -297,8 +305,8 @@ def test_e5_patient_hides_a_document_from_professionals(world: World) -> None:
     assert other.status_code == 404
     changes = _history(world, action="document.visibility")
     assert [e["rule"] for e in changes] == [
-        "E5-shown-to-professionals",
-        "E5-hidden-from-professionals",
+        "E5.shown-to-professionals",
+        "E5.hidden-from-professionals",
     ]
 
 
@@ -372,17 +380,17 @@ def test_f2_declared_pharmacy_exchanges_messages_but_does_not_read_the_record(
     with world.database.reading() as session:
         assert patient_may_write(session, patient_id, PHARMACY)  # C4 is unchanged
 
-    assert denied_rule(world.search(auth=pharmacy)) == "F2-declared-pharmacy"
+    assert denied_rule(world.search(auth=pharmacy)) == "F2.declared-pharmacy"
     read = world.client.get(f"/fhir/DocumentReference/{world.ids['n1']}", auth=pharmacy)
-    assert denied_rule(read) == "F2-declared-pharmacy"
+    assert denied_rule(read) == "F2.declared-pharmacy"
     binary = world.client.get(f"/fhir/Binary/{world.ids['pdf']}", auth=pharmacy)
-    assert denied_rule(binary) == "F2-declared-pharmacy"
+    assert denied_rule(binary) == "F2.declared-pharmacy"
     _enable_emergency_access(world)
     reason = {"X-Break-Glass-Reason": "ordonnance urgente a delivrer"}
-    assert denied_rule(world.search(auth=pharmacy, headers=reason)) == "F2-declared-pharmacy"
+    assert denied_rule(world.search(auth=pharmacy, headers=reason)) == "F2.declared-pharmacy"
 
     accesses = _accesses(world)
-    assert {(e["result"], e["rule"]) for e in accesses} == {("denied", "F2-declared-pharmacy")}
+    assert {(e["result"], e["rule"]) for e in accesses} == {("denied", "F2.declared-pharmacy")}
     assert "record-access" not in [job["event"] for job in world.jobs(NOTIFY_PATIENT_JOB)]
 
 
@@ -390,10 +398,10 @@ def test_f2_break_glass_only_for_personal_mailboxes(world: World) -> None:
     desk = _hosted_organisation(world, CLINIC_DESK, pharmacy=False)
     _enable_emergency_access(world)
     reason = {"X-Break-Glass-Reason": "patient unconscious in the ER"}
-    assert denied_rule(world.search(auth=desk, headers=reason)) == "F2-emergency-not-personal"
+    assert denied_rule(world.search(auth=desk, headers=reason)) == "F2.emergency-not-personal"
     read = world.client.get(f"/fhir/DocumentReference/{world.ids['n1']}", auth=desk, headers=reason)
-    assert denied_rule(read) == "F2-emergency-not-personal"
-    assert denied_rule(world.search(auth=desk)) == "F2-unknown-professional"
+    assert denied_rule(read) == "F2.emergency-not-personal"
+    assert denied_rule(world.search(auth=desk)) == "F2.unknown-professional"
     # a person (PER mailbox, Pro Santé Connect) still breaks the glass
     person = {**world.bearer(STRANGER_ID), **reason}
     assert world.found(world.search(headers=person)) == {
@@ -474,3 +482,66 @@ def test_e5_masked_document_stays_readable_by_its_author_and_the_medecin_traitan
         assert read.status_code == 404
         binary = world.client.get(f"/fhir/Binary/{public_id}", auth=world.labo)
         assert binary.status_code == 404
+
+
+# One API: the same routes, the same handlers, every caller ------------------------------------
+
+
+def test_f2_f3_one_request_path_serves_the_patient_a_professional_and_a_representative(
+    world: World,
+) -> None:
+    """The minor's report, fetched at the same URL by the minor, by the laboratory that sent it
+    and by the parent acting for the minor: one ``/fhir`` mount, one route per resource, one
+    handler; the access table decides each answer and the audit names each actor."""
+    app = world.client.app
+    assert isinstance(app, Starlette)
+    [fhir] = [route for route in app.routes if isinstance(route, Mount) and route.path == "/fhir"]
+    inner = fhir.app
+    assert isinstance(inner, Starlette)
+    paths = [route.path for route in inner.routes if isinstance(route, Route)]
+    assert sorted(paths) == sorted(set(paths))  # no second route set behind a gate
+    assert {"/DocumentReference", "/DocumentReference/{id}", "/Binary/{id}"} <= set(paths)
+    assert any(middleware.cls is AuthenticationMiddleware for middleware in inner.user_middleware)
+
+    with world.database.transaction() as session:
+        minor_account = session.get(Account, world.minor_id)
+        assert minor_account is not None
+        minor = httpx.BasicAuth(
+            minor_account.address, add_app_password(session, minor_account, "t")
+        )
+        add_representative(session, world.minor_id, world.parent_id, Actor.operator())
+    world.today[0] = date(2026, 1, 10)
+    document = world.ids["minor"]
+    url = f"/fhir/Binary/{document}"
+    named = {"patient.identifier": MINOR_INS}
+
+    as_patient = world.client.get(url, auth=minor)
+    as_professional = world.client.get(url, auth=world.labo)
+    as_representative = world.client.get(url, params=named, auth=world.parent)
+    for response in (as_patient, as_professional, as_representative):
+        assert response.status_code == 200, response.text
+        assert response.content.startswith(b"%PDF-")
+    assert as_patient.content == as_professional.content == as_representative.content
+
+    # the same search route: each caller's view of the minor's record, per the E5 table
+    own = world.client.get("/fhir/DocumentReference", auth=minor)
+    by_labo = world.search(MINOR_INS, auth=world.labo)
+    by_parent = world.search(MINOR_INS, auth=world.parent)
+    secret = world.ids["minor_secret"]
+    assert world.found(own) == world.found(by_labo) == {document, secret}
+    assert world.found(by_parent) == {document}  # INVISIBLE_REPRESENTANTS_LEGAUX
+
+    with world.database.reading() as session:
+        events = session.scalars(
+            select(AuditEvent).where(
+                AuditEvent.action == "document.content", AuditEvent.object_id == document
+            )
+        ).all()
+        assert sorted((event.actor_kind, event.result, event.rule) for event in events) == sorted(
+            [
+                ("patient", "allowed", "F2.own-record"),
+                ("professional", "allowed", "F2.known-professional"),
+                ("representative", "allowed", "F3.representative"),
+            ]
+        )
+        assert {event.subject_account_id for event in events} == {world.minor_id}

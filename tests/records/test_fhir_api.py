@@ -1,4 +1,7 @@
-"""F2 (patient side), E4, E5: the FHIR R4 API of the record, mounted as the lead mounts it."""
+"""F2 (patient side), E4, E5: the FHIR R4 API of the record, mounted as the lead mounts it.
+
+The API is the one every caller uses (:func:`fhir_routes`); the professional and representative
+side of it is in ``tests/mailboxes/test_fhir_access.py``."""
 
 from __future__ import annotations
 
@@ -12,11 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
+from openapi_spec_validator import validate
+from starlette.requests import HTTPConnection
 from starlette.testclient import TestClient
 
 from caducee.gateway.http.app import build_http_app
 from caducee.gateway.http.fhir_api import fhir_routes
-from caducee.gateway.http.fhir_auth import BasicAuthenticator
+from caducee.gateway.http.fhir_auth import AuthenticationThrottled, BasicAuthenticator, Principal
+from caducee.gateway.http.patient_api import patient_routes
 from caducee.gateway.runtime import Gateway
 from caducee.mailboxes.accounts.store import AccountKind, add_app_password, create_account
 from caducee.records.filing import set_hidden_from_professionals
@@ -27,6 +33,7 @@ from caducee.storage.db import Database
 from caducee.storage.jobs import JobQueue
 from caducee.storage.keyring import Keyring
 from tests.harness.reports import (
+    DEMO_INS,
     IMG_SAMPLE,
     N1_UID,
     OTHER_INS,
@@ -43,6 +50,7 @@ from tests.harness.reports import (
 
 FHIR_JSON = "application/fhir+json"
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+UNKNOWN_PROFESSIONAL = "F2.unknown-professional"
 
 
 @dataclass
@@ -403,9 +411,21 @@ def test_f2_401_with_wrong_credentials(world: World, header: str) -> None:
     assert world.pdf[:20] not in response.content
 
 
-def test_f2_403_for_a_professional_account(world: World) -> None:
-    response = world.get("/fhir/DocumentReference", auth=world.professional)
-    _outcome(response, 403, "forbidden")
+def test_f2_a_professional_names_the_record_and_the_access_table_decides(world: World) -> None:
+    """One API for every caller: a professional's search must name the record (400), and a
+    professional unknown to the patient is refused with the rule's id (403), on every route."""
+    _outcome(world.get("/fhir/DocumentReference", auth=world.professional), 400, "required")
+    named = {"patient.identifier": DEMO_INS}
+    for path in (
+        "/fhir/DocumentReference",
+        f"/fhir/DocumentReference/{world.ids['n1']}",
+        f"/fhir/Binary/{world.ids['pdf']}",
+    ):
+        response = world.get(path, params=named, auth=world.professional)
+        body = _outcome(response, 403, "forbidden")
+        [coding] = body["issue"][0]["details"]["coding"]
+        assert coding == {"system": "urn:caducee:access-rule", "code": UNKNOWN_PROFESSIONAL}
+    assert world.pdf[:20] not in response.content
 
 
 @pytest.mark.parametrize(
@@ -452,6 +472,35 @@ def test_f2_credentials_checked_once_then_cached(world: World) -> None:
         assert authenticator.checks == 4  # failures are never cached
 
 
+class _Throttling:
+    """An authenticator whose every credential is refused as throttled (the limiter's answer)."""
+
+    async def authenticate(self, request: HTTPConnection) -> Principal | None:
+        if request.headers.get("authorization"):
+            raise AuthenticationThrottled(7)
+        return None
+
+
+def test_c1_throttled_sign_in_is_429_in_each_api_s_form(world: World) -> None:
+    """The authentication middleware refuses before any handler: an OperationOutcome on /fhir,
+    problem+json on /api/patient, both with Retry-After; the public routes do not look."""
+    throttling = [_Throttling()]
+    routes = [
+        *fhir_routes(world.gateway, authenticators=throttling),
+        *patient_routes(world.gateway, authenticators=throttling),
+    ]
+    with TestClient(build_http_app(world.gateway, extra_routes=routes)) as client:
+        fhir = client.get(f"/fhir/Binary/{world.ids['pdf']}", auth=world.auth)
+        _outcome(fhir, 429, "throttled")
+        assert fhir.headers["retry-after"] == "7"
+        assert world.pdf[:20] not in fhir.content
+        api = client.get("/api/patient/history", auth=world.auth)
+        assert api.status_code == 429
+        assert api.headers["content-type"].startswith("application/problem+json")
+        assert api.headers["retry-after"] == "7" and api.json()["status"] == 429
+        assert client.get("/fhir/metadata", auth=world.auth).status_code == 200
+
+
 # ---------------------------------------------------------------------------------------------
 # Metadata
 
@@ -470,6 +519,12 @@ def test_f2_capability_statement(world: World) -> None:
         "author",
     }
     assert resources["Binary"]["interaction"] == [{"code": "read"}]
+    assert {p["name"] for p in resources["DocumentReference"]["searchParam"]} >= {
+        "patient.identifier",
+        "_reason",
+    }
+    services = statement["rest"][0]["security"]["service"]
+    assert {service["coding"][0]["code"] for service in services} == {"Basic", "OAuth"}
 
 
 def test_f2_openapi_served(world: World) -> None:
@@ -477,6 +532,7 @@ def test_f2_openapi_served(world: World) -> None:
     assert response.status_code == 200
     document = response.json()
     assert document["openapi"].startswith("3.")
+    validate(document)  # a valid OpenAPI 3.0 document (openapi-spec-validator, via schemathesis)
     assert set(document["paths"]) == {
         "/metadata",
         "/openapi.json",
@@ -484,5 +540,9 @@ def test_f2_openapi_served(world: World) -> None:
         "/DocumentReference/{id}",
         "/Binary/{id}",
     }
-    assert document["components"]["securitySchemes"]["basic"]["scheme"] == "basic"
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["basic"]["scheme"] == "basic" and schemes["bearer"]["scheme"] == "bearer"
+    read = document["paths"]["/DocumentReference/{id}"]["get"]
+    assert {p["name"] for p in read["parameters"]} == {"id", "patient.identifier", "_reason"}
+    assert {"401", "403", "404"} <= set(read["responses"])
     assert document["servers"][0]["url"].endswith("/fhir")

@@ -1,22 +1,30 @@
-"""The FHIR R4 API of the patient's record: DocumentReference search and read, Binary (F2, E4).
+"""The FHIR R4 API of the record: DocumentReference search and read, Binary (F2, F3, F4, E4, E5).
 
-Routes, all under ``/fhir``:
+One API for everyone who may read a record, all under ``/fhir``:
 
 - ``GET /fhir/metadata``: the CapabilityStatement (no authentication);
 - ``GET /fhir/openapi.json``: an OpenAPI 3 description of these routes (no authentication);
-- ``GET /fhir/DocumentReference?type=&date=&author=&status=&_count=&_offset=``: a
-  ``searchset`` Bundle of the caller's own record;
+- ``GET /fhir/DocumentReference?patient.identifier=&type=&date=&author=&status=&_count=&_offset=``:
+  a ``searchset`` Bundle;
 - ``GET /fhir/DocumentReference/{id}``: one document, current or superseded;
 - ``GET /fhir/Binary/{id}``: the document's bytes with their content type (``{id}-rendition``
   for the PDF a CDA level 1 carries), or a Binary resource when ``Accept`` asks for
   ``application/fhir+json``.
 
-Only patients, for now, with HTTP Basic (mailbox address + app password, see
-:mod:`caducee.gateway.http.fhir_auth`); professionals (F2) come with their own issue. A
-patient sees the documents filed in their own record, not quarantined, offered, hidden from
-them (``INVISIBLE_PATIENT``) or someone else's: those are all a plain 404, so that the API
-does not tell which ids exist. DocumentReference follows IHE MHD / ANS PDSm
-(document-formats.md §6). Every error is an ``OperationOutcome`` with the matching status.
+Who is calling is settled before any handler runs, by Starlette's ``AuthenticationMiddleware``
+with :class:`~caducee.gateway.http.fhir_auth_backend.IdentityBackend` (HTTP Basic with a
+mailbox address and an app password through the identity service; a Pro Santé Connect bearer
+token for professionals). Which record: ``patient.identifier=<INS>`` names it; without it, a
+patient reads their own, and a professional reading one document by id reads it in whichever
+record holds it (a search needs the INS). What the caller sees is decided by the access table
+(:mod:`caducee.gateway.http.fhir_access`): a refusal such as a blocked professional or a
+declared pharmacy is 403 with an ``OperationOutcome`` naming the rule; a document the caller
+may not see (hidden by a flag, quarantined, offered, someone else's) is a plain 404, so that
+the API does not tell which ids exist. Break-glass: the reason in ``X-Break-Glass-Reason``
+(ASCII) or ``_reason`` (any text); kept in the audit event for the patient to read, never logged.
+
+DocumentReference follows IHE MHD / ANS PDSm (:mod:`caducee.gateway.http.fhir_resources`).
+Every error is an ``OperationOutcome`` with the matching status, from one set of handlers.
 Database and blob work runs in threads; nothing here blocks the event loop.
 """
 
@@ -25,71 +33,74 @@ from __future__ import annotations
 import base64
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.authentication import AuthenticationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import URL, QueryParams
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from caducee import __version__
+from caducee.directory.identifiers import IdentifierError, parse_ins
+from caducee.gateway.http.fhir_access import Outcome, RecordReader
 from caducee.gateway.http.fhir_auth import (
     REALM,
-    AuthenticationFailed,
-    AuthenticationThrottled,
     Authenticator,
-    BasicAuthenticator,
+    OidcAuthenticator,
     Principal,
+    basic_authenticator,
 )
+from caducee.gateway.http.fhir_auth_backend import (
+    CredentialsThrottled,
+    IdentityBackend,
+    authentication,
+    principal_of,
+)
+from caducee.gateway.http.fhir_resources import (
+    FHIR_JSON,
+    IDNATPS_SYSTEM,
+    LOINC_OID,
+    LOINC_URI,
+    RENDITION_SUFFIX,
+    RPPS_SYSTEM,
+    compact,
+)
+from caducee.gateway.http.fhir_resources import document_reference as document_reference
 from caducee.gateway.runtime import Gateway
-from caducee.records.identity import MailboxPatient
-from caducee.records.models import RecordDocument, VersionStatus
+from caducee.mailboxes.access.rights import AccessSettings
+from caducee.mailboxes.accounts.identity.oidc import TokenVerifier
+from caducee.mailboxes.accounts.store import AccountKind
+from caducee.policies.access import AccessVerdict
+from caducee.policies.identity import PRODUCTION_INS_OIDS, TEST_INS_OIDS
+from caducee.records.models import VersionStatus
 from caducee.records.readers.cda import french_time
 from caducee.records.service import (
     DEFAULT_PAGE,
     MAX_PAGE,
     DateFilter,
     DocumentQuery,
-    SearchPage,
     TypeFilter,
-    Viewer,
-    get_document,
-    read_content,
-    record_owner,
-    replaced_versions,
-    search_documents,
 )
+from caducee.storage.audit import Action
 
 log = logging.getLogger("caducee.http.fhir")
 
-FHIR_JSON = "application/fhir+json"
 FHIR_VERSION = "4.0.1"
-RENDITION_SUFFIX = "-rendition"
-PATIENT_KIND = "patient"
-
-LOINC_OID = "2.16.840.1.113883.6.1"
-LOINC_URI = "http://loinc.org"
-IDNATPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
-IDNATSTRUCT_SYSTEM = "urn:oid:1.2.250.1.71.4.2.2"
-RPPS_SYSTEM = "https://rpps.esante.gouv.fr"
-FR_CORE_ID_TYPES = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203"
-CONFIDENTIALITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
-VISIBILITY_SYSTEM = "urn:oid:1.2.250.1.213.1.1.4.13"
-FORMAT_SYSTEM = "urn:oid:1.3.6.1.4.1.19376.1.2.3"
-URI_SYSTEM = "urn:ietf:rfc:3986"
-MASQUE_PS = "MASQUE_PS"
+PATIENT_PARAMETER = "patient.identifier"
+REASON_PARAMETER = "_reason"
+BREAK_GLASS_HEADER = "x-break-glass-reason"
+ACCESS_RULE_SYSTEM = "urn:caducee:access-rule"
+MAX_REASON = 200
+PUBLIC_PATHS = frozenset({"/metadata", "/openapi.json"})
 
 _ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-_OID_PATTERN = re.compile(r"[0-2](\.\d+)+")
-_UUID_PATTERN = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
 _DATE_PATTERN = re.compile(
     r"(?P<year>\d{4})(?:-(?P<month>\d{2})(?:-(?P<day>\d{2})"
     r"(?:T(?P<hour>\d{2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?P<fraction>\.\d{1,9})?)?"
@@ -99,33 +110,42 @@ _PREFIXES = ("eq", "ne", "lt", "le", "gt", "ge", "sa", "eb", "ap")
 _SEARCH_PARAMETERS = frozenset(
     {"type", "date", "author", "author.identifier", "status", "_count", "_offset", "_format"}
 )
+_ACCESS_PARAMETERS = frozenset({PATIENT_PARAMETER, REASON_PARAMETER})
 _SYSTEM_OIDS = {LOINC_URI: LOINC_OID}
 _NO_STORE = {"Cache-Control": "no-store"}
+_SECURITY_SERVICES = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+_INS_SYSTEMS = frozenset(f"urn:oid:{oid}" for oid in PRODUCTION_INS_OIDS | TEST_INS_OIDS)
 CHALLENGE = f'Basic realm="{REALM}", charset="UTF-8"'
 """The Basic challenge (RFC 7617). Header values stay ASCII (RFC 9110 §5.5): the realm is
 spelt without its accent, which neither HTTP clients nor Starlette's test client mangle."""
+BOTH_CHALLENGES = f'{CHALLENGE}, Bearer realm="{REALM}"'
+"""After wrong credentials: either scheme may be tried again."""
 
 
 # ---------------------------------------------------------------------------------------------
-# Errors
+# Errors: one set of handlers, every refusal an OperationOutcome
 
 
 @dataclass
 class FhirError(Exception):
-    """A refusal, said as an OperationOutcome with an HTTP status."""
+    """A refusal, said as an OperationOutcome with an HTTP status (``rule``: the access rule
+    that refused, in the issue's ``details``)."""
 
     status: int
     code: str
     diagnostics: str
     headers: Mapping[str, str] | None = None
+    rule: str | None = None
 
 
-def operation_outcome(code: str, diagnostics: str, severity: str = "error") -> dict[str, Any]:
+def operation_outcome(
+    code: str, diagnostics: str, severity: str = "error", rule: str | None = None
+) -> dict[str, Any]:
     """A FHIR OperationOutcome with one issue."""
-    return {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": severity, "code": code, "diagnostics": diagnostics}],
-    }
+    issue: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": diagnostics}
+    if rule:
+        issue["details"] = {"coding": [{"system": ACCESS_RULE_SYSTEM, "code": rule}], "text": rule}
+    return {"resourceType": "OperationOutcome", "issue": [issue]}
 
 
 def fhir_json(body: Mapping[str, Any], status: int = 200, **headers: str) -> JSONResponse:
@@ -135,9 +155,8 @@ def fhir_json(body: Mapping[str, Any], status: int = 200, **headers: str) -> JSO
 
 
 def _error_response(error: FhirError) -> JSONResponse:
-    return fhir_json(
-        operation_outcome(error.code, error.diagnostics), error.status, **(error.headers or {})
-    )
+    body = operation_outcome(error.code, error.diagnostics, rule=error.rule)
+    return fhir_json(body, error.status, **(error.headers or {}))
 
 
 _HTTP_CODES = {404: "not-found", 405: "not-supported", 400: "invalid"}
@@ -146,7 +165,7 @@ _HTTP_CODES = {404: "not-found", 405: "not-supported", 400: "invalid"}
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "processing")
-    return fhir_json(operation_outcome(code, str(exc.detail)), exc.status_code)
+    return _error_response(FhirError(exc.status_code, code, str(exc.detail)))
 
 
 async def _fhir_error(request: Request, exc: Exception) -> Response:
@@ -156,7 +175,21 @@ async def _fhir_error(request: Request, exc: Exception) -> Response:
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     log.error("FHIR request failed", extra={"reason": type(exc).__name__})
-    return fhir_json(operation_outcome("exception", "internal error"), 500)
+    return _error_response(FhirError(500, "exception", "internal error"))
+
+
+def _authentication_error(connection: HTTPConnection, exc: AuthenticationError) -> Response:
+    """The middleware's refusal of wrong credentials: 401 with both challenges, or 429."""
+    if isinstance(exc, CredentialsThrottled):
+        retry = {"Retry-After": str(exc.retry_after)}
+        return _error_response(FhirError(429, "throttled", "too many failed sign-ins", retry))
+    challenge = {"WWW-Authenticate": BOTH_CHALLENGES}
+    return _error_response(FhirError(401, "login", "authentication failed", challenge))
+
+
+def _denied(verdict: AccessVerdict) -> FhirError:
+    message = f"access denied by rule {verdict.rule}: {verdict.summary}"
+    return FhirError(403, "forbidden", message, rule=verdict.rule)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +317,7 @@ def _integer(params: QueryParams, name: str, default: int) -> int:
 
 def parse_search(params: QueryParams) -> DocumentQuery:
     """A :class:`DocumentQuery` from FHIR search parameters; 400 for anything unsupported."""
-    unknown = sorted(set(params.keys()) - _SEARCH_PARAMETERS)
+    unknown = sorted(set(params.keys()) - _SEARCH_PARAMETERS - _ACCESS_PARAMETERS)
     if unknown:
         raise FhirError(400, "not-supported", f"unsupported search parameter '{unknown[0]}'")
     statuses: tuple[str, ...] = (VersionStatus.CURRENT.value,)
@@ -306,241 +339,38 @@ def parse_search(params: QueryParams) -> DocumentQuery:
 
 
 # ---------------------------------------------------------------------------------------------
-# Resources
+# Access parameters
 
 
-def instant(value: datetime) -> str:
-    """A FHIR instant in UTC."""
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _system_uri(oid: str | None) -> str | None:
-    if not oid:
+def _reason(request: Request, settings: AccessSettings) -> str | None:
+    """The break-glass reason, printable and bounded; too short a reason is a 400."""
+    raw = request.query_params.get(REASON_PARAMETER) or request.headers.get(BREAK_GLASS_HEADER)
+    if raw is None:
         return None
-    if oid == LOINC_OID:
-        return LOINC_URI
-    return f"urn:oid:{oid}" if _OID_PATTERN.fullmatch(oid) else oid
+    cleaned = " ".join("".join(c if c.isprintable() else " " for c in raw).split())[:MAX_REASON]
+    if len(cleaned) < settings.min_reason_length:
+        raise FhirError(
+            400,
+            "invalid",
+            f"a break-glass reason needs at least {settings.min_reason_length} characters",
+        )
+    return cleaned
 
 
-def identifier_of(uid: str) -> dict[str, str]:
-    """An XDS uniqueId (``root`` or ``root^extension``) as a FHIR Identifier."""
-    root, caret, extension = uid.partition("^")
-    if caret and extension and _OID_PATTERN.fullmatch(root):
-        return {"system": f"urn:oid:{root}", "value": extension}
-    if _OID_PATTERN.fullmatch(uid):
-        return {"system": URI_SYSTEM, "value": f"urn:oid:{uid}"}
-    if _UUID_PATTERN.fullmatch(uid):
-        return {"system": URI_SYSTEM, "value": f"urn:uuid:{uid.lower()}"}
-    return {"value": uid}
-
-
-def _uuid_of(public_id: str) -> str:
-    hex_id = public_id.lower()
-    return f"{hex_id[:8]}-{hex_id[8:12]}-{hex_id[12:16]}-{hex_id[16:20]}-{hex_id[20:32]}"
-
-
-def _sha1_base64(hex_digest: str | None) -> str | None:
-    if not hex_digest:
+def named_ins(params: QueryParams) -> str | None:
+    """The INS of ``patient.identifier`` (``system|value`` or the value), ``None`` if absent."""
+    values = params.getlist(PATIENT_PARAMETER)
+    if not values:
         return None
+    if len(values) > 1 or "," in values[0]:
+        raise FhirError(400, "invalid", f"'{PATIENT_PARAMETER}' names one patient")
+    system, bar, ins = values[0].rpartition("|")
+    if bar and system and system not in _INS_SYSTEMS:
+        raise FhirError(400, "invalid", f"'{PATIENT_PARAMETER}' takes an INS (NIR or NIA OID)")
     try:
-        return base64.b64encode(bytes.fromhex(hex_digest)).decode("ascii")
-    except ValueError:
-        return None
-
-
-def _compact(value: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop empty members: FHIR JSON has no nulls and no empty arrays or objects."""
-    return {key: item for key, item in value.items() if item not in (None, "", [], {})}
-
-
-def _contained_author(document: RecordDocument) -> list[dict[str, Any]]:
-    contained: list[dict[str, Any]] = []
-    national_id = document.author_national_id
-    if national_id or document.author_family:
-        identifiers: list[dict[str, Any]] = []
-        if national_id:
-            identifiers.append(
-                {
-                    "type": {"coding": [{"system": FR_CORE_ID_TYPES, "code": "IDNPS"}]},
-                    "system": IDNATPS_SYSTEM,
-                    "value": national_id,
-                }
-            )
-            if len(national_id) == 12 and national_id.startswith("8") and national_id.isdigit():
-                identifiers.append(
-                    {
-                        "type": {"coding": [{"system": FR_CORE_ID_TYPES, "code": "RPPS"}]},
-                        "system": RPPS_SYSTEM,
-                        "value": national_id[1:],
-                    }
-                )
-        name = _compact(
-            {
-                "family": document.author_family,
-                "given": [document.author_given] if document.author_given else None,
-            }
-        )
-        contained.append(
-            _compact(
-                {
-                    "resourceType": "Practitioner",
-                    "id": "author",
-                    "identifier": identifiers,
-                    "name": [name] if name else None,
-                }
-            )
-        )
-    if document.organisation_id or document.organisation_name:
-        organisation_id = document.organisation_id
-        identifier: dict[str, Any] | None = None
-        if organisation_id:
-            national = "^" not in organisation_id and not _OID_PATTERN.fullmatch(organisation_id)
-            identifier = (
-                {"system": IDNATSTRUCT_SYSTEM, "value": organisation_id}
-                if national
-                else identifier_of(organisation_id)
-            )
-        contained.append(
-            _compact(
-                {
-                    "resourceType": "Organization",
-                    "id": "organisation",
-                    "identifier": [identifier] if identifier else None,
-                    "name": document.organisation_name,
-                }
-            )
-        )
-    return contained
-
-
-def _security_labels(document: RecordDocument) -> list[dict[str, Any]]:
-    labels: list[dict[str, Any]] = []
-    if document.confidentiality:
-        coding = {"system": CONFIDENTIALITY_SYSTEM, "code": document.confidentiality}
-        labels.append({"coding": [coding]})
-    flags = [flag for flag in document.author_flags.split(",") if flag and flag != MASQUE_PS]
-    if document.hidden_from_professionals:
-        flags.append(MASQUE_PS)
-    labels += [{"coding": [{"system": VISIBILITY_SYSTEM, "code": flag}]} for flag in flags]
-    return labels
-
-
-def _content(document: RecordDocument, base: str) -> list[dict[str, Any]]:
-    format_coding = (
-        {"system": FORMAT_SYSTEM, "code": document.format_code} if document.format_code else None
-    )
-    content = [
-        _compact(
-            {
-                "attachment": _compact(
-                    {
-                        "contentType": document.mime_type,
-                        "language": document.language,
-                        "url": f"{base}Binary/{document.public_id}",
-                        "size": document.size,
-                        "hash": _sha1_base64(document.sha1),
-                        "title": document.title,
-                        "creation": instant(document.document_date),
-                    }
-                ),
-                "format": format_coding,
-            }
-        )
-    ]
-    if document.rendition_blob_id is not None:
-        content.append(
-            {
-                "attachment": _compact(
-                    {
-                        "contentType": document.rendition_mime_type,
-                        "url": f"{base}Binary/{document.public_id}{RENDITION_SUFFIX}",
-                        "size": document.rendition_size,
-                        "hash": _sha1_base64(document.rendition_sha1),
-                        "title": document.title,
-                        "creation": instant(document.document_date),
-                    }
-                )
-            }
-        )
-    return content
-
-
-def document_reference(
-    document: RecordDocument,
-    owner: MailboxPatient | None,
-    base: str,
-    replaced: Sequence[str] = (),
-) -> dict[str, Any]:
-    """The FHIR R4 DocumentReference of a filed document (IHE MHD mapping, §6.1)."""
-    contained = _contained_author(document)
-    authors: list[dict[str, Any]] = [{"reference": f"#{item['id']}"} for item in contained]
-    if not authors and document.sender:
-        authors.append(
-            {
-                "identifier": {"system": URI_SYSTEM, "value": f"mailto:{document.sender}"},
-                "display": document.sender,
-            }
-        )
-    relates = [
-        {"code": "replaces", "target": {"reference": f"DocumentReference/{public_id}"}}
-        for public_id in replaced
-    ]
-    if not relates and document.replaces_uid:
-        relates.append(
-            {"code": "replaces", "target": {"identifier": identifier_of(document.replaces_uid)}}
-        )
-    type_coding = _compact(
-        {
-            "system": _system_uri(document.type_system),
-            "code": document.type_code,
-            "display": document.type_display,
-        }
-    )
-    related: list[dict[str, Any]] = []
-    if document.mail_message_id:
-        message_id = document.mail_message_id.strip().removeprefix("<").removesuffix(">")
-        related.append({"identifier": {"system": URI_SYSTEM, "value": f"mid:{message_id}"}})
-    if document.message_id is not None:
-        related.append(
-            {"identifier": {"type": {"text": "Caducée message"}, "value": str(document.message_id)}}
-        )
-    subject = None
-    if owner is not None and owner.ins and owner.ins_oid:
-        subject = {"identifier": {"system": f"urn:oid:{owner.ins_oid}", "value": owner.ins}}
-    return _compact(
-        {
-            "resourceType": "DocumentReference",
-            "id": document.public_id,
-            "meta": {"lastUpdated": instant(document.updated_at)},
-            "contained": contained,
-            "masterIdentifier": (
-                identifier_of(document.document_uid) if document.document_uid else None
-            ),
-            "identifier": [
-                {
-                    "use": "official",
-                    "system": URI_SYSTEM,
-                    "value": f"urn:uuid:{_uuid_of(document.public_id)}",
-                }
-            ],
-            "status": document.status,
-            "type": (
-                _compact({"coding": [type_coding], "text": document.type_display})
-                if document.type_code
-                else None
-            ),
-            "category": (
-                [{"coding": [{"code": document.class_code}]}] if document.class_code else None
-            ),
-            "subject": subject,
-            "date": instant(document.document_date),
-            "author": authors,
-            "securityLabel": _security_labels(document),
-            "relatesTo": relates,
-            "content": _content(document, base),
-            "context": {"related": related} if related else None,
-        }
-    )
+        return parse_ins(ins)
+    except IdentifierError:
+        raise FhirError(400, "invalid", f"'{PATIENT_PARAMETER}' is not a valid INS") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -548,30 +378,19 @@ def document_reference(
 
 
 class FhirApi:
-    """Request handlers, bound to one gateway and a list of authenticators."""
+    """Request handlers, bound to one gateway; the caller is already in ``request.user``."""
 
-    def __init__(self, gateway: Gateway, authenticators: Sequence[Authenticator]) -> None:
-        self.gateway = gateway
-        self.authenticators = list(authenticators)
+    def __init__(self, reader: RecordReader) -> None:
+        self.reader = reader
 
-    async def _patient(self, request: Request) -> Principal:
-        """The authenticated patient, or a 401/403 refusal."""
-        challenge = {"WWW-Authenticate": CHALLENGE}
-        principal: Principal | None = None
-        try:
-            for authenticator in self.authenticators:
-                principal = await authenticator.authenticate(request)
-                if principal is not None:
-                    break
-        except AuthenticationThrottled as throttled:
-            retry = {"Retry-After": str(throttled.retry_after)}
-            raise FhirError(429, "throttled", "too many failed sign-ins", retry) from None
-        except AuthenticationFailed:
-            raise FhirError(401, "login", "authentication failed", challenge) from None
+    @staticmethod
+    def _principal(request: Request) -> Principal:
+        """The authenticated caller, or a 401 with the Basic challenge."""
+        principal = principal_of(request)
         if principal is None:
-            raise FhirError(401, "login", "authentication required", challenge)
-        if principal.kind != PATIENT_KIND:
-            raise FhirError(403, "forbidden", "this API serves patients' own records only")
+            raise FhirError(
+                401, "login", "authentication required", {"WWW-Authenticate": CHALLENGE}
+            )
         return principal
 
     @staticmethod
@@ -589,25 +408,24 @@ class FhirApi:
 
     # -- DocumentReference --------------------------------------------------------------------
 
-    def _search(
-        self, account_id: int, query: DocumentQuery, base: str
-    ) -> tuple[SearchPage, list[dict[str, Any]]]:
-        with self.gateway.database.transaction() as session:
-            page = search_documents(session, account_id, query, Viewer.PATIENT)
-            owner = record_owner(session, account_id)
-            resources = [
-                document_reference(doc, owner, base, page.replaced.get(doc.id, ()))
-                for doc in page.documents
-            ]
-        return page, resources
-
     async def search(self, request: Request) -> Response:
-        principal = await self._patient(request)
+        principal = self._principal(request)
+        ins = named_ins(request.query_params)
+        if ins is None and principal.kind != AccountKind.PATIENT.value:
+            raise FhirError(
+                400, "required", f"name the patient's record with '{PATIENT_PARAMETER}=<INS>'"
+            )
+        reason = _reason(request, self.reader.settings)
         query = parse_search(request.query_params)
         base = self._base(request)
-        page, resources = await run_in_threadpool(self._search, principal.account_id, query, base)
+        outcome = await run_in_threadpool(self.reader.search, principal, ins, query, reason, base)
+        if not outcome.found:
+            raise FhirError(404, "not-found", "no such patient")
+        if outcome.verdict is None or not outcome.verdict.allowed:
+            assert outcome.verdict is not None
+            raise _denied(outcome.verdict)
         links = [{"relation": "self", "url": str(request.url)}]
-        if query.offset + len(resources) < page.total and query.count > 0:
+        if query.offset + len(outcome.resources) < outcome.total and query.count > 0:
             next_offset = str(query.offset + query.count)
             links.append(
                 {
@@ -626,7 +444,7 @@ class FhirApi:
         bundle = {
             "resourceType": "Bundle",
             "type": "searchset",
-            "total": page.total,
+            "total": outcome.total,
             "link": links,
             "entry": [
                 {
@@ -634,71 +452,61 @@ class FhirApi:
                     "resource": resource,
                     "search": {"mode": "match"},
                 }
-                for resource in resources
+                for resource in outcome.resources
             ],
         }
-        return fhir_json(_compact(bundle))
+        return fhir_json(compact(bundle))
 
-    def _read(self, account_id: int, public_id: str, base: str) -> dict[str, Any] | None:
-        with self.gateway.database.transaction() as session:
-            document = get_document(session, account_id, public_id, Viewer.PATIENT)
-            if document is None:
-                return None
-            owner = record_owner(session, account_id)
-            replaced = replaced_versions(session, [document]).get(document.id, ())
-            return document_reference(document, owner, base, replaced)
+    async def _one(
+        self, request: Request, action: Action, public_id: str, rendition: bool = False
+    ) -> Outcome:
+        principal = self._principal(request)
+        ins = named_ins(request.query_params)
+        reason = _reason(request, self.reader.settings)
+        outcome = Outcome()
+        if _ID_PATTERN.fullmatch(public_id):
+            outcome = await run_in_threadpool(
+                self.reader.document,
+                principal,
+                public_id,
+                ins,
+                reason,
+                action,
+                self._base(request),
+                rendition,
+            )
+        if outcome.verdict is not None and not outcome.verdict.allowed:
+            raise _denied(outcome.verdict)
+        if not outcome.found:
+            what = "Binary" if action is Action.DOCUMENT_CONTENT else "DocumentReference"
+            raise FhirError(404, "not-found", f"no such {what}")
+        return outcome
 
     async def read(self, request: Request) -> Response:
-        principal = await self._patient(request)
         public_id = str(request.path_params["id"])
-        resource = None
-        if _ID_PATTERN.fullmatch(public_id):
-            resource = await run_in_threadpool(
-                self._read, principal.account_id, public_id, self._base(request)
-            )
-        if resource is None:
-            raise FhirError(404, "not-found", "no such DocumentReference")
-        return fhir_json(resource)
+        outcome = await self._one(request, Action.DOCUMENT_READ, public_id)
+        return fhir_json(outcome.resources[0])
 
     # -- Binary -------------------------------------------------------------------------------
 
-    def _binary(self, account_id: int, binary_id: str) -> tuple[bytes, str] | None:
+    async def binary(self, request: Request) -> Response:
+        binary_id = str(request.path_params["id"])
         rendition = binary_id.endswith(RENDITION_SUFFIX)
         public_id = binary_id.removesuffix(RENDITION_SUFFIX) if rendition else binary_id
-        with self.gateway.database.transaction() as session:
-            document = get_document(session, account_id, public_id, Viewer.PATIENT)
-            if document is None:
-                return None
-            data = read_content(session, self.gateway.blobs, document, rendition=rendition)
-            if data is None:
-                return None
-            content_type = (
-                document.rendition_mime_type if rendition else document.mime_type
-            ) or "application/octet-stream"
-            return data, content_type
-
-    async def binary(self, request: Request) -> Response:
-        principal = await self._patient(request)
-        binary_id = str(request.path_params["id"])
-        found = None
-        if _ID_PATTERN.fullmatch(binary_id):
-            found = await run_in_threadpool(self._binary, principal.account_id, binary_id)
-        if found is None:
-            raise FhirError(404, "not-found", "no such Binary")
-        data, content_type = found
+        outcome = await self._one(request, Action.DOCUMENT_CONTENT, public_id, rendition)
         accept = request.headers.get("accept", "")
         if FHIR_JSON in accept or "application/json" in accept:
             return fhir_json(
                 {
                     "resourceType": "Binary",
                     "id": binary_id,
-                    "contentType": content_type,
-                    "data": base64.b64encode(data).decode("ascii"),
+                    "contentType": outcome.content_type,
+                    "data": base64.b64encode(outcome.content).decode("ascii"),
                 }
             )
         return Response(
-            data,
-            media_type=content_type,
+            outcome.content,
+            media_type=outcome.content_type,
             headers={
                 **_NO_STORE,
                 "Content-Disposition": "attachment",
@@ -708,17 +516,31 @@ class FhirApi:
         )
 
 
+def default_authenticators(gateway: Gateway) -> list[Authenticator]:
+    """HTTP Basic through the process's identity service, then Pro Santé Connect tokens."""
+    verifier = TokenVerifier(gateway.settings)
+    return [basic_authenticator(gateway), OidcAuthenticator(verifier, gateway.database)]
+
+
 def fhir_routes(
-    gateway: Gateway, *, authenticators: Sequence[Authenticator] | None = None
+    gateway: Gateway,
+    *,
+    authenticators: Sequence[Authenticator] | None = None,
+    settings: AccessSettings | None = None,
+    today: Callable[[], date] | None = None,
 ) -> list[BaseRoute]:
     """The ``/fhir`` routes, for ``build_http_app(gateway, extra_routes=fhir_routes(gateway))``.
 
-    ``authenticators`` are tried in order (default: HTTP Basic with app passwords); the
-    webmail will add its session here.
+    ``authenticators`` are tried in order by the authentication middleware (default:
+    :func:`default_authenticators`); share them with the patient API
+    (:func:`caducee.gateway.http.patient_api.access_routes` does). ``today`` is the French
+    date the age of majority is judged on (tests move it).
     """
-    api = FhirApi(
-        gateway, authenticators or [BasicAuthenticator(gateway.database, identity=gateway.identity)]
+    reader = RecordReader(
+        gateway, settings or AccessSettings.from_settings(gateway.settings), today=today
     )
+    api = FhirApi(reader)
+    backend = IdentityBackend(authenticators or default_authenticators(gateway), PUBLIC_PATHS)
     app = Starlette(
         routes=[
             Route("/metadata", api.metadata, methods=["GET"], name="metadata"),
@@ -727,6 +549,7 @@ def fhir_routes(
             Route("/DocumentReference/{id}", api.read, methods=["GET"], name="document"),
             Route("/Binary/{id}", api.binary, methods=["GET"], name="binary"),
         ],
+        middleware=[authentication(backend, _authentication_error)],
         exception_handlers={
             HTTPException: _http_error,
             FhirError: _fhir_error,
@@ -742,6 +565,18 @@ def fhir_routes(
 
 def _search_parameters() -> list[dict[str, str]]:
     return [
+        {
+            "name": PATIENT_PARAMETER,
+            "type": "token",
+            "documentation": "The record's INS ('system|value' or the value): required for "
+            "professionals and representatives; a patient reads their own without it.",
+        },
+        {
+            "name": REASON_PARAMETER,
+            "type": "string",
+            "documentation": "Break-glass reason (or the X-Break-Glass-Reason header): a "
+            "professional the patient does not know, emergency access enabled (F2).",
+        },
         {
             "name": "type",
             "type": "token",
@@ -776,7 +611,7 @@ def capability_statement(base: str) -> dict[str, Any]:
         "date": "2026-11-22",
         "kind": "instance",
         "software": {"name": "Caducée", "version": __version__},
-        "implementation": {"description": "Caducée patient document record", "url": base},
+        "implementation": {"description": "Caducée document record", "url": base},
         "fhirVersion": FHIR_VERSION,
         "format": ["json"],
         "rest": [
@@ -784,17 +619,13 @@ def capability_statement(base: str) -> dict[str, Any]:
                 "mode": "server",
                 "security": {
                     "service": [
-                        {
-                            "coding": [
-                                {
-                                    "system": "http://terminology.hl7.org/CodeSystem/"
-                                    "restful-security-service",
-                                    "code": "Basic",
-                                }
-                            ]
-                        }
+                        {"coding": [{"system": _SECURITY_SERVICES, "code": code}]}
+                        for code in ("Basic", "OAuth")
                     ],
-                    "description": "HTTP Basic: mailbox address and app password (patients).",
+                    "description": "HTTP Basic: mailbox address and app password (patients, "
+                    "representatives, hosted professionals); Bearer: a Pro Santé Connect "
+                    "access token (professionals). What each caller sees is decided by the "
+                    "access table; a refusal is 403 naming its rule.",
                 },
                 "resource": [
                     {
@@ -820,7 +651,11 @@ def _errors() -> dict[str, Any]:
     return {
         "400": _fhir_response("Bad search parameter", "OperationOutcome"),
         "401": _fhir_response("Authentication required or failed", "OperationOutcome"),
-        "403": _fhir_response("Not a patient account", "OperationOutcome"),
+        "403": _fhir_response(
+            "Refused by a rule of the access table (the rule in issue.details)",
+            "OperationOutcome",
+        ),
+        "429": _fhir_response("Too many failed sign-ins (Retry-After)", "OperationOutcome"),
     }
 
 
@@ -837,18 +672,24 @@ def openapi_document(base: str) -> dict[str, Any]:
         for item in _search_parameters()
     ]
     id_parameter = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-    secured: list[dict[str, list[str]]] = [{"basic": []}]
-    not_found = _fhir_response("Not found (or not yours)", "OperationOutcome")
+    access_parameters = [item for item in parameters if item["name"] in _ACCESS_PARAMETERS]
+    secured: list[dict[str, list[str]]] = [{"basic": []}, {"bearer": []}]
+    not_found = _fhir_response("Not found (or not visible to the caller)", "OperationOutcome")
     return {
         "openapi": "3.0.3",
         "info": {
-            "title": "Caducée FHIR API (patient record)",
+            "title": "Caducée FHIR API (document record)",
             "version": __version__,
-            "description": "FHIR R4 DocumentReference and Binary of the caller's own record.",
+            "description": "FHIR R4 DocumentReference and Binary of a patient's record, for "
+            "the patient, their legal representatives and the professionals the access "
+            "table allows.",
         },
         "servers": [{"url": base.rstrip("/")}],
         "components": {
-            "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
+            "securitySchemes": {
+                "basic": {"type": "http", "scheme": "basic"},
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            },
             "schemas": {
                 "Resource": {
                     "type": "object",
@@ -882,7 +723,7 @@ def openapi_document(base: str) -> dict[str, Any]:
             },
             "/DocumentReference": {
                 "get": {
-                    "summary": "Search the caller's documents (searchset Bundle)",
+                    "summary": "Search a record's documents (searchset Bundle)",
                     "security": secured,
                     "parameters": parameters,
                     "responses": {"200": _fhir_response("A searchset Bundle"), **_errors()},
@@ -892,7 +733,7 @@ def openapi_document(base: str) -> dict[str, Any]:
                 "get": {
                     "summary": "Read one DocumentReference (current or superseded)",
                     "security": secured,
-                    "parameters": [id_parameter],
+                    "parameters": [id_parameter, *access_parameters],
                     "responses": {
                         "200": _fhir_response("The DocumentReference"),
                         "404": not_found,
@@ -904,7 +745,7 @@ def openapi_document(base: str) -> dict[str, Any]:
                 "get": {
                     "summary": "The document's bytes ('{id}-rendition': its PDF rendition)",
                     "security": secured,
-                    "parameters": [id_parameter],
+                    "parameters": [id_parameter, *access_parameters],
                     "responses": {
                         "200": {
                             "description": "The bytes with their content type, or a Binary "

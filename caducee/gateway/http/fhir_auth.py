@@ -1,4 +1,5 @@
-"""Who is calling the FHIR API: HTTP Basic with a mailbox address and an app password (C1).
+"""Who is calling the FHIR and patient APIs: HTTP Basic with a mailbox address and an app password
+(C1), or a Pro Santé Connect bearer token for professionals (F2).
 
 Patients' FHIR clients authenticate like their mail clients: the mailbox address and one of
 its app passwords, checked by the identity service every door shares
@@ -11,23 +12,35 @@ address, attempts are refused with :class:`AuthenticationThrottled` (HTTP 429 wi
 ``Retry-After``) until a growing delay passes. Failures are never cached. Fresh checks
 (not cache hits) and every failure are ``login`` audit events (F4, channel ``http``).
 
-:class:`Authenticator` is the seam for other ways in: the webmail's session cookie (H2) and
-professionals' OpenID Connect tokens (F2) are other implementations, tried in order.
+:class:`Authenticator` is the seam for other ways in: professionals' OpenID Connect tokens
+(:class:`OidcAuthenticator`, F2) are another implementation, the webmail's session cookie (H2)
+can be one; they are tried in order by the Starlette authentication backend
+(:mod:`caducee.gateway.http.fhir_auth_backend`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 
 from caducee.config import Settings
+from caducee.directory.service import find_by_national_id
+from caducee.gateway.runtime import Gateway
 from caducee.mailboxes.accounts.identity import IdentityService, Principal
+from caducee.mailboxes.accounts.identity.oidc import TokenError, TokenVerifier
+from caducee.mailboxes.accounts.store import Account, AccountKind, AccountState
+from caducee.storage.audit import Action, ActorKind, Result, record_event
 from caducee.storage.db import Database
 
 REALM = "Caducee"
@@ -50,32 +63,15 @@ class AuthenticationThrottled(AuthenticationFailed):
         self.retry_after = retry_after
 
 
-def too_many_failures(throttled: AuthenticationThrottled) -> JSONResponse:
-    """``429`` as ``application/problem+json`` with ``Retry-After`` (RFC 6585, RFC 9457)."""
-    seconds = throttled.retry_after
-    body = {
-        "type": "about:blank",
-        "title": "Too many failed sign-ins",
-        "status": 429,
-        "detail": f"try again in {seconds} s",
-    }
-    return JSONResponse(
-        body,
-        status_code=429,
-        media_type="application/problem+json",
-        headers={"Retry-After": str(seconds)},
-    )
-
-
-def client_address(request: Request) -> str:
-    """The client's IP address as the connection shows it."""
+def client_address(request: HTTPConnection) -> str:
+    """The client's IP address as the connection shows it (the limiter's key)."""
     return request.client.host if request.client is not None else "unknown"
 
 
 class Authenticator(Protocol):
     """One way of proving who is calling."""
 
-    async def authenticate(self, request: Request) -> Principal | None:
+    async def authenticate(self, request: HTTPConnection) -> Principal | None:
         """The caller, ``None`` when the request carries no credentials of this kind.
 
         Raises :class:`AuthenticationFailed` when it carries wrong ones.
@@ -137,7 +133,7 @@ class BasicAuthenticator:
         """How many argon2 checks ran (for tests and metrics)."""
         return self.identity.checks
 
-    async def authenticate(self, request: Request) -> Principal | None:
+    async def authenticate(self, request: HTTPConnection) -> Principal | None:
         header = request.headers.get("authorization")
         if not header:
             return None
@@ -153,3 +149,117 @@ class BasicAuthenticator:
         if outcome.principal is None:
             raise AuthenticationFailed("wrong credentials")
         return outcome.principal
+
+
+def basic_authenticator(gateway: Gateway) -> BasicAuthenticator:
+    """HTTP Basic on the identity service every door of the process shares (one limiter, one
+    credential cache), for the FHIR and patient APIs."""
+    return BasicAuthenticator(gateway.database, identity=gateway.identity)
+
+
+@dataclass(frozen=True)
+class TokenPrincipal(Principal):
+    """A professional proved by an OIDC token: their national id, and a hosted account if any.
+
+    ``account_id`` is 0 when the professional has no mailbox here (a remote professional of
+    another operator reading the record of a patient they wrote to).
+    """
+
+    national_id: str = field(default="", repr=False)
+
+
+class OidcAuthenticator:
+    """``Authorization: Bearer <access token>`` of the configured issuer (Pro Santé Connect).
+
+    A verified token is remembered, under its SHA-256, until it expires (at most
+    ``max_entries``): the first sight of a token is the login event (F4, rule ``C1.oidc``).
+    """
+
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        database: Database,
+        *,
+        max_entries: int = 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.verifier = verifier
+        self.database = database
+        self.max_entries = max_entries
+        self.clock = clock
+        self._cache: OrderedDict[bytes, tuple[float, TokenPrincipal]] = OrderedDict()
+
+    def _login(
+        self, session: Session, result: Result, national_id: str | None, account: int
+    ) -> None:
+        record_event(
+            session,
+            actor_kind=ActorKind.PROFESSIONAL.value if national_id else ActorKind.UNKNOWN.value,
+            actor_id=f"idnat:{national_id}" if national_id else "unknown",
+            action=Action.LOGIN.value,
+            object_type="account" if account else "token",
+            object_id=str(account) if account else "-",
+            result=result.value,
+            rule="C1.oidc",
+            subject_account_id=account or None,
+            channel="http",
+        )
+
+    def _verify(self, token: str) -> tuple[float, TokenPrincipal]:
+        try:
+            claims = self.verifier.claims(token)
+            national_id = self.verifier.national_id(claims)
+            if national_id is None:
+                raise TokenError("the token names no national id")
+        except TokenError as error:
+            with self.database.transaction() as session:
+                self._login(session, Result.FAILED, None, 0)
+            raise AuthenticationFailed(str(error)) from None
+        national_id = national_id.strip().upper()
+        with self.database.transaction() as session:
+            hosted = session.scalar(
+                select(Account.id)
+                .where(
+                    Account.address.in_(
+                        [entry.address for entry in find_by_national_id(session, national_id)]
+                    ),
+                    Account.kind != AccountKind.PATIENT.value,
+                    Account.state == AccountState.ACTIVE.value,
+                )
+                .order_by(Account.id)
+                .limit(1)
+            )
+            account_id = int(hosted) if hosted is not None else 0
+            self._login(session, Result.OK, national_id, account_id)
+        principal = TokenPrincipal(
+            account_id=account_id,
+            address="",
+            kind=AccountKind.PROFESSIONAL.value,
+            method="oidc",
+            national_id=national_id,
+        )
+        expires = float(claims.get("exp", 0))
+        return expires, principal
+
+    async def authenticate(self, request: HTTPConnection) -> Principal | None:
+        header = request.headers.get("authorization")
+        if not header:
+            return None
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        token = value.strip()
+        if not token or len(token) > 16384:
+            raise AuthenticationFailed("malformed bearer token")
+        key = hashlib.sha256(token.encode("utf-8", "replace")).digest()
+        cached = self._cache.get(key)
+        if cached is not None:
+            expires, principal = cached
+            if expires > self.clock():
+                return principal
+            del self._cache[key]
+        expires, principal = await run_in_threadpool(self._verify, token)
+        self._cache[key] = (expires, principal)
+        while len(self._cache) > self.max_entries:
+            self._cache.popitem(last=False)
+        return principal

@@ -1,9 +1,10 @@
 """The patient's rights API under ``/api/patient`` (F1, F2, F3, F4, G1, E5).
 
 What the webmail's settings pages (H2) call, and any client a patient uses: the patient
-authenticates like on the FHIR API (mailbox address + app password, the same audited
-authenticator instance, so one credential cache and one login event per fresh check) and acts
-on their own space only:
+authenticates like on the FHIR API (Starlette's ``AuthenticationMiddleware`` with the same
+:class:`~caducee.gateway.http.fhir_auth_backend.IdentityBackend` and authenticators, so one
+credential cache, one failure limiter and one login event per fresh check) and acts on their
+own space only:
 
 ======  ==========================================  ============================================
 GET     ``/professionals``                          the known professionals (D2/F1), with names
@@ -31,29 +32,31 @@ json`` (RFC 9457) with a ``rule`` member when a rule of the access table refused
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 from starlette.applications import Starlette
+from starlette.authentication import AuthenticationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from caducee.directory.models import DirectoryEntry
 from caducee.directory.service import find_by_address, find_by_national_id
 from caducee.gateway.http.app import PROBLEM_JSON
-from caducee.gateway.http.fhir_auth import (
-    AuthenticationFailed,
-    AuthenticationThrottled,
-    Authenticator,
-    Principal,
+from caducee.gateway.http.fhir_api import default_authenticators, fhir_routes
+from caducee.gateway.http.fhir_auth import Authenticator, Principal
+from caducee.gateway.http.fhir_auth_backend import (
+    CredentialsThrottled,
+    IdentityBackend,
+    authentication,
+    principal_of,
 )
-from caducee.gateway.http.fhir_professional import shared_basic_authenticator
 from caducee.gateway.runtime import Gateway
 from caducee.mailboxes.access.rights import (
     AccessSettings,
@@ -175,31 +178,18 @@ class PatientApi:
     def __init__(
         self,
         gateway: Gateway,
-        authenticators: list[Authenticator],
         access: AccessSettings,
         notifications: NotificationSettings,
         today: Callable[[], date] | None = None,
     ) -> None:
         self.gateway = gateway
-        self.authenticators = authenticators
         self.access = access
         self.notifications = notifications
         self.today = today or (lambda: datetime.now(french_time()).date())
 
     async def _patient(self, request: Request) -> Principal:
-        principal: Principal | None = None
-        try:
-            for authenticator in self.authenticators:
-                principal = await authenticator.authenticate(request)
-                if principal is not None:
-                    break
-        except AuthenticationThrottled as throttled:
-            detail = f"try again in {throttled.retry_after} s"
-            raise ApiError(
-                429, "Too many failed sign-ins", detail, retry_after=throttled.retry_after
-            ) from None
-        except AuthenticationFailed:
-            raise ApiError(401, "Authentication failed") from None
+        """The authenticated patient (the middleware put them in ``request.user``)."""
+        principal = principal_of(request)
         if principal is None:
             raise ApiError(401, "Authentication required")
         if principal.kind != AccountKind.PATIENT.value:
@@ -239,7 +229,7 @@ class PatientApi:
         except PreferenceError as error:
             raise ApiError(400, "Bad request", str(error)) from None
         if isinstance(result, RightsError):
-            status = 404 if result.rule == "F1-not-known" else 409
+            status = 404 if result.rule == "F1.not-known" else 409
             raise ApiError(status, "Refused", str(result), rule=result.rule)
         return result
 
@@ -347,7 +337,7 @@ class PatientApi:
                 object_type="document",
                 object_id=public_id,
                 result=Result.OK.value,
-                rule="E5-hidden-from-professionals" if hidden else "E5-shown-to-professionals",
+                rule="E5.hidden-from-professionals" if hidden else "E5.shown-to-professionals",
                 subject_account_id=patient_id,
                 channel="http",
             )
@@ -398,7 +388,7 @@ class PatientApi:
                 object_type="document",
                 object_id=public_id,
                 result=Result.OK.value,
-                rule="E1-patient-choice",
+                rule="E1.patient-choice",
                 subject_account_id=patient_id,
                 channel="http",
             )
@@ -516,18 +506,27 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _problem(ApiError(exc.status_code, str(exc.detail)))
 
 
+def _authentication_error(connection: HTTPConnection, exc: AuthenticationError) -> Response:
+    """The middleware's refusal of wrong credentials, as problem+json: 401, or 429."""
+    if isinstance(exc, CredentialsThrottled):
+        detail = f"try again in {exc.retry_after} s"
+        error = ApiError(429, "Too many failed sign-ins", detail, retry_after=exc.retry_after)
+        return _problem(error)
+    return _problem(ApiError(401, "Authentication failed"))
+
+
 def patient_routes(
     gateway: Gateway,
     *,
-    authenticators: list[Authenticator] | None = None,
+    authenticators: Sequence[Authenticator] | None = None,
     access: AccessSettings | None = None,
     notifications: NotificationSettings | None = None,
     today: Callable[[], date] | None = None,
 ) -> list[BaseRoute]:
-    """The ``/api/patient`` routes; pass the FHIR gate's Basic authenticator to share it."""
+    """The ``/api/patient`` routes; pass the FHIR API's authenticators to share them."""
+    backend = IdentityBackend(authenticators or default_authenticators(gateway))
     api = PatientApi(
         gateway,
-        authenticators or [shared_basic_authenticator(gateway)],
         access or AccessSettings.from_settings(gateway.settings),
         notifications or NotificationSettings.from_settings(gateway.settings),
         today,
@@ -546,18 +545,20 @@ def patient_routes(
             Route("/notifications", api.notification_settings, methods=["GET", "PUT", "PATCH"]),
             Route("/representatives", api.representatives, methods=["GET"]),
         ],
+        middleware=[authentication(backend, _authentication_error)],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
     )
     return [Mount("/api/patient", app=app, name="patient-api")]
 
 
-def access_routes(gateway: Gateway) -> list[BaseRoute]:
-    """``/fhir`` (patients, representatives, professionals) and ``/api/patient``, sharing one
-    audited Basic authenticator: what ``serve`` mounts instead of ``fhir_routes(gateway)``."""
-    from caducee.gateway.http.fhir_professional import record_routes
+def access_routes(gateway: Gateway, *, today: Callable[[], date] | None = None) -> list[BaseRoute]:
+    """``/fhir`` (patients, representatives, professionals) and ``/api/patient`` with the same
+    authenticators (one Basic credential cache, one OIDC token cache): what ``serve`` mounts.
 
-    basic = shared_basic_authenticator(gateway)
+    ``today`` is the French date the age of majority is judged on (tests move it).
+    """
+    authenticators = default_authenticators(gateway)
     return [
-        *record_routes(gateway, basic=basic),
-        *patient_routes(gateway, authenticators=[basic]),
+        *fhir_routes(gateway, authenticators=authenticators, today=today),
+        *patient_routes(gateway, authenticators=authenticators, today=today),
     ]
