@@ -11,10 +11,10 @@ without parsing them, so that client cost is the same on both sides.
 * Caducée: a fresh ``caducee init --demo`` home (SQLite unless
   ``--database-url``), the IMAP-only process ``python -m caducee.gateway.imap``;
   the corpus is stored through ``MailDelivery`` as SMTP stores mail (encrypted
-  blobs, no structure cache yet).
+  blobs and, since issue 15, each message's encrypted IMAP structure).
 
 Each server first gets one warm-up pass (Dovecot builds its index and cache,
-Caducée its encrypted structure cache; the cold figures are reported too),
+Caducée fills its in-process caches; the cold figures are reported too),
 then every operation runs ``--repeat`` times and the median is kept.
 The results table is appended to ``bench/RESULTS.md``.
 """

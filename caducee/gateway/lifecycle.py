@@ -42,7 +42,7 @@ from caducee.mailboxes.accounts.lifecycle import (
 )
 from caducee.mailboxes.accounts.store import Account
 from caducee.mailboxes.delivery import MailDelivery
-from caducee.mailboxes.imap_models import ExpungedEntry
+from caducee.mailboxes.imap_models import ExpungedEntry, StructureCache
 from caducee.mailboxes.models import (
     Conversation,
     ConversationMessage,
@@ -256,6 +256,9 @@ def purge_space(gateway: Gateway, session: Session, account_id: int) -> Purged:
         if message is None:
             continue
         blob_id = message.blob_id
+        cache = session.get(StructureCache, message_id)  # its row cascades; not its blob
+        if cache is not None:
+            blobs_removed.append(cache.blob_id)
         session.execute(delete(StoredMessage).where(StoredMessage.id == message_id))
         blobs_removed.append(blob_id)
         removed_messages += 1

@@ -30,6 +30,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from caducee.mailboxes.accounts.store import recipient_account
+from caducee.mailboxes.imap_cache import record_structure, seal_structure
 from caducee.mailboxes.models import (
     INBOX,
     STANDARD_FOLDERS,
@@ -44,11 +45,11 @@ from caducee.mailboxes.models import (
 )
 from caducee.storage.blobs import BlobStore, SealedBlob
 from caducee.storage.db import table_of, utcnow
-from caducee.storage.jobs import JobQueue
+from caducee.storage.jobs import FileDocuments, JobKind, JobQueue, NotifyPatient
 from caducee.storage.upsert import upsert_insert
 
-FILE_DOCUMENTS_JOB = "file-documents"
-NOTIFY_PATIENT_JOB = "notify-patient"
+FILE_DOCUMENTS_JOB = JobKind.FILE_DOCUMENTS.value
+NOTIFY_PATIENT_JOB = JobKind.NOTIFY_PATIENT.value
 
 
 class RecipientRole(enum.StrEnum):
@@ -296,12 +297,19 @@ class MailDelivery:
         return uid
 
     def deliver(
-        self, session: Session, envelope: Envelope, sealed: SealedBlob | None = None
+        self,
+        session: Session,
+        envelope: Envelope,
+        sealed: SealedBlob | None = None,
+        structure: SealedBlob | None = None,
     ) -> Delivered:
         """Store the message and every effect it implies; the caller commits, then answers 250.
 
         ``sealed`` is the message already encrypted (and its file written)
-        outside the transaction, which keeps the transaction short.
+        outside the transaction, which keeps the transaction short; ``structure``
+        likewise its IMAP structure (:func:`seal_structure`), computed here when
+        not given and a mailbox entry is written, so IMAP's first listing does not
+        have to (issue 15).
         """
         now = utcnow()
         connection = session.connection()
@@ -363,21 +371,20 @@ class MailDelivery:
                 _record_contact(session, recipient, envelope, now)
             if envelope.has_attachments:
                 self.queue.enqueue(
-                    session,
-                    FILE_DOCUMENTS_JOB,
-                    {"message_id": message_id, "account_id": recipient.account_id},
+                    session, FileDocuments(message_id=message_id, account_id=recipient.account_id)
                 )
             if hold:
                 continue
             self.queue.enqueue(
                 session,
-                NOTIFY_PATIENT_JOB,
-                {
-                    "event": "new-message",
-                    "account_id": recipient.account_id,
-                    "message_id": message_id,
-                },
+                NotifyPatient(
+                    event="new-message", account_id=recipient.account_id, message_id=message_id
+                ),
             )
+        if uids:
+            structure = structure or seal_structure(self.blobs, envelope.content)
+            if structure is not None:
+                record_structure(session, self.blobs, message_id, structure)
         return Delivered(message_id=message_id, uids=uids, held=tuple(held))
 
     def _hold(self, session: Session, account_id: int, message_id: int, now: datetime) -> None:

@@ -27,11 +27,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Row, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from caducee.mailboxes.accounts.identity.principal import Principal as Principal
@@ -41,6 +42,8 @@ from caducee.mailboxes.accounts.store import (
 )
 from caducee.mailboxes.delivery import ensure_folders
 from caducee.mailboxes.imap_binary import seven_bit_parts
+from caducee.mailboxes.imap_cache import record_structure as record_structure
+from caducee.mailboxes.imap_cache import seal_structure as seal_structure
 from caducee.mailboxes.imap_models import (
     ExpungedEntry,
     FolderRecent,
@@ -50,7 +53,7 @@ from caducee.mailboxes.imap_models import (
 from caducee.mailboxes.imap_structure import STRUCTURE_VERSION, MessageStructure, parse_message
 from caducee.mailboxes.models import INBOX, Folder, MailboxEntry, StoredMessage
 from caducee.mailboxes.reports.receipts import ReadMessage, queue_displayed_receipt
-from caducee.storage.blobs import BlobRow, BlobStore, SealedBlob
+from caducee.storage.blobs import BlobRow, BlobStore
 from caducee.storage.db import Database, utcnow
 from caducee.storage.jobs import JobQueue
 from caducee.storage.upsert import upsert_insert
@@ -318,30 +321,6 @@ _BLOB_ROWS = select(
 _EXPUNGED_SINCE = select(_EXPUNGED.c.uid).where(
     _EXPUNGED.c.folder_id == bindparam("folder"), _EXPUNGED.c.modseq > bindparam("since")
 )
-
-
-def seal_structure(blobs: BlobStore, content: bytes) -> SealedBlob:
-    """The encrypted IMAP structure of a message, ready to record (call outside transactions).
-
-    For delivery paths that want new mail to be quick to list in IMAP from the
-    first FETCH: seal with the message, then :func:`record_structure` in the
-    delivery transaction. Without it the cache is built at first IMAP access.
-    """
-    return blobs.seal(parse_message(content).to_json())
-
-
-def record_structure(
-    session: Session, blobs: BlobStore, message_id: int, sealed: SealedBlob
-) -> None:
-    """Record a structure sealed by :func:`seal_structure` for ``message_id`` (caller commits)."""
-    session.execute(
-        insert(_CACHE).values(
-            message_id=message_id,
-            blob_id=blobs.record(session, sealed),
-            version=STRUCTURE_VERSION,
-            created_at=utcnow(),
-        )
-    )
 
 
 class _BlobRow(NamedTuple):
@@ -686,7 +665,24 @@ class ImapStore:
         another session (of any process) claimed them first. A message appended or
         copied into a folder that sessions have selected is thus recent in exactly
         one of them, the first to notice it (RFC 3501 §2.3.2).
+
+        A read first: when every session of a folder learns of a new message at
+        once, all but the first find it claimed without queueing for the write
+        lock (under imaptest stress these claims were half the time spent
+        waiting for SQLite's lock).
         """
+        with self._reading() as connection:
+            current = connection.execute(
+                select(_RECENT.c.first_recent_uid)
+                .select_from(_RECENT.join(_FOLDERS, _FOLDERS.c.id == _RECENT.c.folder_id))
+                .where(
+                    _RECENT.c.folder_id == folder_id,
+                    _FOLDERS.c.account_id == principal.account_id,
+                    _FOLDERS.c.uid_validity == uid_validity,
+                )
+            ).scalar()
+        if current is not None and int(current) >= upto:
+            return None
         with self.database.transaction() as session:
             folder = self._lock(session, principal, folder_id)
             if folder.uid_validity != uid_validity:
@@ -1026,7 +1022,25 @@ class ImapStore:
 
     # -- content -----------------------------------------------------------------------
 
-    def _read_blobs(self, session: Session, wanted: Sequence[tuple[int, str]]) -> dict[int, bytes]:
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A Core connection for lookups, rolled back at the end.
+
+        The FETCH paths read through it rather than through :meth:`Database.reading`:
+        an ORM session's set-up, connection bookkeeping and rollback cost more than
+        the two indexed queries of a one-message FETCH (issue 15, py-spy under
+        imaptest and bench/imap). Same engine, so the same isolation and column
+        sealing.
+        """
+        with self.database.read_engine.connect() as connection:
+            try:
+                yield connection
+            finally:
+                connection.rollback()
+
+    def _read_blobs(
+        self, session: Session | Connection, wanted: Sequence[tuple[int, str]]
+    ) -> dict[int, bytes]:
         """Decrypt many blobs: one query fetches their rows, then each is decrypted in memory.
 
         :meth:`BlobStore.read` looks its row up with ``session.get``: one query
@@ -1035,7 +1049,7 @@ class ImapStore:
         are still BlobStore's own.
         """
         contents: dict[int, bytes] = {}
-        connection = session.connection()
+        connection = session if isinstance(session, Connection) else session.connection()
         for chunk in _chunks(list(wanted)):
             rows = _FetchedBlobs(
                 connection.execute(_BLOB_ROWS, {"ids": [blob_id for _, blob_id in chunk]})
@@ -1045,7 +1059,11 @@ class ImapStore:
         return contents
 
     def _filed(
-        self, session: Session, principal: Principal, folder_id: int, uids: Sequence[int]
+        self,
+        session: Session | Connection,
+        principal: Principal,
+        folder_id: int,
+        uids: Sequence[int],
     ) -> dict[int, tuple[int, str, str | None]]:
         """UID → (message id, blob id, structure cache blob id) for UIDs of one folder.
 
@@ -1055,7 +1073,7 @@ class ImapStore:
         """
         filed: dict[int, tuple[int, str, str | None]] = {}
         wanted = sorted(set(uids))
-        connection = session.connection()
+        connection = session if isinstance(session, Connection) else session.connection()
         for chunk in _chunks(wanted):
             rows = connection.execute(
                 _FILED,
@@ -1086,16 +1104,20 @@ class ImapStore:
         self, principal: Principal, folder_id: int, uids: Sequence[int]
     ) -> dict[int, bytes]:
         """Message bytes by UID, for UIDs of one of the account's folders."""
-        with self.database.reading() as session:
-            filed = self._filed(session, principal, folder_id, uids)
-            return self._read_blobs(session, [(uid, blobs[1]) for uid, blobs in filed.items()])
+        with self._reading() as connection:
+            filed = self._filed(connection, principal, folder_id, uids)
+            return self._read_blobs(connection, [(uid, blobs[1]) for uid, blobs in filed.items()])
 
     def structures(
-        self, principal: Principal, folder_id: int, uids: Sequence[int]
+        self, principal: Principal, folder_id: int, uids: Sequence[int], *, build: bool = True
     ) -> dict[int, MessageStructure]:
-        """Parsed structures by UID; missing or outdated caches are built and stored."""
+        """Parsed structures by UID; missing or outdated caches are built and stored.
+
+        With ``build=False`` nothing is written: UIDs without a usable cache are left
+        out (for callers that must not wait for the write lock).
+        """
         by_message: dict[int, MessageStructure] = {}
-        with self.database.reading() as session:
+        with self._reading() as session:
             filed = self._filed(session, principal, folder_id, uids)
             with self._recent_lock:
                 for message_id, _, _ in filed.values():
@@ -1115,7 +1137,7 @@ class ImapStore:
             for message_id, blob_id, _ in filed.values()
             if message_id not in by_message and message_id not in loaded
         ]
-        for chunk in _chunks(missing, 100):
+        for chunk in _chunks(missing if build else [], 100):
             loaded.update(self._build_structures(chunk))
         if loaded and self._recent_limit:
             with self._recent_lock:
@@ -1130,8 +1152,8 @@ class ImapStore:
         }
 
     def _build_structures(self, wanted: Sequence[tuple[int, str]]) -> dict[int, MessageStructure]:
-        with self.database.reading() as session:
-            contents = self._read_blobs(session, wanted)
+        with self._reading() as connection:
+            contents = self._read_blobs(connection, wanted)
         built = {message_id: parse_message(data) for message_id, data in contents.items()}
         sealed = {message_id: self.blobs.seal(s.to_json()) for message_id, s in built.items()}
         now = utcnow()

@@ -1,5 +1,5 @@
-"""Command parsers pymap 0.36.7 lacks: ENABLE, NAMESPACE, UNSELECT, CONDSTORE syntax, LIST-STATUS
-(RFC 5161, 2342, 3691, 7162, 5819).
+"""Command parsers pymap 0.36.7 lacks: ENABLE, NAMESPACE, UNSELECT, CONDSTORE syntax, LIST-STATUS,
+SORT and THREAD (RFC 5161, 2342, 3691, 7162, 5819, 5256).
 
 pymap parses RFC 3501 well and already reads the RFC 4466 option lists that
 CONDSTORE uses (``SELECT INBOX (CONDSTORE)``, ``FETCH 1:* (FLAGS) (CHANGEDSINCE
@@ -7,7 +7,7 @@ CONDSTORE uses (``SELECT INBOX (CONDSTORE)``, ``FETCH 1:* (FLAGS) (CHANGEDSINCE
 pymap's own. What it cannot parse is added here, by subclassing its command
 classes and registering them under the same names:
 
-* ``ENABLE``, ``NAMESPACE`` and ``UNSELECT`` (new commands);
+* ``ENABLE``, ``NAMESPACE``, ``UNSELECT``, ``SORT`` and ``THREAD`` (new commands);
 * the ``MODSEQ`` fetch attribute (``FETCH 1:* (FLAGS MODSEQ)``);
 * the ``MODSEQ`` search key, also inside ``OR`` and parenthesised lists;
 * the ``HIGHESTMODSEQ`` status attribute;
@@ -32,6 +32,7 @@ from pymap.parsing.commands import Commands
 from pymap.parsing.exceptions import NotParseable
 from pymap.parsing.primitives import Atom, List, Number, String
 from pymap.parsing.specials import (
+    AString,
     ExtensionOptions,
     FetchAttribute,
     Mailbox,
@@ -42,6 +43,7 @@ from pymap.parsing.specials import (
 
 from .names import decode_client_mailbox_name
 from .sections import EchoedFetchAttribute
+from .sorting import SORT_KEYS, THREAD_ALGORITHMS
 
 MODSEQ = b"MODSEQ"
 CONDSTORE = b"CONDSTORE"
@@ -326,6 +328,122 @@ class StatusListCommand(ListCommand):
         return command, buf
 
 
+_SORT_CRITERIA = re.compile(rb" \(((?:REVERSE +)?[A-Z]+(?: +(?:REVERSE +)?[A-Z]+)*)\)", re.I)
+_THREAD_ALGORITHM = re.compile(rb" ([A-Z]+)", re.IGNORECASE)
+
+
+def _search_criteria(buf: memoryview, params: Params) -> tuple[str, list[SearchKey], memoryview]:
+    """``SP charset 1*(SP search-key)`` as SORT and THREAD take them (RFC 5256 §4);
+    the charset is ``""`` when Python does not know it."""
+    _, buf = Space.parse(buf, params)
+    name, buf = AString.parse(buf, params)
+    charset = bytes(name.value).decode("ascii", "replace")
+    try:
+        b" ".decode(charset)
+    except LookupError:
+        charset = ""  # answered NO [BADCHARSET] (RFC 5256 §3); the keys still parse
+    keys: list[SearchKey] = []
+    key_params = params.copy(charset=charset or "utf-8")
+    while True:
+        try:
+            _, after = Space.parse(buf, params)
+            key, buf = ModseqSearchKey.parse(after, key_params)
+        except NotParseable:
+            if not keys:
+                raise
+            break
+        keys.append(key)
+    _, buf = EndLine.parse(buf, params)
+    return charset, keys, buf
+
+
+class SortCommand(CommandSelect):
+    """``SORT (criteria) charset search-keys`` (RFC 5256 §3).
+
+    ``criteria`` is a list of (key, reverse) pairs; an unknown key is a ``BAD``.
+    """
+
+    command = b"SORT"
+
+    def __init__(
+        self,
+        tag: bytes,
+        criteria: Sequence[tuple[bytes, bool]],
+        charset: str,
+        keys: Sequence[SearchKey],
+    ) -> None:
+        super().__init__(tag)
+        self.criteria = list(criteria)
+        self.charset = charset
+        self.keys = frozenset(keys)
+
+    @property
+    def uid(self) -> bool:
+        return False
+
+    @classmethod
+    def parse(cls, buf: memoryview, params: Params) -> tuple[SortCommand, memoryview]:
+        match = _SORT_CRITERIA.match(buf)
+        if match is None:
+            raise NotParseable(buf)
+        criteria: list[tuple[bytes, bool]] = []
+        reverse = False
+        for word in match.group(1).upper().split():
+            if word == b"REVERSE":
+                reverse = True
+                continue
+            if word not in SORT_KEYS:
+                raise NotParseable(buf)
+            criteria.append((word, reverse))
+            reverse = False
+        charset, keys, buf = _search_criteria(buf[match.end() :], params)
+        return cls(params.tag, criteria, charset, keys), buf
+
+
+class UidSortCommand(SortCommand):
+    command = b"UID SORT"
+    delegate = SortCommand
+
+    @property
+    def uid(self) -> bool:
+        return True
+
+
+class ThreadCommand(CommandSelect):
+    """``THREAD algorithm charset search-keys`` (RFC 5256 §3): ORDEREDSUBJECT, REFERENCES."""
+
+    command = b"THREAD"
+
+    def __init__(
+        self, tag: bytes, algorithm: bytes, charset: str, keys: Sequence[SearchKey]
+    ) -> None:
+        super().__init__(tag)
+        self.algorithm = algorithm
+        self.charset = charset
+        self.keys = frozenset(keys)
+
+    @property
+    def uid(self) -> bool:
+        return False
+
+    @classmethod
+    def parse(cls, buf: memoryview, params: Params) -> tuple[ThreadCommand, memoryview]:
+        match = _THREAD_ALGORITHM.match(buf)
+        if match is None or match.group(1).upper() not in THREAD_ALGORITHMS:
+            raise NotParseable(buf)
+        charset, keys, buf = _search_criteria(buf[match.end() :], params)
+        return cls(params.tag, match.group(1).upper(), charset, keys), buf
+
+
+class UidThreadCommand(ThreadCommand):
+    command = b"UID THREAD"
+    delegate = ThreadCommand
+
+    @property
+    def uid(self) -> bool:
+        return True
+
+
 def caducee_commands() -> Commands:
     """pymap's commands with ours registered over them."""
     commands = Commands()
@@ -339,6 +457,10 @@ def caducee_commands() -> Commands:
         CondstoreStatusCommand,
         UnselectCommand,
         StatusListCommand,
+        SortCommand,
+        UidSortCommand,
+        ThreadCommand,
+        UidThreadCommand,
     ):
         commands.register(command)
     return commands

@@ -33,6 +33,9 @@ EXTENSIONS: tuple[bytes, ...] = (
     b"UNSELECT",
     b"ESEARCH",
     b"LIST-STATUS",
+    b"SORT",
+    b"THREAD=ORDEREDSUBJECT",
+    b"THREAD=REFERENCES",
 )
 
 

@@ -347,6 +347,7 @@ class FetchLoader:
         *,
         structure: bool,
         content: bool,
+        inline: bool = False,
     ) -> None:
         self.store = store
         self.principal = principal
@@ -361,6 +362,14 @@ class FetchLoader:
             for index in range(start, stop):
                 self.batch_of[index] = number
         self.tasks: dict[int, asyncio.Task[dict[int, Loaded]]] = {}
+        self.inline: dict[int, Loaded] | None = None
+        if (
+            inline
+            and len(self.messages) == 1
+            and self.messages[0].size <= store.blobs.inline_max_bytes
+        ):
+            # Its bytes are in its database row (no file or object-store read).
+            self.inline = {}
 
     def _plan(self) -> list[tuple[int, int]]:
         batches: list[tuple[int, int]] = []
@@ -376,11 +385,13 @@ class FetchLoader:
             batches.append((start, len(self.messages)))
         return batches
 
-    def _load(self, number: int) -> dict[int, Loaded]:
+    def _load(self, number: int, *, build: bool = True) -> dict[int, Loaded]:
         start, stop = self.batches[number]
         wanted = [m.uid for m in self.messages[start:stop]]
         store, principal, folder = self.store, self.principal, self.folder_id
-        structures = store.structures(principal, folder, wanted) if self.structure else {}
+        structures = (
+            store.structures(principal, folder, wanted, build=build) if self.structure else {}
+        )
         contents = store.contents(principal, folder, wanted) if self.content else {}
         return {uid: Loaded(structures.get(uid), contents.get(uid)) for uid in wanted}
 
@@ -393,6 +404,17 @@ class FetchLoader:
 
     async def fill(self, index: int, box: Loaded) -> None:
         """Put message ``index`` in ``box`` (loading its batch, and the next, when needed)."""
+        if self.inline is not None:
+            # One small message on a local database (SQLite, WAL: a read never waits for a
+            # writer): read and decrypt it here. The thread hop and its wake-up cost more
+            # than the read itself (issue 15: 200 one-by-one fetches at 0.3× Dovecot).
+            if not self.inline:
+                self.inline = self._load(0, build=False)
+            loaded = self.inline.get(self.messages[index].uid)
+            if loaded is not None and (loaded.structure is not None or not self.structure):
+                box.structure, box.raw = loaded.structure, loaded.raw
+                return
+            self.inline = None  # no structure cache yet: building it writes, off the loop
         number = self.batch_of[index]
         task = self._start(number)
         if number + 1 < len(self.batches):

@@ -121,6 +121,11 @@ class ImapBackend:
         self.writes = 0
         """Writes by this process's sessions so far (see :meth:`changes`)."""
         self.snapshots = FolderSnapshots()
+        self.claimed: dict[FolderKey, int] = {}
+        self._claiming: dict[FolderKey, asyncio.Future[None]] = {}
+        r"""Per folder incarnation, the ``\Recent`` boundary this process knows is claimed."""
+        self.inline_reads = store.database.dialect == "sqlite"
+        """Small single-message reads run on the event loop (see :class:`FetchLoader`)."""
         self.identity = identity
         """The identity service every door of this process shares."""
 
@@ -128,6 +133,31 @@ class ImapBackend:
         """Run a synchronous store call in the IMAP thread pool."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, partial(function, *args, **kwargs))
+
+    async def claim_recent(self, principal: Principal, folder: FolderKey, upto: int) -> int | None:
+        r""":meth:`ImapStore.claim_recent`, one claim per folder at a time in this process.
+
+        When a message arrives, every session of the folder learns of it at once
+        and would queue for the database's write lock to find it claimed (under
+        imaptest stress, half the time spent waiting for SQLite's lock). Here the
+        others wait for the claim on its way, then skip it when it covered their
+        UIDs: this process knows the boundary reached ``upto``.
+        """
+        while (pending := self._claiming.get(folder)) is not None:
+            await asyncio.shield(pending)
+        if self.claimed.get(folder, 0) >= upto:
+            return None
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._claiming[folder] = done
+        try:
+            claimed = await self.run(self.store.claim_recent, principal, folder[0], folder[1], upto)
+            if len(self.claimed) > 10_000:
+                self.claimed.clear()
+            self.claimed[folder] = max(self.claimed.get(folder, 0), upto)
+            return claimed
+        finally:
+            del self._claiming[folder]
+            done.set_result(None)
 
     def wrote(self) -> int:
         """Count a write by one of this process's sessions; its number (see :meth:`changes`)."""
@@ -392,6 +422,14 @@ class ImapSession(SessionInterface):
         self._reads_audited: set[int] = set()
         self._last_write = 0
 
+    def must_audit(self, message_ids: Sequence[int]) -> bool:
+        """Whether :meth:`audit_reads` has an event to write for these reads (a patient
+        mailbox, a message not read yet in this session): asked on the event loop, so
+        that other reads cost no thread hop."""
+        if self.principal.kind != AccountKind.PATIENT.value:
+            return False
+        return any(i not in self._reads_audited for i in message_ids)
+
     def audit_reads(self, message_ids: Sequence[int]) -> None:
         """One ``message.read`` event (F4, channel ``imap``) per message whose body this
         session reads for the first time, for patient mailboxes; written before the body
@@ -652,12 +690,8 @@ class ImapSession(SessionInterface):
         arrived = [e.uid for e in changes.entries if e.uid > high and e.uid not in known]
         selected.add_updates([ImapMessage(e) for e in changes.entries], changes.expunged)
         if arrived and not selected.readonly and changes.recent_from <= arrived[-1]:
-            claimed = await self.backend.run(
-                self.store.claim_recent,
-                self.principal,
-                selected.folder_id,
-                selected.uid_validity,
-                arrived[-1] + 1,
+            claimed = await self.backend.claim_recent(
+                self.principal, (selected.folder_id, selected.uid_validity), arrived[-1] + 1
             )
             if claimed is not None:
                 for uid in arrived:

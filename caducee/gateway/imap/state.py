@@ -17,7 +17,9 @@ EXPUNGE and IDLE plumbing and change:
   answer ``MODSEQ``/``CHANGEDSINCE``/``UNCHANGEDSINCE``, and a non-peek fetch
   sets ``\\Seen`` through the same store call as STORE (so it queues the G2
   read receipt); the first read of each message's body in a session of a patient
-  mailbox is audited (F4, ``message.read``) before it is sent.
+  mailbox is audited (F4, ``message.read``) before it is sent;
+* SORT and THREAD (RFC 5256), which pymap lacks: the search keys select, then
+  :mod:`.sorting` orders or threads the matches from their cached structures.
 """
 
 from __future__ import annotations
@@ -62,12 +64,15 @@ from pymap.selected import SelectedMailbox
 
 from caducee.gateway.imap import fetch as fetching
 from caducee.gateway.imap import search as searching
+from caducee.gateway.imap import sorting
 from caducee.gateway.imap.commands import (
     CONDSTORE,
     MODSEQ,
     EnableCommand,
     NamespaceCommand,
+    SortCommand,
     StatusListCommand,
+    ThreadCommand,
     UnselectCommand,
     number_option,
 )
@@ -153,6 +158,13 @@ def _esearch(
             named += [matched[-1]] if b"MAX" in wanted else []
         parts.append(b"MODSEQ %d" % max(message.modseq for _, message in named))
     return b" ".join(parts)
+
+
+def _bad_charset(tag: bytes) -> ResponseNo:
+    """RFC 5256 §3: an unknown charset is ``NO [BADCHARSET]``, naming some we know."""
+    return ResponseNo(
+        tag, b"Unknown charset.", ResponseCode.of(b"BADCHARSET (UTF-8 US-ASCII ISO-8859-1)")
+    )
 
 
 class CaduceeConnectionState(ConnectionState):
@@ -380,7 +392,9 @@ class CaduceeConnectionState(ConnectionState):
                     None,
                 )
         if fetching.reads_body(attributes) and messages:
-            await session.backend.run(session.audit_reads, [m.message_id for _, m in messages])
+            read = [m.message_id for _, m in messages]
+            if session.must_audit(read):  # no thread hop for reads that need no event
+                await session.backend.run(session.audit_reads, read)
         need_structure, need_content = fetching.needs(attributes)
         loader = None
         if need_structure or need_content:
@@ -390,8 +404,9 @@ class CaduceeConnectionState(ConnectionState):
                 selected.folder_id,
                 session.backend.run,
                 [m for _, m in messages],
-                structure=True,
+                structure=need_structure,
                 content=need_content,
+                inline=session.backend.inline_reads,
             )
         response = StreamedOk(cmd.tag, b"FETCH completed.")
         response.add_untagged(*selected.announcement())
@@ -493,3 +508,76 @@ class CaduceeConnectionState(ConnectionState):
         response = ResponseOk(cmd.tag, b"SEARCH completed.")
         response.add_untagged(UntaggedResponse(text))
         return response, await session.refresh(selected)
+
+    # -- SORT, THREAD (RFC 5256) -------------------------------------------------------
+
+    async def _sortables(
+        self, keys: frozenset[SearchKey], uid: bool, *, structures: bool
+    ) -> list[sorting.Sortable]:
+        """The messages matching ``keys``, with what SORT or THREAD needs of each."""
+        session = self.imap_session
+        selected = self.current
+        if not uid:
+            selected.hide_expunged = True
+        if _uses_modseq(keys):
+            self.enable_condstore()
+        candidates = selected.resolve(SequenceSet.all())
+        uids = selected.uids()
+        store, principal, folder_id = session.store, session.principal, selected.folder_id
+
+        def work() -> list[sorting.Sortable]:
+            matched = searching.search(
+                store,
+                principal,
+                folder_id,
+                keys,
+                candidates,
+                max_seq=len(uids),
+                max_uid=uids[-1] if uids else 0,
+                recent=frozenset(selected.session_flags.recent_uids),
+            )
+            loaded: dict[int, Any] = {}
+            if structures:
+                wanted = [message.uid for _, message in matched]
+                for start in range(0, len(wanted), searching.BATCH):
+                    chunk = wanted[start : start + searching.BATCH]
+                    loaded.update(store.structures(principal, folder_id, chunk))
+            return [
+                sorting.Sortable(
+                    message.uid if uid else seq,
+                    seq,
+                    message.internal_date,
+                    message.size,
+                    loaded.get(message.uid),
+                )
+                for seq, message in matched
+            ]
+
+        return await session.backend.run(work)
+
+    async def do_sort(self, cmd: SortCommand) -> _CommandRet:
+        """SORT and UID SORT: ``* SORT n...`` (RFC 5256 §4)."""
+        if not cmd.charset:
+            return _bad_charset(cmd.tag), None
+        needs_structure = any(name not in (b"ARRIVAL", b"SIZE") for name, _ in cmd.criteria)
+        items = await self._sortables(cmd.keys, cmd.uid, structures=needs_structure)
+        numbers = sorting.sort(items, cmd.criteria)
+        response = ResponseOk(cmd.tag, b"SORT completed.")
+        response.add_untagged(
+            UntaggedResponse(b" ".join([b"SORT", *(b"%d" % number for number in numbers)]))
+        )
+        return response, await self.imap_session.refresh(self.current)
+
+    async def do_thread(self, cmd: ThreadCommand) -> _CommandRet:
+        """THREAD and UID THREAD: ``* THREAD (1 2)(3)`` (RFC 5256 §4)."""
+        if not cmd.charset:
+            return _bad_charset(cmd.tag), None
+        items = await self._sortables(cmd.keys, cmd.uid, structures=True)
+        if cmd.algorithm == b"REFERENCES":
+            roots = sorting.references(items)
+        else:
+            roots = sorting.ordered_subject(items)
+        response = ResponseOk(cmd.tag, b"THREAD completed.")
+        text = sorting.render_threads(roots)
+        response.add_untagged(UntaggedResponse(b"THREAD " + text if text else b"THREAD"))
+        return response, await self.imap_session.refresh(self.current)

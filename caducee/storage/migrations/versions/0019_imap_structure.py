@@ -1,4 +1,7 @@
-"""Slot reserved for this session's work on imap_structure; filled by the change that needs it.
+"""Empty: the IMAP work it was reserved for (issue 15) needed no schema change this round.
+
+The structure cache written at delivery reuses the table of revision 0005.
+Kept so that the revision chain of a database created meanwhile stays valid.
 
 Revision ID: 0019_imap_structure
 Revises: 0018_metadata_encryption
