@@ -348,6 +348,8 @@ class Webmail:
                 "page": page,
                 "pages": pages,
                 "sent": request.query_params.get("sent") == "1",
+                "activated": request.query_params.get("activated") == "1",
+                "deleted": request.query_params.get("deleted") == "1",
             },
             signed=signed,
         )
@@ -667,6 +669,9 @@ class Webmail:
 def webmail_app(gateway: Gateway) -> tuple[Starlette, Webmail]:
     """The webmail's Starlette application (mount it at ``/webmail``)."""
     web = Webmail(gateway)
+    from caducee.gateway.web.compose import messaging_routes  # H4b; imports Webmail itself
+    from caducee.gateway.web.documents import documents_and_privacy_routes  # H4a, the same
+
     app = Starlette(
         routes=[
             Route("/", web.home, methods=["GET"]),
@@ -684,6 +689,8 @@ def webmail_app(gateway: Gateway) -> tuple[Starlette, Webmail]:
             Route("/sessions", web.sessions, methods=["GET"]),
             Route("/sessions/{public_id}/revoke", web.revoke_session, methods=["POST"]),
             Route("/language", web.language, methods=["GET"]),
+            *messaging_routes(web),
+            *documents_and_privacy_routes(web),
             Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
         ],
         exception_handlers={

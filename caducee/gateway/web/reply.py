@@ -22,6 +22,7 @@ import asyncio
 import email.policy
 import logging
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -32,6 +33,7 @@ from caducee.gateway.smtp.context import TrustCache
 from caducee.gateway.smtp.data import read_headers
 from caducee.gateway.smtp.mail import local_domains
 from caducee.gateway.submit import judge_recipient, prepare_submission
+from caducee.gateway.web.correspondents import inactive
 from caducee.gateway.web.mailbox import Mailbox, ReplyTarget
 from caducee.mailboxes.access.rights import known_professionals
 from caducee.mailboxes.accounts.identity.principal import Principal
@@ -55,7 +57,8 @@ class ReplyState:
 
     allowed: bool
     reason: str | None = None
-    """``ended`` (the professional ended the exchange) or ``no-reply``."""
+    """``ended`` (the professional ended the exchange), ``inactive`` (no longer in activity,
+    :func:`~caducee.gateway.web.correspondents.inactive`) or ``no-reply``."""
     name: str = ""
 
 
@@ -101,11 +104,22 @@ class Replies:
     async def state(self, principal: Principal, target: ReplyTarget) -> ReplyState:
         """Ask the submission rule table (the one the SMTP port asks) about the reply address."""
         name = await asyncio.to_thread(self.mailbox.correspondent_name, target.professional_address)
+        if await asyncio.to_thread(self.inactive, target.professional_address):
+            return ReplyState(False, "inactive", name)
         if target.reply_address is None:
             return ReplyState(False, "no-reply", name)
         if await self.may_write(principal, target.reply_address):
             return ReplyState(True, None, name)
         return ReplyState(False, "ended" if target.ended else "no-reply", name)
+
+    def inactive(self, address: str) -> bool:
+        """The professional is no longer in activity: the page says so, offers no reply.
+
+        A choice of the pages (the national app's warning), not a rule of the table: mail
+        to that address sent another way is judged by the table as ever.
+        """
+        with self.gateway.database.reading() as session:
+            return inactive(session, address)
 
     async def contacts(self, principal: Principal) -> list[Contact]:
         """Who the patient may start a conversation with (C4, D2, D3), médecin traitant first.
@@ -130,6 +144,8 @@ class Replies:
 
         contacts = []
         for professional, address in await asyncio.to_thread(candidates):
+            if await asyncio.to_thread(self.inactive, professional):
+                continue
             if await self.may_write(principal, address):
                 name = await asyncio.to_thread(self.mailbox.correspondent_name, professional)
                 contacts.append(Contact(address, name))
@@ -221,11 +237,17 @@ def compose_message(
     hostname: str,
     in_reply_to: str | None = None,
     references: str | None = None,
+    attachments: Sequence[tuple[str, str, bytes]] = (),
 ) -> bytes:
-    """A plain-text message from the patient (a reply when ``in_reply_to`` is given, D1)."""
+    """A plain-text message from the patient (a reply when ``in_reply_to`` is given, D1).
+
+    ``attachments`` are (file name, content type, bytes): the message is then
+    ``multipart/mixed``, each file a base64 ``attachment`` part.
+    """
     message = EmailMessage(policy=email.policy.SMTP)
     message["From"] = Address(display_name=display_name or "", addr_spec=principal.address)
-    message["To"] = to
+    if to:  # a draft may not have its recipient yet
+        message["To"] = to
     message["Subject"] = " ".join(subject.split())
     message["Date"] = format_datetime(utcnow())
     message["Message-ID"] = make_msgid(domain=hostname)
@@ -233,4 +255,7 @@ def compose_message(
         message["In-Reply-To"] = in_reply_to
         message["References"] = references or in_reply_to
     message.set_content(text.replace("\r\n", "\n"), charset="utf-8", cte="quoted-printable")
+    for name, content_type, data in attachments:
+        maintype, _, subtype = content_type.partition("/")
+        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
     return message.as_bytes(policy=email.policy.SMTP)

@@ -54,6 +54,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from caducee.config import Settings
 from caducee.mailboxes.accounts.store import Account, AccountKind, AccountState
 from caducee.mailboxes.delivery import NOTIFY_PATIENT_JOB
+from caducee.mailboxes.notifications.centre import add_to_centre
 from caducee.storage.audit import Action, record_event
 from caducee.storage.db import Base, Database, UtcDateTime, table_of, utcnow
 from caducee.storage.jobs import ClaimedJob, JobQueue
@@ -578,7 +579,12 @@ class Notifier:
     def collect(self, job: ClaimedJob, event: Event, account_id: int) -> None:
         """Add one event to the patient's open batch (opening it, and queueing its sending)."""
         with self.database.transaction() as session:
-            if not self.settings.enabled or not _account_open(session, account_id):
+            if not _account_open(session, account_id):
+                self._complete(job, session)
+                return
+            count = job.payload.get("documents", 1)
+            add_to_centre(session, account_id, event.value, count if isinstance(count, int) else 1)
+            if not self.settings.enabled:
                 self._complete(job, session)
                 return
             prefs = preferences(session, account_id, self.settings)

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 
-from tests.harness.browser import activated_patient, base_url, professional_writes
+from tests.gateway.web.test_activation import new_space
+from tests.harness.browser import BIRTH, activated_patient, base_url, professional_writes
 from tests.harness.served import ServedGateway
 from tests.harness.waiting import wait_until
 
@@ -67,6 +68,17 @@ def test_H2_no_wcag_21_aa_violation_on_any_page(
 
         page.goto(base + "/webmail/sign-in")
         check("sign-in")
+        # H4b: activation (before signing in)
+        address, code = new_space(served)
+        page.goto(base + "/webmail/activate")
+        check("activation")
+        page.locator("#address").fill(address)
+        page.locator("#code").fill(code)
+        page.locator("#birth_date").fill(BIRTH.isoformat())
+        page.locator("form[action='/webmail/activate'] button").click()
+        page.wait_for_selector("#totp-secret")
+        check("activation, password and authenticator")
+        page.goto(base + "/webmail/sign-in")
         page.get_by_label(re.compile("adresse|address", re.I)).first.fill(patient.address)
         page.locator("#password").fill(patient.password)
         page.locator("#code").fill(patient.code())
@@ -93,7 +105,7 @@ def test_H2_no_wcag_21_aa_violation_on_any_page(
         check("new message")
         page.locator("#subject").fill("Question")
         page.locator("#body").fill("Bonjour.")
-        page.locator("form[action='/webmail/new'] button").click()
+        page.locator("form[action='/webmail/compose/new'] button[value=send]").click()
         page.wait_for_url(re.compile(r"/webmail/conversations\?sent=1$"))
         check("list, message sent")
         professional_writes(served, patient.address, "Fin", "Bonjour.\n", end_exchange=True)
@@ -112,6 +124,71 @@ def test_H2_no_wcag_21_aa_violation_on_any_page(
         check("conversation ended")
         page.goto(base + "/webmail/sessions")
         check("sessions")
+        # H4a: documents and privacy pages
+        page.goto(base + "/webmail/conversations")
+        page.locator(".conversation", has_text="Compte rendu").get_by_role("link").click()
+        page.locator("a[href^='/webmail/documents/from-message/']").first.click()
+        page.wait_for_url(re.compile(r"/webmail/documents/from-message/\d+/\d+$"))
+        check("save an attachment")
+        wait_until(
+            lambda: page.goto(base + "/webmail/documents") and page.locator(".document").count(),
+            timeout=30,
+            message="the attachment was never filed",
+        )
+        check("documents")
+        page.locator(".document a").first.click()
+        page.wait_for_url(re.compile(r"/webmail/documents/[0-9a-f]{32}$"))
+        check("a document")
+        page.goto(base + "/webmail/documents/add")
+        check("add a document")
+        page.goto(base + "/webmail/privacy")
+        check("access management")
+        page.goto(base + "/webmail/privacy/history")
+        check("history")
+        wait_until(
+            lambda: (
+                page.goto(base + "/webmail/notifications") and page.locator(".notification").count()
+            ),
+            timeout=30,
+            message="the notification centre stayed empty",
+        )
+        check("notifications")
+        page.goto(base + "/webmail/notifications/preferences")
+        check("notification preferences")
+        page.goto(base + "/webmail/profiles")
+        check("profiles")
+        # H4b: writing, drafts, pharmacies, account
+        page.goto(base + "/webmail/drafts")
+        check("no draft")
+        page.goto(base + "/webmail/pharmacies?q=zzzz")
+        check("pharmacies, none found")
+        page.goto(base + "/webmail/pharmacies?q=pharmacie")
+        check("pharmacies")
+        page.locator("form[action='/webmail/pharmacies'][method=post] button").first.click()
+        page.wait_for_url(re.compile(r"/webmail/new$"))
+        check("new message with files")
+        page.locator("#subject").fill("Brouillon")
+        page.locator("button[value=draft]").click()
+        page.wait_for_url(re.compile(r"/webmail/drafts\?saved=1$"))
+        check("drafts")
+        page.locator(".draft a").first.click()
+        check("a resumed draft")
+        page.goto(base + "/webmail/conversations")
+        page.locator(".conversation", has_text="Compte rendu").get_by_role("link").click()
+        page.locator("a[href$='/delete']").click()
+        check("delete a conversation")
+        page.goto(base + "/webmail/account")
+        check("account")
+        page.locator("#label").fill("Thunderbird")
+        page.locator("form[action='/webmail/account/app-passwords'] button").click()
+        page.wait_for_selector("#new-app-password")
+        check("account, new app password")
+        page.goto(base + "/webmail/account/close")
+        check("close")
+        page.goto(base + "/webmail/closed")
+        check("closed")
+        page.goto(base + "/webmail/reopen")
+        check("reopen")
         page.goto(base + "/webmail/conversations/999999999")
         check("not found")
         assert problems == {}, problems

@@ -89,14 +89,14 @@ def test_C4_D3_nobody_to_write_to_shows_the_national_text_and_no_form(
     sign_in(page, served, patient)
     page.get_by_role("link", name="Nouveau message").click()
     expect(page.get_by_role("note")).to_have_text(NOBODY)
-    assert page.locator("form[action='/webmail/new']").count() == 0
+    assert page.locator("form[action='/webmail/compose/new']").count() == 0
     # the only professional who wrote ended the exchange (D3): still nobody to write to
     professional_writes(served, patient.address, "Fin", "Bonjour.\n", end_exchange=True)
     page.goto(base_url(served) + "/webmail/conversations")
     _listed(page, "Fin")
     page.get_by_role("link", name="Nouveau message").click()
     expect(page.get_by_role("note")).to_have_text(NOBODY)
-    assert page.locator("form[action='/webmail/new']").count() == 0
+    assert page.locator("form[action='/webmail/compose/new']").count() == 0
 
 
 def _traces(served: ServedGateway, patient: WebPatient) -> tuple[int, int, int]:

@@ -143,6 +143,8 @@ def test_H2_the_same_journey_with_the_keyboard_alone(
     _focus(page, "#body")
     page.keyboard.type("Bien reçu, merci.")
     page.keyboard.press("Tab")
+    expect(page.get_by_label("Joindre des documents")).to_be_focused()  # no file: on to send
+    page.keyboard.press("Tab")
     expect(page.get_by_role("button", name="Envoyer")).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.get_by_role("status")).to_have_text("Message envoyé")

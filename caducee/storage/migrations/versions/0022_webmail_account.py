@@ -1,4 +1,7 @@
-"""Slot reserved for this session's work on webmail_account; filled by the change that needs it.
+"""Empty: the webmail account pages it was reserved for (issue 17) needed no new table.
+
+Drafts live in the IMAP Drafts folder; app passwords, export and closure use existing tables.
+Kept so that the revision chain of a database created meanwhile stays valid.
 
 Revision ID: 0022_webmail_account
 Revises: 0021_webmail_more
