@@ -10,6 +10,7 @@ log says why in one line.
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import smtplib
 from collections.abc import Iterator
@@ -18,8 +19,10 @@ from typing import Any
 import pytest
 
 from caducee.config import Settings
+from caducee.gateway import pki
 from caducee.gateway.reload import merge
-from tests.harness.served import ServedGateway, prepare_demo
+from tests.gateway.relay.conftest import Sink, sink_certificate
+from tests.harness.served import ServedGateway, free_port, prepare_demo
 from tests.harness.waiting import wait_until
 
 OTHER = "secretariat.cardio@hopital-demo.mssante.fr"
@@ -101,6 +104,65 @@ def test_k3_sighup_with_an_invalid_file_changes_nothing_and_says_why(
         assert client.mail(served.peer["professional"])[0] == 250
         assert client.rcpt(patient)[0] == 250
         assert client.rcpt(other)[0] == 250
+
+
+def _queue(served: ServedGateway) -> list[dict[str, Any]]:
+    lines = served.cli("queue", "list", "--json").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def test_k3_c5_sighup_sends_waiting_mail_by_a_new_relay_route(
+    tmp_path: Any, pg_schemas: Any
+) -> None:
+    """The operator fixes a peer's route in the file and sends SIGHUP: the waiting message leaves
+    by the new route at its next attempt, without a restart."""
+    closed = free_port()  # nothing listens here: the first attempts are deferred
+    domain = "labo-route.mssante.fr"
+    url = pg_schemas.new() if pg_schemas is not None else None
+    served = prepare_demo(tmp_path / "home", url, workers=1)
+    config = served.home / "caducee.toml"
+    assert "[relay]" not in config.read_text()
+    route = f'[relay]\nroutes = {{"{domain}" = "127.0.0.1:{closed}"}}\n'
+    config.write_text(config.read_text() + "\n" + route)
+    served.cli("trust", "add-domain", domain)
+    ca = pki.load(served.home / "tls" / "ca.pem", served.home / "tls" / "ca.key")
+    cert, key = sink_certificate(ca, tmp_path / "sink", names=[domain])
+    sink = Sink(cert=cert, key=key, client_ca=served.home / "tls" / "ca.pem", dkim_records={})
+    served.start()
+    try:
+        professional = served.credentials["professional"]["address"]
+        recipient = f"secretariat@{domain}"
+        raw = served.message(
+            sender=professional, to=recipient, subject="Par la nouvelle route", sign=False
+        )
+        with served.submit("professional") as client:
+            assert client.sendmail(professional, [recipient], raw) == {}
+
+        def deferred() -> dict[str, Any] | None:
+            jobs = [job for job in _queue(served) if job.get("attempts", 0) >= 1]
+            return jobs[0] if jobs else None
+
+        job = wait_until(deferred, message="the relay never tried the closed route")
+        assert sink.received == []
+
+        sink.start()
+        before = served.log().count("configuration reloaded: relay.routes")
+        config.write_text(config.read_text().replace(str(closed), str(sink.port)))
+        assert served.process is not None
+        served.process.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: served.log().count("configuration reloaded: relay.routes") > before,
+            message=lambda: f"no reload in the log: {served.log()[-2000:]}",
+        )
+        served.cli("queue", "retry", str(job["id"]))
+        wait_until(lambda: sink.received, message="nothing arrived by the new route")
+        (received,) = sink.received
+        assert received.rcpt_tos == [recipient]
+        assert b"Par la nouvelle route" in received.content
+        assert wait_until(lambda: _queue(served) == [] or None, message="the job stays queued")
+    finally:
+        sink.stop()
+        served.stop_all()
 
 
 def test_k3_reload_merges_live_fields_only() -> None:
