@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, text
 from caducee.gateway.cli import main as caducee_main
 from caducee.storage import schema
 from caducee.storage.db import Database, normalise_url
+from caducee.storage.keyring import Keyring
 from tests.harness.paths import SAMPLES
 
 pytest_plugins = ["tests.harness.fixtures"]
@@ -125,10 +126,16 @@ def database_url(_migrated_template: str, tmp_path: Path) -> str:
     return _migrated_template
 
 
+@pytest.fixture(scope="session")
+def column_keyring(tmp_path_factory: pytest.TempPathFactory) -> Keyring:
+    """The keys of the sealed columns (J1) for the databases tests open directly."""
+    return Keyring.create(tmp_path_factory.mktemp("column-keyring") / "kek")
+
+
 @pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    """A migrated, empty :class:`Database` of the engine under test."""
-    db = Database(database_url)
+def database(database_url: str, column_keyring: Keyring) -> Iterator[Database]:
+    """A migrated, empty :class:`Database` of the engine under test, its sealed columns keyed."""
+    db = Database(database_url).seal_with(column_keyring)
     yield db
     db.dispose()
 

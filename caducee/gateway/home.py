@@ -9,6 +9,16 @@ from pathlib import Path
 
 from caducee.config import Settings, load_settings
 from caducee.storage.db import Database
+from caducee.storage.keyring import Keyring
+
+
+def open_database(settings: Settings, *, pool_size: int | None = None) -> Database:
+    """The home's database with the keys of its sealed columns (J1): the one way to open it."""
+    database = Database(
+        settings.database_url,
+        pool_size=settings.database.pool_size if pool_size is None else pool_size,
+    )
+    return database.seal_with(Keyring(settings.path(settings.crypto.keyring)))
 
 
 @dataclass(frozen=True)
@@ -26,7 +36,7 @@ def open_home(home: Path) -> Iterator[Home]:
     Raises :class:`caducee.config.ConfigError` when the configuration is unusable.
     """
     settings = load_settings(home)
-    database = Database(settings.database_url, pool_size=settings.database.pool_size)
+    database = open_database(settings)
     try:
         yield Home(settings=settings, database=database)
     finally:

@@ -77,10 +77,11 @@ def build_gateway(settings: Settings, handlers: Mapping[str, JobHandler] | None 
     Without ``handlers``, the gateway handles every job kind the product defines
     (:func:`standard_handlers`).
     """
+    keyring = Keyring(settings.path(settings.crypto.keyring))
     database = Database(settings.database_url, pool_size=settings.database.pool_size)
+    database.seal_with(keyring)
     metrics = process_metrics()
     metrics.instrument_database(database)
-    keyring = Keyring(settings.path(settings.crypto.keyring))
     queue_settings = settings.queue
     queue = JobQueue(
         database,

@@ -40,6 +40,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from caducee.storage.blobs import BlobRow
 from caducee.storage.db import Base, UtcDateTime, utcnow
+from caducee.storage.sealed import SealedText
 
 BIG_ID = BigInteger().with_variant(Integer, "sqlite")
 
@@ -126,17 +127,19 @@ class RecordDocument(Base):
     type_display: Mapped[str | None] = mapped_column(String(255))
     class_code: Mapped[str | None] = mapped_column(String(64))
     format_code: Mapped[str | None] = mapped_column(String(255))
-    title: Mapped[str | None] = mapped_column(String(500))
+    title: Mapped[str | None] = mapped_column(SealedText("record_documents.title"))
     document_date: Mapped[datetime] = mapped_column(UtcDateTime())
     confidentiality: Mapped[str | None] = mapped_column(String(8))
     language: Mapped[str | None] = mapped_column(String(16))
     author_national_id: Mapped[str | None] = mapped_column(String(64), index=True)
-    author_family: Mapped[str | None] = mapped_column(String(200))
-    author_given: Mapped[str | None] = mapped_column(String(200))
+    author_family: Mapped[str | None] = mapped_column(SealedText("record_documents.author_family"))
+    author_given: Mapped[str | None] = mapped_column(SealedText("record_documents.author_given"))
     organisation_id: Mapped[str | None] = mapped_column(String(64))
-    organisation_name: Mapped[str | None] = mapped_column(String(255))
+    organisation_name: Mapped[str | None] = mapped_column(
+        SealedText("record_documents.organisation_name")
+    )
     sender: Mapped[str | None] = mapped_column(String(320))
-    mail_subject: Mapped[str | None] = mapped_column(String(998))
+    mail_subject: Mapped[str | None] = mapped_column(SealedText("record_documents.mail_subject"))
     mail_message_id: Mapped[str | None] = mapped_column(String(998))
 
     author_flags: Mapped[str] = mapped_column(String(200), default="")

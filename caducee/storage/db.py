@@ -19,6 +19,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from caducee.storage.keyring import Keyring
+from caducee.storage.sealed import ColumnSealer, attach
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -136,6 +139,18 @@ class Database:
     def dialect(self) -> str:
         """``sqlite`` or ``postgresql``."""
         return self.engine.dialect.name
+
+    def seal_with(self, keyring: Keyring) -> Database:
+        """Give this handle the keys of the sealed columns (J1); returns the handle.
+
+        Every handle that reads or writes subjects, titles or names is opened through its home,
+        which calls this; a handle without it refuses those columns instead of storing clear
+        text (:mod:`caducee.storage.sealed`).
+        """
+        sealer = ColumnSealer(keyring)
+        attach(self.engine.dialect, sealer)
+        attach(self.read_engine.dialect, sealer)
+        return self
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

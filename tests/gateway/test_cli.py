@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from caducee.gateway.cli import main
+from caducee.gateway.home import open_database
 from tests.harness.paths import CADUCEE
 from tests.harness.served import LISTENERS, free_port
 from tests.harness.waiting import wait_until
@@ -108,9 +109,8 @@ def test_k3_doctor_reports_a_database_behind_its_migrations(
 ) -> None:
     from caducee.config import load_settings
     from caducee.storage import schema
-    from caducee.storage.db import Database
 
-    database = Database(load_settings(home_dir).database_url)
+    database = open_database(load_settings(home_dir))
     schema.downgrade(database, "base")
     database.dispose()
     env = dict(home_env)
@@ -180,9 +180,8 @@ def test_k3_serve_answers_then_sigterm_exits_0(home_dir: Path, home_env: dict[st
 def test_k3_serve_refuses_an_unmigrated_database(home_dir: Path, home_env: dict[str, str]) -> None:
     from caducee.config import load_settings
     from caducee.storage import schema
-    from caducee.storage.db import Database
 
-    database = Database(load_settings(home_dir).database_url)
+    database = open_database(load_settings(home_dir))
     schema.downgrade(database, "base")
     database.dispose()
     env = dict(home_env)

@@ -11,7 +11,7 @@ import pytest
 from caducee.config import load_settings
 from caducee.gateway.cli import main as caducee_main
 from caducee.gateway.demo import HOSTED_PROFESSIONAL
-from caducee.storage.db import Database
+from caducee.gateway.home import open_database
 from tests.harness.reports import add_patient, valid_ins
 
 
@@ -94,7 +94,7 @@ def test_f3_operator_registers_a_legal_representative(
 ) -> None:
     credentials = json.loads((demo_home / "demo" / "credentials.json").read_text())
     parent = credentials["patient"]["address"]
-    database = Database(load_settings(demo_home).database_url)
+    database = open_database(load_settings(demo_home))
     try:
         _, child, _ = add_patient(database, ins=valid_ins("2150675123456"))
     finally:

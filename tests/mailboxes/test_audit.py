@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, select, text, update
 
 from caducee.config import load_settings
 from caducee.gateway.cli import main as caducee_main
+from caducee.gateway.home import open_database
 from caducee.storage.audit import (
     GENESIS_HASH,
     Action,
@@ -42,7 +43,7 @@ def _append(database: Database, count: int, subject: int | None = None) -> None:
 
 @pytest.fixture
 def home_database(home_dir: Path) -> Database:
-    database = Database(load_settings(home_dir).database_url)
+    database = open_database(load_settings(home_dir))
     yield database  # type: ignore[misc]
     database.dispose()
 

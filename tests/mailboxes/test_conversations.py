@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from caducee.config import load_settings
 from caducee.gateway.cli import main as caducee_main
+from caducee.gateway.home import open_database
 from caducee.gateway.runtime import build_gateway
 from caducee.mailboxes.accounts.store import AccountKind, create_account, find_account
 from caducee.mailboxes.delivery import Envelope, MailDelivery, Recipient, RecipientRole
@@ -264,7 +265,7 @@ def test_e1_operator_adds_an_offered_document_with_the_cli(
     assert public_id in capsys.readouterr().out
     assert caducee_main(["record", "add", patient, public_id, "--home", home]) == 1
     assert "no offered document" in capsys.readouterr().err
-    database = Database(load_settings(demo_home).database_url)
+    database = open_database(load_settings(demo_home))
     try:
         assert _state(database, public_id) == DocumentState.FILED
     finally:

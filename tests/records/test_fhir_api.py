@@ -107,8 +107,8 @@ def world(
     n1_pdf: bytes,
 ) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("fhir")
-    database = Database(_database_url(tmp, pg_schemas, _migrated_template))
     keyring = Keyring.create(tmp / "kek")
+    database = Database(_database_url(tmp, pg_schemas, _migrated_template)).seal_with(keyring)
     blobs = BlobStore(tmp / "blobs", keyring)
     queue = JobQueue(database)
     settings = make_settings(tmp)

@@ -222,7 +222,7 @@ def test_j1_keys_rotate_rewraps_every_blob(
         gateway.close()
     assert main(["keys", "rotate", "--home", str(home_dir)]) == 0
     out = capsys.readouterr().out
-    assert "Rewrapped 30 data key(s); retired 1 old key(s)." in out
+    assert "Rewrapped 30 data key(s), re-sealed 0 value(s); retired 1 old key(s)." in out
     gateway = build_gateway(load_settings(home_dir))
     try:
         assert gateway.keyring.active_id != old_key
@@ -278,7 +278,9 @@ def test_k2_keys_rotate_with_the_s3_backend_rewraps_rows_only(
     finally:
         gateway.close()
     assert main(["keys", "rotate", "--home", str(home_dir)]) == 0
-    assert "Rewrapped 6 data key(s); retired 1 old key(s)." in capsys.readouterr().out
+    assert "Rewrapped 6 data key(s), re-sealed 0 value(s); retired 1 old key(s)." in (
+        capsys.readouterr().out
+    )
     gateway = build_gateway(load_settings(home_dir))
     try:
         assert stored(gateway.blobs, ids[-1]) == before[ids[-1]]  # the object is not rewritten

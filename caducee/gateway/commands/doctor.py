@@ -55,6 +55,8 @@ class Report:
 
 
 def _check_database(settings: Settings, report: Report) -> Database | None:
+    # Without the column keys (caducee.gateway.home.open_database) on purpose: the doctor reads
+    # the schema and blob rows, never a sealed column, and must work while the keyring is broken.
     database = Database(settings.database_url, pool_size=1)
     try:
         current = schema.current_revision(database)

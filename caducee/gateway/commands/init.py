@@ -22,9 +22,9 @@ from caducee.config.settings import env_value
 from caducee.directory.anchors import add_anchors
 from caducee.gateway import pki
 from caducee.gateway.commands import CommandError, Subcommands, add_home_argument
+from caducee.gateway.home import open_database
 from caducee.gateway.homefiles import HomeLayout
 from caducee.storage import schema
-from caducee.storage.db import Database
 from caducee.storage.keyring import ACTIVE_FILE, Keyring
 
 DEMO_HOSTED_DOMAIN = "hopital-demo.mssante.fr"
@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     if not blobs.exists():
         blobs.mkdir(parents=True, mode=0o700)
         steps.did("blob folder")
-    database = Database(settings.database_url)
+    database = open_database(settings, pool_size=5)
     try:
         if schema.current_revision(database) != schema.head_revision():
             schema.upgrade(database)

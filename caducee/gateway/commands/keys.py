@@ -2,8 +2,9 @@
 
 Rotation runs while the gateway serves: the new key becomes active first (new
 blobs use it at once, in every process, since the keyring follows its
-``active`` file), then existing data keys are rewrapped in small transactions,
-then keys no blob refers to any more are retired. Blob files are never
+``active`` file), then existing data keys are rewrapped and sealed column values
+(subjects, titles, names: J1) re-sealed in small transactions, then keys neither a
+blob nor a sealed value refers to any more are retired. Blob files are never
 rewritten.
 """
 
@@ -15,6 +16,8 @@ from pathlib import Path
 from caducee.config import load_settings
 from caducee.gateway.commands import Subcommands, add_home_argument
 from caducee.gateway.runtime import build_gateway
+from caducee.storage.db import Base
+from caducee.storage.sealed_rotation import kek_ids_in_use, reseal_batch
 
 
 def register(subcommands: Subcommands) -> None:
@@ -37,13 +40,24 @@ def run_rotate(args: argparse.Namespace) -> int:
             total += count
             if count == 0:
                 break
+        resealed = 0
+        while True:
+            with gateway.database.transaction() as session:
+                count = reseal_batch(session, Base.metadata)
+            resealed += count
+            if count == 0:
+                break
         with gateway.database.transaction() as session:
             in_use = gateway.blobs.kek_ids_in_use(session)
+            in_use |= kek_ids_in_use(session, Base.metadata, old_ids)
         retired = [key_id for key_id in old_ids if key_id != new_id and key_id not in in_use]
         for key_id in retired:
             gateway.keyring.retire(key_id)
     finally:
         gateway.close()
     print(f"New key-encryption key {new_id} is active.")
-    print(f"Rewrapped {total} data key(s); retired {len(retired)} old key(s).")
+    print(
+        f"Rewrapped {total} data key(s), re-sealed {resealed} value(s); "
+        f"retired {len(retired)} old key(s)."
+    )
     return 0

@@ -22,6 +22,7 @@ from caducee.mailboxes.accounts.passwords import (
     verify_password,
 )
 from caducee.storage.db import Base, UtcDateTime, table_of, utcnow
+from caducee.storage.sealed import SealedText
 
 BIG_ID = BigInteger().with_variant(Integer, "sqlite")
 
@@ -61,7 +62,7 @@ class Account(Base):
     address: Mapped[str] = mapped_column(String(320), unique=True)
     kind: Mapped[str] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(16), default=AccountState.ACTIVE.value)
-    display_name: Mapped[str | None] = mapped_column(String(200))
+    display_name: Mapped[str | None] = mapped_column(SealedText("accounts.display_name"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     patient: Mapped[Patient | None] = relationship(back_populates="account", uselist=False)
 
@@ -76,8 +77,8 @@ class Patient(Base):
     )
     ins: Mapped[str] = mapped_column(String(15), unique=True)
     ins_oid: Mapped[str] = mapped_column(String(64))
-    birth_name: Mapped[str] = mapped_column(String(200))
-    given_name: Mapped[str] = mapped_column(String(200))
+    birth_name: Mapped[str] = mapped_column(SealedText("patients.birth_name"))
+    given_name: Mapped[str] = mapped_column(SealedText("patients.given_name"))
     birth_date: Mapped[date] = mapped_column(Date())
     sex: Mapped[str] = mapped_column(String(1))
     birthplace: Mapped[str | None] = mapped_column(String(5))
