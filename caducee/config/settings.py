@@ -159,6 +159,7 @@ class HttpSettings(_Section):
     max_connections: int = Field(default=1000, ge=1)
     max_connections_per_ip: int = Field(default=100, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    webmail_upload_max_bytes: int = Field(default=8 * 1_048_576, ge=1024)
     max_header_bytes: int = Field(default=16384, ge=1024, le=1_048_576)
     keep_alive_seconds: int = Field(default=5, ge=1)
     max_connection_seconds: int = Field(default=600, ge=10)

@@ -104,6 +104,10 @@ def build_http_app(gateway: Gateway, extra_routes: list[BaseRoute] | None = None
         routes=routes,
         exception_handlers={HTTPException: http_error},
         middleware=[
-            Middleware(BodyLimitMiddleware, max_bytes=gateway.settings.http.max_body_bytes)
+            Middleware(
+                BodyLimitMiddleware,
+                max_bytes=gateway.settings.http.max_body_bytes,
+                upload_max_bytes=gateway.settings.http.webmail_upload_max_bytes,
+            )
         ],
     )

@@ -110,19 +110,35 @@ class _BodyTooLarge(Exception):
 
 
 class BodyLimitMiddleware:
-    """Request bodies of at most ``max_bytes``, enforced before they are read (module doc)."""
+    """Request bodies of at most ``max_bytes``, enforced before they are read (module doc).
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    A webmail form that sends files (``multipart/form-data`` posted under ``/webmail/``) may
+    carry up to ``upload_max_bytes`` (``[http] webmail_upload_max_bytes``): a patient adds a
+    5 MB document or attaches files to a message; every other body keeps the small limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_max_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_max_bytes = max(max_bytes, upload_max_bytes or max_bytes)
+
+    def _limit(self, scope: Scope) -> int:
+        if scope.get("method") != "POST" or not str(scope.get("path", "")).startswith("/webmail/"):
+            return self.max_bytes
+        headers: Any = scope.get("headers", [])
+        for name, value in headers:
+            if name == b"content-type" and value.lower().startswith(b"multipart/form-data"):
+                return self.upload_max_bytes
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit(scope)
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            await self._too_large(send)
+        if declared is not None and declared > limit:
+            await self._too_large(send, limit)
             return
         received = 0
         started = False
@@ -133,12 +149,12 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     # Answer now: an application (or a mounted one's error middleware)
                     # may catch the exception below and try to answer 500 instead.
                     if not started and not refused:
                         refused = True
-                        await self._too_large(send)
+                        await self._too_large(send, limit)
                     raise _BodyTooLarge
             return message
 
@@ -156,13 +172,13 @@ class BodyLimitMiddleware:
             if not refused:
                 raise
 
-    async def _too_large(self, send: Send) -> None:
+    async def _too_large(self, send: Send, limit: int) -> None:
         log.info("http request refused", extra={"reason": "max-body-bytes"})
         await _send_problem(
             send,
             413,
             "Content Too Large",
-            f"the request body is larger than {self.max_bytes} bytes",
+            f"the request body is larger than {limit} bytes",
         )
 
 

@@ -24,7 +24,7 @@ compose_message`).
 Attached files: the national app's list only (jpg, jpeg, tiff, png, txt, pdf, rtf, doc),
 typed by their extension (the browser's content type is not trusted). Their total is bounded
 by :func:`attachment_quota`: what still fits in a message the gateway accepts (``[smtp]
-max_message_bytes``, base64 counted) and in one request body (``[http] max_body_bytes``, the
+max_message_bytes``, base64 counted) and in one form (``[http] webmail_upload_max_bytes``, the
 HTTP listener's bound), less room for the text. The page shows what remains before sending
 (the quota less the files kept on a draft); over it, nothing is sent or saved and the page
 says "La taille du ou des documents dépasse la limite autorisée.".
@@ -136,7 +136,7 @@ class ComposePages:
         self.gateway = web.gateway
         self.store = web.mailbox.store
         self.quota = attachment_quota(
-            web.settings.smtp.max_message_bytes, web.settings.http.max_body_bytes
+            web.settings.smtp.max_message_bytes, web.settings.http.webmail_upload_max_bytes
         )
         self.accept = ",".join(f".{extension}" for extension in ALLOWED_TYPES)
         for environment in web.environments.values():  # the reply form of every conversation

@@ -140,9 +140,9 @@ class DocumentPages:
         self.web = web
         self.gateway = web.gateway
         self.upload_limit = max(
-            0, min(MAX_OWN_FILE, web.settings.http.max_body_bytes - UPLOAD_SLACK)
+            0, min(MAX_OWN_FILE, web.settings.http.webmail_upload_max_bytes - UPLOAD_SLACK)
         )
-        """5 MB, or less when the HTTP listener takes smaller bodies (``[http] max_body_bytes``):
+        """5 MB, or less when the webmail takes smaller forms (``[http] webmail_upload_max_bytes``):
         a body over that limit is refused before the webmail sees it."""
 
     # -- the list -----------------------------------------------------------------------------

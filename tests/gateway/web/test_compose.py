@@ -70,7 +70,9 @@ def _quota(served: ServedGateway) -> int:
     components = served.components()
     try:
         settings = components.settings
-        return attachment_quota(settings.smtp.max_message_bytes, settings.http.max_body_bytes)
+        return attachment_quota(
+            settings.smtp.max_message_bytes, settings.http.webmail_upload_max_bytes
+        )
     finally:
         components.close()
 
@@ -93,7 +95,7 @@ def test_C4_a_new_message_carries_files_and_shows_the_quota_first(
     _new_message(page, served, "Mes examens", "Bonjour,\nvoici mes examens.\n")
     quota = page.locator(".quota")
     expect(quota).to_contain_text("Je peux encore joindre")
-    expect(quota).to_contain_text("ko")  # 768 ko with the default 1 MiB request bound
+    expect(quota).to_contain_text("Mo")  # 7.75 MiB with the default 8 MiB form bound
     assert page.locator("#files").get_attribute("accept") == (
         ".jpg,.jpeg,.tiff,.png,.txt,.pdf,.rtf,.doc"
     )

@@ -33,10 +33,12 @@ def _respell(pattern: re.Pattern[str], separator: str) -> None:
     connection = op.get_bind()
     for table, column in COLUMNS:
         light = sa.table(table, sa.column(column, sa.String()))
-        values = connection.execute(
-            sa.select(light.c[column]).where(light.c[column].is_not(None)).distinct()
-        ).scalars()
-        for value in list(values):
+        values: list[object] = list(
+            connection.execute(
+                sa.select(light.c[column]).where(light.c[column].is_not(None)).distinct()
+            ).scalars()
+        )
+        for value in values:
             match = pattern.match(str(value))
             if match is None:
                 continue
