@@ -4,9 +4,10 @@
 needs a little more, and this module adds it without a second copy of any rule:
 
 - the list: filters by type, date range, author and a words-of-the-title search, three sort
-  orders, superseded versions (marked) and documents their author withdrew (E4: shown as a
-  line that says so, with no content — the patient learns where a document went, never its
-  bytes); what the viewer may see at all is :func:`caducee.records.service.visible`;
+  orders (the title search and order run after decryption: titles are sealed at rest, J1),
+  superseded versions (marked) and documents their author withdrew (E4: shown as a line that
+  says so, with no content — the patient learns where a document went, never its bytes);
+  what the viewer may see at all is :func:`caducee.records.service.visible`;
 - hiding a document from professionals and showing it again (E5), and adding an offered
   document (E1 ``patient-choice``): the changes of :mod:`caducee.records.filing`, each with
   its audit event (F4) in the same transaction;
@@ -46,6 +47,8 @@ from caducee.storage.db import utcnow
 PAGE_SIZE = 20
 MAX_TITLE = 50
 """A title the patient gives is at most 50 characters (the national app's limit)."""
+MAX_TITLE_SCAN = 10_000
+"""Documents opened at most for one title search or title order (see :func:`_by_title`)."""
 MAX_OWN_FILE = 5 * 1024 * 1024
 """A file of the patient's own is at most 5 MB (the national app's limit)."""
 OWN_FORMATS = frozenset(
@@ -121,10 +124,6 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=french_time()).astimezone(UTC)
 
 
-def _escape_like(words: str) -> str:
-    return words.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def author_label(document: RecordDocument) -> str:
     """Who wrote a document, as the list shows it: the author, else their structure."""
     person = " ".join(part for part in (document.author_given, document.author_family) if part)
@@ -147,28 +146,29 @@ def list_documents(
         conditions.append(
             RecordDocument.document_date < _day_start(query.until + timedelta(days=1))
         )
-    words = " ".join(query.words.split())[:100]
-    for word in words.split(" ")[:5] if words else []:
-        pattern = f"%{_escape_like(word.lower())}%"
-        conditions.append(func.lower(RecordDocument.title).like(pattern, escape="\\"))
+    words = [word.lower() for word in " ".join(query.words.split())[:100].split(" ")[:5] if word]
     where = and_(*conditions)
-    total = int(session.scalar(select(func.count()).select_from(RecordDocument).where(where)) or 0)
-    pages = max(1, -(-total // PAGE_SIZE))
-    page = min(max(1, query.page), pages)
-    order = {
-        Sort.NEWEST: (RecordDocument.document_date.desc(), RecordDocument.id.desc()),
-        Sort.OLDEST: (RecordDocument.document_date.asc(), RecordDocument.id.asc()),
-        Sort.TITLE: (func.lower(RecordDocument.title).asc(), RecordDocument.id.asc()),
-    }[query.sort]
-    documents = tuple(
-        session.scalars(
-            select(RecordDocument)
-            .where(where)
-            .order_by(*order)
-            .limit(PAGE_SIZE)
-            .offset((page - 1) * PAGE_SIZE)
+    if words or query.sort is Sort.TITLE:
+        documents, total, page, pages = _by_title(session, where, words, query)
+    else:
+        total = int(
+            session.scalar(select(func.count()).select_from(RecordDocument).where(where)) or 0
         )
-    )
+        pages = max(1, -(-total // PAGE_SIZE))
+        page = min(max(1, query.page), pages)
+        order = {
+            Sort.NEWEST: (RecordDocument.document_date.desc(), RecordDocument.id.desc()),
+            Sort.OLDEST: (RecordDocument.document_date.asc(), RecordDocument.id.asc()),
+        }[query.sort]
+        documents = tuple(
+            session.scalars(
+                select(RecordDocument)
+                .where(where)
+                .order_by(*order)
+                .limit(PAGE_SIZE)
+                .offset((page - 1) * PAGE_SIZE)
+            )
+        )
     types = tuple(
         Choice(str(code), str(display or code))
         for code, display in session.execute(
@@ -195,6 +195,36 @@ def list_documents(
         )
     )
     return ListPage(documents, total, page, pages, types, authors)
+
+
+def _by_title(
+    session: Session, where: ColumnElement[bool], words: list[str], query: ListQuery
+) -> tuple[tuple[RecordDocument, ...], int, int, int]:
+    """Title search and title order, after decryption: titles are sealed at rest (J1).
+
+    The database cannot compare a sealed title, so the patient's documents that pass the other
+    filters (at most :data:`MAX_TITLE_SCAN`, newest first: a record, not a corpus) are opened,
+    matched word by word and sorted here.
+    """
+    candidates = session.scalars(
+        select(RecordDocument)
+        .where(where)
+        .order_by(RecordDocument.document_date.desc(), RecordDocument.id.desc())
+        .limit(MAX_TITLE_SCAN)
+    ).all()
+    found = [
+        document
+        for document in candidates
+        if all(word in (document.title or "").lower() for word in words)
+    ]
+    if query.sort is Sort.TITLE:
+        found.sort(key=lambda document: ((document.title or "").lower(), document.id))
+    elif query.sort is Sort.OLDEST:
+        found.reverse()
+    total = len(found)
+    pages = max(1, -(-total // PAGE_SIZE))
+    page = min(max(1, query.page), pages)
+    return tuple(found[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]), total, page, pages
 
 
 def find_document(

@@ -249,8 +249,9 @@ def test_e1_h4a_filters_search_sort_and_the_limits(
     page.goto(base + "/webmail/documents?q=%25_")
     expect(page.get_by_text("Aucun document ne correspond à ces filtres.")).to_be_visible()
 
-    # 5 MB at most — or less, the HTTP listener's body limit (1 MB here) minus the form's
-    # room: in the browser, a larger file is refused before it is sent (the page's script)
+    # 5 MB at most (what Mon espace santé allows; the listener lets a webmail form carry
+    # [http] webmail_upload_max_bytes): in the browser, a larger file is refused before it is
+    # sent (the page's script)
     _upload(page, "Trop gros", "gros.pdf", PDF + b"0" * (5 * 1024 * 1024), "application/pdf")
     expect(page.get_by_role("alert")).to_contain_text(
         "La taille du ou des documents dépasse la limite autorisée."
@@ -267,7 +268,7 @@ def test_e1_h4a_filters_search_sort_and_the_limits(
             "file": {
                 "name": "gros.pdf",
                 "mimeType": "application/pdf",
-                "buffer": PDF + b"0" * (1_000_000 - len(PDF)),
+                "buffer": PDF + b"0" * (5 * 1024 * 1024 + 100 * 1024 - len(PDF)),
             },
         },
     )

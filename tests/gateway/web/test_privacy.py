@@ -384,7 +384,7 @@ def test_k2_h4a_notification_centre_migration(database: Database, fresh_database
     try:
         schema.upgrade(fresh, "0021_webmail_more")
         assert "webmail_notifications" in inspect(fresh.engine).get_table_names()
-        schema.downgrade(fresh, "0020_jobs")
+        schema.downgrade(fresh, "0020_rule_ids")
         assert "webmail_notifications" not in inspect(fresh.engine).get_table_names()
         schema.upgrade(fresh)
     finally:
