@@ -57,11 +57,8 @@ from caducee.gateway.web.mailbox import (
     show,
 )
 from caducee.gateway.web.reply import (
-    MAX_REPLY_CHARS,
-    MAX_SUBJECT_CHARS,
     Replies,
     ReplyState,
-    compose_message,
 )
 from caducee.gateway.web.security import (
     DOWNLOAD_POLICY,
@@ -483,56 +480,6 @@ class Webmail:
 
     # -- reply ----------------------------------------------------------------------------
 
-    async def reply(self, request: Request) -> Response:
-        signed, form = await self._post(request)
-        conversation_id = _path_id(request, "id")
-        principal = _principal(signed)
-        entries, professional = await run_in_threadpool(
-            self.mailbox.conversation_entries, principal, conversation_id
-        )
-        if not entries or professional is None:
-            raise NotFound
-        given = form.get("body")
-        text = given.strip() if isinstance(given, str) else ""
-        received = [entry for entry in entries if not entry.mine]
-        last_raw = (
-            await run_in_threadpool(self.mailbox.raw, principal, received[-1]) if received else None
-        )
-        sender = await run_in_threadpool(self.mailbox.correspondent_name, professional)
-        last = show(received[-1], last_raw, sender) if last_raw is not None else None
-        target = await run_in_threadpool(self.mailbox.reply_target, principal, professional, last)
-        state = await self.replies.state(principal, target)
-        error = None
-        if not state.allowed:
-            error = "refused"
-        elif not text:
-            error = "empty"
-        elif len(text) > MAX_REPLY_CHARS:
-            error = "too-long"
-        if error is None and target.reply_address is not None:
-            error = await self.replies.send(principal, signed.display_name, target, text)
-        if error is None:
-            return RedirectResponse(
-                f"/webmail/conversations/{conversation_id}?sent=1#reply", status_code=303
-            )
-        messages = await run_in_threadpool(self._read, signed, entries, professional)
-        return self._render(
-            request,
-            "conversation.html",
-            {
-                "messages": messages,
-                "reply": state,
-                "reply_action": f"/webmail/conversations/{conversation_id}/reply",
-                "sent": False,
-                "error": error,
-                "draft": text[:MAX_REPLY_CHARS],
-            },
-            signed=signed,
-            status=403 if error == "refused" else 422,
-        )
-
-    # -- new message ----------------------------------------------------------------------
-
     async def new_message_page(self, request: Request) -> Response:
         signed = await self._page_session(request)
         contacts = await self.replies.contacts(_principal(signed))
@@ -542,54 +489,6 @@ class Webmail:
             {"contacts": contacts, "error": None, "chosen": "", "subject": "", "draft": ""},
             signed=signed,
         )
-
-    async def new_message(self, request: Request) -> Response:
-        """Send to one contact; the rule table judges the recipient again (a forged one: 403)."""
-        signed, form = await self._post(request)
-        principal = _principal(signed)
-
-        def text(name: str) -> str:
-            value = form.get(name)
-            return value.strip() if isinstance(value, str) else ""
-
-        chosen, subject, body = text("to")[:320], text("subject"), text("body")
-        error = None
-        if not chosen or not await self.replies.may_write(principal, chosen):
-            error = "refused"
-        elif not subject:
-            error = "no-subject"
-        elif not body:
-            error = "empty"
-        elif len(body) > MAX_REPLY_CHARS or len(subject) > MAX_SUBJECT_CHARS:
-            error = "too-long"
-        if error is None:
-            content = compose_message(
-                principal,
-                signed.display_name,
-                chosen,
-                subject,
-                body,
-                hostname=self.settings.gateway.hostname,
-            )
-            error = await self.replies.submit(principal, chosen, content)
-        if error is None:
-            return RedirectResponse("/webmail/conversations?sent=1", status_code=303)
-        contacts = await self.replies.contacts(principal)
-        return self._render(
-            request,
-            "new_message.html",
-            {
-                "contacts": contacts,
-                "error": error,
-                "chosen": chosen,
-                "subject": subject[:MAX_SUBJECT_CHARS],
-                "draft": body[:MAX_REPLY_CHARS],
-            },
-            signed=signed,
-            status=403 if error == "refused" else 422,
-        )
-
-    # -- sessions -------------------------------------------------------------------------
 
     async def sessions(self, request: Request) -> Response:
         signed = await self._page_session(request)
@@ -680,9 +579,7 @@ def webmail_app(gateway: Gateway) -> tuple[Starlette, Webmail]:
             Route("/sign-out", web.sign_out, methods=["POST"]),
             Route("/conversations", web.conversations, methods=["GET"]),
             Route("/conversations/{id:int}", web.conversation, methods=["GET"]),
-            Route("/conversations/{id:int}/reply", web.reply, methods=["POST"]),
             Route("/new", web.new_message_page, methods=["GET"]),
-            Route("/new", web.new_message, methods=["POST"]),
             Route("/messages/{id:int}", web.message, methods=["GET"]),
             Route("/messages/{id:int}/html", web.message_html, methods=["GET"]),
             Route("/messages/{id:int}/attachments/{index:int}", web.attachment, methods=["GET"]),

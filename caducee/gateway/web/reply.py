@@ -151,30 +151,6 @@ class Replies:
                 contacts.append(Contact(address, name))
         return contacts
 
-    def compose(
-        self, principal: Principal, display_name: str | None, target: ReplyTarget, text: str
-    ) -> bytes:
-        """The reply as a plain-text message answering the professional's last one (D1)."""
-        return compose_message(
-            principal,
-            display_name,
-            target.reply_address or "",
-            target.subject,
-            text,
-            hostname=self.settings.gateway.hostname,
-            in_reply_to=target.in_reply_to,
-            references=target.references,
-        )
-
-    async def send(
-        self, principal: Principal, display_name: str | None, target: ReplyTarget, text: str
-    ) -> str | None:
-        """Send the reply through the submission service (C2, C4, D1); an error key or None."""
-        if target.reply_address is None:
-            return "refused"
-        content = self.compose(principal, display_name, target, text)
-        return await self.submit(principal, target.reply_address, content)
-
     async def submit(self, principal: Principal, address: str, content: bytes) -> str | None:
         """Submit ``content`` to ``address`` as the SMTP port would (C2, C4, C5, D1).
 

@@ -136,7 +136,7 @@ def test_C4_a_forged_recipient_is_refused_and_nothing_is_delivered(
     before = _traces(served, patient)
     stranger = served.peer["professional"]  # in the trust space, never wrote to this patient
     forged = page.request.post(
-        base_url(served) + "/webmail/new",
+        base_url(served) + "/webmail/compose/new",
         form={"csrf": token or "", "to": stranger, "subject": "Bonjour", "body": "Forcé."},
     )
     assert forged.status == 403

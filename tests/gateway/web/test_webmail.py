@@ -167,7 +167,8 @@ def test_D3_no_reply_once_the_professional_ended_the_exchange(
     # a hand-made POST (with the session's CSRF token) meets the same rule table (C4)
     token = page.locator("input[name=csrf]").first.get_attribute("value")
     forged = page.request.post(
-        page.url + "/reply", form={"csrf": token or "", "body": "Je réponds quand même."}
+        page.url.replace("/webmail/", "/webmail/compose/") + "/reply",
+        form={"csrf": token or "", "body": "Je réponds quand même."},
     )
     assert forged.status == 403
     assert "Claire MARTIN a mis fin à vos échanges." in forged.text()
@@ -311,7 +312,7 @@ def test_H2_another_patients_session_gets_404(served: ServedGateway, chromium: A
             expect(intruder.get_by_role("heading", level=1)).to_have_text("Page introuvable")
             expect(intruder.locator("main")).not_to_contain_text("Privé")
         posted = intruder.request.post(
-            base_url(served) + conversation_url.removeprefix(base_url(served)) + "/reply",
+            conversation_url.replace("/webmail/", "/webmail/compose/") + "/reply",
             form={"body": "intrus", "csrf": "x"},
         )
         assert posted.status in (403, 404)
