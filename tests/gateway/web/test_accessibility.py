@@ -56,6 +56,7 @@ def test_H2_no_wcag_21_aa_violation_on_any_page(
         problems: dict[str, list[str]] = {}
 
         def check(name: str) -> None:
+            page.wait_for_load_state()
             assert page.evaluate("document.documentElement.lang") == language, name
             found = _violations(page)
             if found:
@@ -171,11 +172,13 @@ def test_H2_no_wcag_21_aa_violation_on_any_page(
         page.locator("button[value=draft]").click()
         page.wait_for_url(re.compile(r"/webmail/drafts\?saved=1$"))
         check("drafts")
-        page.locator(".draft a").first.click()
+        with page.expect_navigation():
+            page.locator(".draft a").first.click()
         check("a resumed draft")
         page.goto(base + "/webmail/conversations")
         page.locator(".conversation", has_text="Compte rendu").get_by_role("link").click()
-        page.locator("a[href$='/delete']").click()
+        with page.expect_navigation():
+            page.locator("a[href$='/delete']").click()
         check("delete a conversation")
         page.goto(base + "/webmail/account")
         check("account")
