@@ -1,10 +1,10 @@
 # Caducée — the two commands: `make run` and `make test`.
 #
-#   make run    create .venv, install from requirements.lock, make a demo home in .caducee
+#   make run    create .venv, install from requirements.txt, make a demo home in .caducee
 #               (first time), serve it
 #   make test   install what the tests need, lint, type-check, run the suite on SQLite,
 #               then again on PostgreSQL when CADUCEE_TEST_DATABASE_URL is set
-#   make lock   refresh requirements.lock from the ranges in pyproject.toml (see README)
+#   make lock   refresh requirements.txt from the ranges in pyproject.toml (see README)
 #
 # PYTEST_ARGS passes options to both passes, e.g. PYTEST_ARGS="-m 'not slow'" locally.
 
@@ -19,11 +19,11 @@ LOCK_VENV := .venv-lock
 
 .PHONY: run test install lock lint typecheck pytest-sqlite pytest-postgresql system-packages clean
 
-$(INSTALLED): pyproject.toml requirements.lock
+$(INSTALLED): pyproject.toml requirements.txt
 	@echo "==> [1/3] Python environment in $(VENV)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "==> [2/3] Locked dependencies from requirements.lock (a first install takes a minute or two)"
-	$(PIP) install --require-hashes --progress-bar on -r requirements.lock
+	@echo "==> [2/3] Locked dependencies from requirements.txt (a first install takes a minute or two)"
+	$(PIP) install --require-hashes --progress-bar on -r requirements.txt
 	@echo "==> [3/3] Caducée itself (editable)"
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
@@ -44,7 +44,7 @@ lock:
 		$(LOCK_VENV)/bin/pip install --quiet --disable-pip-version-check 'pip-tools>=7.4,<8'; }
 	$(LOCK_VENV)/bin/pip-compile --upgrade --extra=test --all-build-deps --allow-unsafe \
 		--generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
-		--output-file=requirements.lock pyproject.toml
+		--output-file=requirements.txt pyproject.toml
 
 system-packages:
 	@echo "==> Debian packages the tests drive (tests/debian-packages.txt)"
