@@ -23,7 +23,6 @@ POST with the session's CSRF token.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
@@ -37,7 +36,7 @@ from starlette.routing import BaseRoute, Route
 
 from caducee.directory.service import find_by_address
 from caducee.gateway.web.mailbox import attachment_bytes
-from caducee.gateway.web.privacy import acting_for, privacy_routes
+from caducee.gateway.web.privacy import acting_for, form_day, privacy_routes
 from caducee.gateway.web.security import DOWNLOAD_POLICY, same_origin
 from caducee.gateway.web.sessions import Signed, csrf_matches
 from caducee.mailboxes.access.rights import represented_by
@@ -87,15 +86,6 @@ def _public_id(request: Request) -> str:
     return value
 
 
-def _day(value: str | None) -> date | None:
-    if not value or len(value) != 10:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        return None
-
-
 def _query(request: Request) -> ListQuery:
     params = request.query_params
     raw_page = params.get("page", "1")
@@ -103,8 +93,8 @@ def _query(request: Request) -> ListQuery:
     return ListQuery(
         type_code=params.get("type", "")[:64],
         author=params.get("author", "")[:64],
-        since=_day(params.get("from")),
-        until=_day(params.get("to")),
+        since=form_day(params.get("from")),
+        until=form_day(params.get("to")),
         words=params.get("q", "")[:100],
         sort=Sort(sort_value) if sort_value in Sort._value2member_map_ else Sort.NEWEST,
         page=int(raw_page) if raw_page.isdigit() and len(raw_page) < 7 else 1,

@@ -124,7 +124,8 @@ def _known_id(request: Request) -> int:
     return value
 
 
-def _day(value: str | None) -> date | None:
+def form_day(value: str | None) -> date | None:
+    """A ``YYYY-MM-DD`` date field of a filter form, or None when empty or malformed."""
     if not value or len(value) != 10:
         return None
     try:
@@ -303,7 +304,7 @@ class PrivacyPages:
     async def history(self, request: Request) -> Response:
         signed = await self.web._page_session(request)
         params = request.query_params
-        since, until = _day(params.get("from")), _day(params.get("to"))
+        since, until = form_day(params.get("from")), form_day(params.get("to"))
         kind = params.get("kind", "")
         kind = kind if kind in ("access", "") else ""
         raw_page = params.get("page", "1")
