@@ -7,6 +7,9 @@
 #   make lock   refresh requirements.txt from the ranges in pyproject.toml (see README)
 #
 # PYTEST_ARGS passes options to both passes, e.g. PYTEST_ARGS="-m 'not slow'" locally.
+# PYTEST_WORKERS sets how many pytest-xdist workers run each pass (one per core by default;
+# PYTEST_WORKERS=0 runs in one process). A test file stays on one worker (--dist loadfile),
+# so a module's served gateway starts once.
 
 PYTHON ?= python3
 VENV := .venv
@@ -14,6 +17,8 @@ BIN := $(VENV)/bin
 HOME_DIR ?= .caducee
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= auto
+PYTEST := $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 LOCK_VENV := .venv-lock
 
@@ -62,12 +67,12 @@ typecheck: install
 
 pytest-sqlite: install
 	@echo "==> pytest on SQLite"
-	env -u CADUCEE_TEST_DATABASE_URL $(BIN)/pytest $(PYTEST_ARGS)
+	env -u CADUCEE_TEST_DATABASE_URL $(PYTEST) $(PYTEST_ARGS)
 
 pytest-postgresql: install
 	@if [ -n "$$CADUCEE_TEST_DATABASE_URL" ]; then \
 		echo "==> pytest on PostgreSQL ($$CADUCEE_TEST_DATABASE_URL)"; \
-		$(BIN)/pytest $(PYTEST_ARGS); \
+		$(PYTEST) $(PYTEST_ARGS); \
 	else \
 		echo "==> CADUCEE_TEST_DATABASE_URL not set: PostgreSQL pass skipped"; \
 	fi
