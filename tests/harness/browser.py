@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -201,6 +202,10 @@ def sign_in(page: Any, served: ServedGateway, patient: WebPatient, *, ahead: int
         patient.code(ahead)
     )
     page.get_by_role("button", name="Me connecter").click()
+    # The sign-in page has the same heading: what only a signed-in page shows is the
+    # conversation list's address and the sign-out button.
+    expect(page).to_have_url(re.compile(r"/webmail/conversations$"))
+    expect(page.get_by_role("button", name="Me déconnecter")).to_be_visible()
     expect(page.get_by_role("heading", name="Messagerie de santé", level=1)).to_be_visible()
 
 
