@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
-from sqlalchemy import Table, func, inspect, select
+from sqlalchemy import Table, event, func, inspect, select
 
 from caducee.directory import formats, importer
 from caducee.directory.formats import MSS_HEADER, SourceKind, read_header
@@ -206,6 +206,40 @@ def test_k3_duplicate_addresses_are_resolved_whatever_the_line_order(
     with database.transaction() as session:
         entry = find_by_address(session, "dup@medecin.mssante.fr")
         assert entry is not None and entry.postal_code == kept_postal_code
+
+
+def test_k3_identical_repeated_lines_are_one_entry_and_one_duplicate_on_every_import(
+    database: Database, tmp_path: Path
+) -> None:
+    """The same line twice: staged twice on the first import, claimed twice (as a line
+    seen before) on the next one; either way one entry, one duplicate, the first line kept."""
+    lines = mss_lines(2)
+    lines.append(lines[0])
+    first = import_file(database, write_mss(tmp_path / "a.txt", lines))
+    again = import_file(database, write_mss(tmp_path / "a.txt", lines))
+    for summary in (first, again):
+        assert summary.duplicates == 1
+        assert [(d.line, d.kept_line) for d in summary.duplicate_lines] == [(5, 2)]
+    assert (first.added, again.changed, again.unchanged, again.removed) == (3, 0, 3, 0)
+    assert count(database, DirectoryEntry) == 3
+
+
+def test_k3_hand_made_row_hashes_do_not_stop_a_re_import(
+    database: Database, tmp_path: Path
+) -> None:
+    """The stored digests are read in chunks; a row whose ``row_hash`` is no digest of
+    ours (typed in by hand) is simply not "seen before", and its line is applied again."""
+    lines = mss_lines(3)
+    import_file(database, write_mss(tmp_path / "a.txt", lines))
+    table = cast(Table, DirectoryEntry.__table__)
+    with database.transaction() as session:
+        session.execute(
+            table.update()
+            .where(table.c.address == "doc1@medecin.mssante.fr")
+            .values(row_hash="not a digest")
+        )
+    again = import_file(database, write_mss(tmp_path / "a.txt", lines))
+    assert (again.changed, again.unchanged, again.added) == (1, 3, 0)
 
 
 def test_a3_bal_type_cannot_change(database: Database, tmp_path: Path) -> None:
@@ -461,3 +495,45 @@ def test_a_new_header_layout_maps_every_line_again(
     assert (summary.added, summary.removed, summary.changed) == (0, 0, 22)
     again = import_file(database, moved)
     assert (again.changed, again.unchanged) == (0, 22)
+
+
+def test_k3_sqlite_import_finds_duplicates_and_removals_without_the_write_lock(
+    database: Database, tmp_path: Path
+) -> None:
+    """Mail is delivered into the same SQLite file during an import: the scans over the
+    whole file (keys claimed twice, rows the file no longer lists, counts) are plain reads;
+    only the short writes take the write lock (``BEGIN IMMEDIATE``)."""
+    if database.dialect != "sqlite":
+        pytest.skip("PostgreSQL readers never take a write lock")
+    lines = mss_lines(4)
+    import_file(database, write_mss(tmp_path / "v1.txt", lines))
+    under_lock: list[str] = []
+    locked = False
+
+    def trace(statement: str) -> None:
+        nonlocal locked
+        words = statement.split()
+        if words[:2] == ["BEGIN", "IMMEDIATE"]:
+            locked = True
+        elif words[:1] in (["COMMIT"], ["ROLLBACK"]):
+            locked = False
+        elif locked:
+            under_lock.append(" ".join(words))
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.set_trace_callback(trace)
+
+    database.engine.dispose()
+    event.listen(database.engine, "connect", on_connect)
+    try:
+        repeated = [*lines[1:], lines[1]]  # one line fewer, one line twice
+        summary = import_file(database, write_mss(tmp_path / "v2.txt", repeated))
+    finally:
+        event.remove(database.engine, "connect", on_connect)
+        database.engine.dispose()
+    assert (summary.duplicates, summary.removed) == (1, 1)
+    scans = [
+        s for s in under_lock if s.startswith("SELECT") and ("HAVING" in s or "NOT (EXISTS" in s)
+    ]
+    assert scans == []
+    assert any(s.startswith("DELETE FROM directory_entries") for s in under_lock)
