@@ -254,6 +254,7 @@ async def serve(gateway: Gateway, role: str = ROLE_MAIN) -> None:
     imap: ImapListeners | None = None
     if main and (listeners.imap or listeners.imaps):
         imap = ImapListeners(gateway)
+        smtp_context.on_delivered = imap.notify_new_mail  # IDLE sees SMTP mail at commit
         services.append(imap)
         if listeners.imap:
             banner.append(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from caducee.config import Settings
@@ -60,6 +60,10 @@ class SmtpContext:
     committer: GroupCommitter
     delivery: MailDelivery
     on_commit: Callable[[], None] = lambda: None
+    on_delivered: Callable[[Iterable[int]], None] = lambda accounts: None
+    """Told, after the commit, which accounts got a new INBOX entry (thread-safe hook): the
+    IMAP server of this process wakes their IDLE sessions at once instead of at its next
+    poll (SQLite: every 0.25 s; issue 19 measured a 250 ms p99 from 250 to EXISTS)."""
     in_flight: int = 0
     connections: ConnectionLimiter = field(init=False)
     data_budget: DataBudget = field(init=False)

@@ -241,6 +241,8 @@ class SubmissionHandler(AuthMechanisms):
         finally:
             self.context.in_flight -= 1
         self.context.on_commit()
+        # a held copy (E3) gets a wake-up too: its IDLE session then finds nothing new
+        self.context.on_delivered(r.account_id for r in envelope.resolved)
         log.info(
             "submitted",
             extra={

@@ -1,0 +1,133 @@
+"""The accept path at speed (issue 19): what it changed that a client or IMAP can see.
+
+* a multi-line reply (EHLO) leaves in one write, not one per line;
+* after the commit, the operators' port tells the hook ``on_delivered`` which accounts got an
+  INBOX entry — ``serve`` wires it to the IMAP server's IDLE wake-ups (H1), so IDLE sees the
+  message at once instead of at its next poll. The listener here runs in the test's process
+  on the served home (its own event loop in a thread), with a hook that records its calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import socket
+import threading
+from collections.abc import Iterable, Iterator
+
+import pytest
+
+from caducee.gateway.smtp.context import SmtpContext, TrustCache
+from caducee.gateway.smtp.listener import OperatorListener
+from caducee.mailboxes.accounts.store import find_account
+from caducee.mailboxes.delivery import MailDelivery
+from caducee.storage.group_commit import GroupCommitter
+from tests.harness.served import ServedGateway, free_port
+from tests.harness.waiting import wait_until
+
+
+def _recv_reply(sock: socket.socket) -> bytes:
+    """Bytes up to the end of one complete reply (a line whose code is followed by a space)."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed"
+        data += chunk
+        last = data.rstrip(b"\r\n").rsplit(b"\r\n", 1)[-1]
+        if data.endswith(b"\r\n") and last[3:4] == b" ":
+            return data
+
+
+def test_j3_multiline_ehlo_reply_arrives_in_one_read(gateway: ServedGateway) -> None:
+    with socket.create_connection(("127.0.0.1", gateway.ports["smtp"]), timeout=30) as sock:
+        assert _recv_reply(sock).startswith(b"220 ")
+        sock.sendall(b"EHLO mx.labo-demo.mssante.fr\r\n")
+        # One write on the loopback: the first read after the reply starts holds all of it.
+        first = sock.recv(65536)
+        lines = first.rstrip(b"\r\n").split(b"\r\n")
+        assert len(lines) > 3, first
+        assert all(line.startswith(b"250-") for line in lines[:-1]), first
+        assert lines[-1].startswith(b"250 "), first
+        sock.sendall(b"QUIT\r\n")
+        assert _recv_reply(sock).startswith(b"221 ")
+
+
+class InProcessOperators:
+    """The operators' port on the served home, in this process, its loop in a thread."""
+
+    def __init__(self, gateway: ServedGateway) -> None:
+        self.components = gateway.components()
+        self.told: list[list[int]] = []
+        self.committer = GroupCommitter(self.components.database)
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        self.context = SmtpContext(
+            settings=self.components.settings,
+            database=self.components.database,
+            blobs=self.components.blobs,
+            queue=self.components.queue,
+            trust=TrustCache(self.components.database),
+            committer=self.committer,
+            delivery=MailDelivery(self.components.blobs, self.components.queue),
+            on_delivered=self._record,
+        )
+        self.listener = OperatorListener(self.context, "127.0.0.1", self.port)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def _record(self, accounts: Iterable[int]) -> None:
+        self.told.append(sorted(accounts))
+
+    def start(self) -> None:
+        self.committer.start()
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.listener.start(), self.loop).result(30)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.listener.stop(5), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+        self.committer.stop()
+        self.components.close()
+
+
+@pytest.fixture
+def operators(gateway: ServedGateway) -> Iterator[InProcessOperators]:
+    served = InProcessOperators(gateway)
+    served.start()
+    try:
+        yield served
+    finally:
+        served.close()
+
+
+def _send(gateway: ServedGateway, port: int, to: str, raw: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.starttls(context=gateway.tls_context(client_cert=True))
+        refused = client.sendmail(gateway.peer["professional"], [to], raw)
+    assert refused == {}
+
+
+def test_h1_delivery_names_the_accounts_with_a_new_inbox_entry_after_commit(
+    gateway: ServedGateway, operators: InProcessOperators
+) -> None:
+    patient = gateway.credentials["patient"]["address"]
+    with operators.components.database.reading() as db:
+        account = find_account(db, patient)
+        assert account is not None
+        account_id = account.id
+    before = len(gateway.mailbox())
+    _send(gateway, operators.port, patient, gateway.message(subject="Résultat de TSH"))
+    # the 250 came back, so the commit happened: the entry is listed and the hook was told
+    assert len(gateway.mailbox()) == before + 1
+    wait_until(lambda: operators.told == [[account_id]], timeout=10)
+
+
+def test_h1_a_held_copy_wakes_nobody(gateway: ServedGateway, operators: InProcessOperators) -> None:
+    """E3: a patient's copy of a message with a document waits for filing: no entry yet."""
+    patient = gateway.credentials["patient"]["address"]
+    raw = gateway.message(
+        subject="Compte rendu", attachment=("cr.pdf", b"%PDF-1.4\n%%EOF\n", "application/pdf")
+    )
+    _send(gateway, operators.port, patient, raw)
+    wait_until(lambda: operators.told == [[]], timeout=10)
