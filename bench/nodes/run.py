@@ -48,10 +48,6 @@ from typing import Any
 import aiosmtplib
 import psycopg
 
-from caducee.config import load_settings
-from caducee.storage.keyring import Keyring
-from caducee.storage.sealed import ColumnSealer
-
 ROOT = Path(__file__).resolve().parents[2]
 CADUCEE = [sys.executable, "-m", "caducee.gateway.cli"]
 LISTENERS = ("smtp", "submission", "submissions", "imap", "imaps", "http")
@@ -87,10 +83,47 @@ class Node:
     process: subprocess.Popen[bytes]
 
 
-def environment(database_url: str, host: str, ports: dict[str, int]) -> dict[str, str]:
+def snapshot(root: Path, revision: str, overlay: list[str]) -> tuple[Path, str]:
+    """A copy of the package at ``revision`` (plus ``overlay`` files from the working tree).
+
+    Every process of the run imports this copy, this one included (for sealing the seeded
+    names), never the working tree: the tree is shared
+    with people editing it, and a half-edited module or a migration added halfway through a
+    run would stop a node from starting or measure something else. ``overlay`` brings in a
+    change not committed yet (the run says so). Returns the folder and a description of
+    the code measured.
+    """
+    source = root / "source"
+    source.mkdir()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", revision],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", commit, "caducee"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    for name in overlay:
+        target = source / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / name, target)
+    sys.path.insert(0, str(source))
+    return source, commit + (f" + working-tree {', '.join(overlay)}" if overlay else "")
+
+
+def environment(
+    source: Path, database_url: str, host: str, ports: dict[str, int]
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CADUCEE_")}
     env.update(
         {
+            "PYTHONPATH": str(source),
             "CADUCEE_DATABASE__URL": database_url,
             "CADUCEE_SMTP__ALLOW_PLAINTEXT": "true",
             "CADUCEE_SMTP__REQUIRE_DKIM": "false",
@@ -102,12 +135,28 @@ def environment(database_url: str, host: str, ports: dict[str, int]) -> dict[str
     return env
 
 
-def start_node(home: Path, database_url: str, host: str) -> Node:
+def start_node(source: Path, home: Path, database_url: str, host: str) -> Node:
+    """Start ``caducee serve`` on ``host``; try new ports when one was taken meanwhile.
+
+    The ports are free when chosen but not reserved: other people's tests on this machine
+    bind 127.0.0.2 too, so a node may lose one before it binds it.
+    """
+    for _ in range(5):
+        node = _start_node(source, home, database_url, host)
+        if node is not None:
+            return node
+    raise RuntimeError(f"caducee serve on {host}: ports taken five times over")
+
+
+def _start_node(source: Path, home: Path, database_url: str, host: str) -> Node | None:
     ports = {name: free_port(host) for name in LISTENERS}
-    stderr = (home / f"serve-{host}.log").open("ab")
+    log_path = home / f"serve-{host}.log"
+    start = log_path.stat().st_size if log_path.exists() else 0
+    stderr = log_path.open("ab")
     process = subprocess.Popen(
         [*CADUCEE, "serve", "--home", str(home)],
-        env=environment(database_url, host, ports),
+        env=environment(source, database_url, host, ports),
+        cwd=source,
         stdout=subprocess.DEVNULL,
         stderr=stderr,
         start_new_session=True,
@@ -115,7 +164,12 @@ def start_node(home: Path, database_url: str, host: str) -> Node:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"caducee serve on {host} exited; see {stderr.name}")
+            stderr.close()
+            # The home (and this log) is removed when the run ends: show the log's tail now.
+            tail = log_path.read_bytes()[start:].decode(errors="replace")[-4000:]
+            if "address already in use" in tail:
+                return None
+            raise RuntimeError(f"caducee serve on {host} exited:\n{tail}")
         try:
             url = f"http://{host}:{ports['http']}/readyz"
             with urllib.request.urlopen(url, timeout=2) as answer:
@@ -123,6 +177,7 @@ def start_node(home: Path, database_url: str, host: str) -> Node:
                     return Node(host, ports, process)
         except OSError:
             time.sleep(0.2)
+    stop_node(Node(host, ports, process))
     raise RuntimeError(f"caducee serve on {host} not ready")
 
 
@@ -137,11 +192,11 @@ def stop_node(node: Node) -> None:
 
 
 @contextmanager
-def nodes(home: Path, database_url: str, count: int) -> Iterator[list[Node]]:
+def nodes(source: Path, home: Path, database_url: str, count: int) -> Iterator[list[Node]]:
     started: list[Node] = []
     try:
         for host in NODE_HOSTS[:count]:
-            started.append(start_node(home, database_url, host))
+            started.append(start_node(source, home, database_url, host))
         yield started
     finally:
         for node in started:
@@ -152,7 +207,20 @@ def nodes(home: Path, database_url: str, count: int) -> Iterator[list[Node]]:
 
 
 def seed_patients(home: Path, database_url: str, schema: str, first: int, total: int) -> list[str]:
-    """``total`` patient accounts numbered from ``first`` (beside the demo's); their addresses."""
+    """``total`` open patient spaces numbered from ``first`` (beside the demo's); their addresses.
+
+    The rows ``create_space`` and its activation leave: the account (display name sealed),
+    the patient (names sealed), the space (active) and the four standard folders. Without
+    the folders, each first delivery to a mailbox would create them, which a mailbox pays
+    once in its life: with 1,000,000 mailboxes every message of the run would pay it, with
+    1,000 only the first ones, and the comparison would measure that instead of the scale.
+    """
+    # From the run's copy of the package (see snapshot), not the working tree.
+    from caducee.config import load_settings
+    from caducee.mailboxes.models import STANDARD_FOLDERS
+    from caducee.storage.keyring import Keyring
+    from caducee.storage.sealed import ColumnSealer
+
     settings = load_settings(home, environ={"CADUCEE_DATABASE__URL": database_url})
     sealer = ColumnSealer(Keyring(settings.path(settings.crypto.keyring)))
     plain = database_url.split("?", 1)[0].replace("+psycopg", "")
@@ -160,12 +228,13 @@ def seed_patients(home: Path, database_url: str, schema: str, first: int, total:
     with psycopg.connect(plain, autocommit=False) as connection:
         connection.execute(f"SET search_path TO {schema}")
         start = int(connection.execute("SELECT coalesce(max(id), 0) FROM accounts").fetchone()[0])
+        now = datetime.now(UTC)
         with connection.cursor().copy(
-            "COPY accounts (id, address, kind, state, created_at) FROM STDIN"
+            "COPY accounts (id, address, kind, state, display_name, created_at) FROM STDIN"
         ) as copy:
-            now = datetime.now(UTC)
             for offset, address in enumerate(addresses, start=1):
-                copy.write_row((start + offset, address, "patient", "active", now))
+                name = sealer.seal(f"Camille PATIENT{offset}", "accounts.display_name")
+                copy.write_row((start + offset, address, "patient", "active", name, now))
         with connection.cursor().copy(
             "COPY patients (account_id, ins, ins_oid, birth_name, given_name, birth_date, sex)"
             " FROM STDIN"
@@ -182,14 +251,32 @@ def seed_patients(home: Path, database_url: str, schema: str, first: int, total:
                         "F",
                     )
                 )
+        with connection.cursor().copy(
+            "COPY patient_spaces (account_id, status, created_at, activated_at, opened_at,"
+            " opened_by) FROM STDIN"
+        ) as copy:
+            for offset in range(1, total + 1):
+                copy.write_row((start + offset, "active", now, now, now, "patient"))
+        validity = int(now.timestamp())
+        with connection.cursor().copy(
+            "COPY folders (account_id, name, special_use, uid_validity, uid_next,"
+            " highest_modseq, subscribed) FROM STDIN"
+        ) as copy:
+            for offset in range(1, total + 1):
+                for name, special_use in STANDARD_FOLDERS:
+                    copy.write_row((start + offset, name, special_use, validity, 1, 1, True))
         connection.execute(
             "SELECT setval(pg_get_serial_sequence('accounts', 'id'),"
             " (SELECT max(id) FROM accounts))"
         )
         connection.commit()
-        connection.execute("ANALYZE accounts")
-        connection.execute("ANALYZE patients")
-        connection.commit()
+        # Rows as a live directory has them: old, vacuumed, on disk. Fresh from COPY, the
+        # first read of each row would set its hint bits (a page write) and autovacuum would
+        # start on the new rows, both during the measured load and only in the large line.
+        connection.autocommit = True
+        for table in ("accounts", "patients", "patient_spaces", "folders"):
+            connection.execute(f"VACUUM (FREEZE, ANALYZE) {table}")
+        connection.execute("CHECKPOINT")
     return addresses
 
 
@@ -268,6 +355,59 @@ def load(
     }
 
 
+# -- CPU accounting -----------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backends(database: str, application: str) -> list[int]:
+    """The PostgreSQL server processes serving the run's nodes (by ``application_name``)."""
+    with psycopg.connect(database, autocommit=True) as connection:
+        rows = connection.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application,)
+        ).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+@dataclass
+class CpuMeter:
+    """CPU spent by the nodes and by their PostgreSQL backends between start and stop.
+
+    Throughput on a machine others use too moves with their load; the CPU each message
+    cost the servers does much less, and tells a slower product from a busier machine.
+    """
+
+    database: str
+    application: str
+    nodes: list[Node]
+    _before: dict[int, float] | None = None
+
+    def _now(self) -> dict[int, float]:
+        pids = [node.process.pid for node in self.nodes]
+        pids += backends(self.database, self.application)
+        return {pid: cpu_seconds(pid) for pid in pids}
+
+    def start(self) -> None:
+        self._before = self._now()
+
+    def stop(self) -> tuple[float, float]:
+        """(nodes' CPU seconds, PostgreSQL backends' CPU seconds) since :meth:`start`."""
+        assert self._before is not None
+        after = self._now()
+        node_pids = {node.process.pid for node in self.nodes}
+        spent = {pid: cpu - self._before.get(pid, 0.0) for pid, cpu in after.items()}
+        # A backend that ended meanwhile is lost; one that started counts whole (small).
+        on_nodes = sum(cpu for pid, cpu in spent.items() if pid in node_pids)
+        return on_nodes, sum(cpu for pid, cpu in spent.items() if pid not in node_pids)
+
+
 # -- the run ------------------------------------------------------------------------------
 
 
@@ -277,31 +417,61 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--mailboxes", type=int, default=1_000_000)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="how many times the large line and the 1,000 line after it are run, alternately",
+    )
     parser.add_argument("--no-append", action="store_true")
+    parser.add_argument("--revision", default="HEAD", help="the commit whose package is measured")
+    parser.add_argument(
+        "--overlay",
+        action="append",
+        default=[],
+        help="a file of the working tree (e.g. caducee/x.py) measured instead of the commit's",
+    )
     args = parser.parse_args(argv)
 
     schema = f"bench_nodes_{secrets.token_hex(4)}"
     plain = args.database.replace("+psycopg", "")
     with psycopg.connect(plain, autocommit=True) as connection:
         connection.execute(f"CREATE SCHEMA {schema}")
-    url = f"postgresql+psycopg://{plain.split('://', 1)[1]}?options=-csearch_path%3D{schema}"
+    application = f"bench-nodes-{schema}"
+    url = (
+        f"postgresql+psycopg://{plain.split('://', 1)[1]}?options=-csearch_path%3D{schema}"
+        f"&application_name={application}"
+    )
     root = Path(tempfile.mkdtemp(prefix="bench-nodes-"))
     home = root / "home"
     rows: list[tuple[str, dict[str, float]]] = []
     try:
-        env = environment(url, "127.0.0.1", {})
-        subprocess.run([*CADUCEE, "init", "--demo", "--home", str(home)], env=env, check=True)
+        source, version = snapshot(root, args.revision, args.overlay)
+        env = environment(source, url, "127.0.0.1", {})
+        subprocess.run(
+            [*CADUCEE, "init", "--demo", "--home", str(home)], env=env, cwd=source, check=True
+        )
         credentials = json.loads((home / "demo" / "credentials.json").read_text())
         sender = credentials["peer"]["professional"]
         small = seed_patients(home, url, schema, 0, 1000)
         log(f"seeded 1,000 mailboxes; {args.messages} messages per line")
 
         def one_line(name: str, count: int, recipients: list[str]) -> None:
-            with nodes(home, url, count) as running:
+            with nodes(source, home, url, count) as running:
                 targets = [(node.host, node.ports["smtp"]) for node in running]
                 load(targets, sender, recipients, min(200, args.messages), args.sessions)  # warm
+                meter = CpuMeter(plain, application, running)
+                meter.start()
                 result = load(targets, sender, recipients, args.messages, args.sessions)
-            log(f"{name}: {result['per_second']:.1f} msg/s")
+                on_nodes, on_database = meter.stop()
+            result["node_ms"] = 1000 * on_nodes / result["messages"]
+            result["database_ms"] = 1000 * on_database / result["messages"]
+            result["load"] = os.getloadavg()[0]
+            log(
+                f"{name}: {result['per_second']:.1f} msg/s, CPU per message: nodes"
+                f" {result['node_ms']:.1f} ms, PostgreSQL {result['database_ms']:.1f} ms;"
+                f" load average {result['load']:.1f}"
+            )
             rows.append((name, result))
 
         one_line("one node, 1,000 mailboxes", 1, small)
@@ -309,13 +479,15 @@ def main(argv: list[str]) -> int:
         started = time.monotonic()
         large = small + seed_patients(home, url, schema, 1000, args.mailboxes - 1000)
         log(f"seeded {args.mailboxes:,} mailboxes in {time.monotonic() - started:.0f} s")
-        one_line(f"one node, {args.mailboxes:,} mailboxes", 1, large)
-        one_line("one node, 1,000 mailboxes (again)", 1, small)
+        for round_ in range(1, args.rounds + 1):
+            suffix = f", round {round_}" if args.rounds > 1 else ""
+            one_line(f"one node, {args.mailboxes:,} mailboxes{suffix}", 1, large)
+            one_line(f"one node, 1,000 mailboxes (again{suffix})", 1, small)
     finally:
         shutil.rmtree(root, ignore_errors=True)
         with psycopg.connect(plain, autocommit=True) as connection:
             connection.execute(f"DROP SCHEMA {schema} CASCADE")
-    section = report(rows, args)
+    section = report(rows, args, version)
     print(section)
     if not args.no_append:
         with (ROOT / "bench" / "RESULTS.md").open("a", encoding="utf-8") as results:
@@ -323,34 +495,43 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def report(rows: list[tuple[str, dict[str, float]]], args: argparse.Namespace) -> str:
+def report(rows: list[tuple[str, dict[str, float]]], args: argparse.Namespace, version: str) -> str:
     load1, _, _ = os.getloadavg()
     lines = [
         f"## Nodes and scale (bench/nodes) — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"Machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()},"
-        f" PostgreSQL; load average at the end {load1:.1f}. {args.messages} messages of 4 KiB"
-        f" per line, {args.sessions} sessions, one message per connection, plaintext, filing"
-        " workers on. Figures are messages acknowledged (250 after commit) per second; the load"
-        " generator's share is its CPU time over (elapsed × cores).",
+        f" PostgreSQL; code {version}; load average at the end {load1:.1f}."
+        f" {args.messages} messages of 4 KiB per line, {args.sessions} sessions, one message per"
+        " connection, plaintext, filing workers on. Figures are messages acknowledged (250"
+        " after commit) per second; the load generator's share is its CPU time over"
+        " (elapsed × cores).",
         "",
-        "| line | msg/s | seconds | load generator's share of the cores |",
-        "|---|---:|---:|---:|",
+        "| line | msg/s | seconds | nodes' CPU ms/msg | PostgreSQL CPU ms/msg"
+        " | load generator's share of the cores | load average after |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, result in rows:
         lines.append(
             f"| {name} | {result['per_second']:.1f} | {result['seconds']:.1f} |"
-            f" {result['generator_share']:.0%} |"
+            f" {result['node_ms']:.1f} | {result['database_ms']:.1f} |"
+            f" {result['generator_share']:.0%} | {result['load']:.1f} |"
         )
-    figures = dict(rows)
-    one = figures.get("one node, 1,000 mailboxes")
-    two = figures.get("two nodes, 1,000 mailboxes")
-    big = next((r for n, r in rows if n.startswith("one node, 1,000,000")), None)
+    one = [r for n, r in rows if n.startswith("one node, 1,000 mailboxes")]
+    two = [r for n, r in rows if n.startswith("two nodes")]
+    big = [r for n, r in rows if n.startswith(f"one node, {args.mailboxes:,} mailboxes")]
+
+    def mean(results: list[dict[str, float]], key: str) -> float:
+        return sum(r[key] for r in results) / len(results)
+
     if one and two:
-        lines.append(f"\nTwo nodes / one node: {two['per_second'] / one['per_second']:.2f}×.")
+        ratio = two[0]["per_second"] / one[0]["per_second"]
+        lines.append(f"\nTwo nodes / one node (the line before it): {ratio:.2f}× in msg/s.")
     if one and big:
         lines.append(
-            f"1,000,000 mailboxes / 1,000 mailboxes: {big['per_second'] / one['per_second']:.2f}×."
+            f"{args.mailboxes:,} mailboxes / 1,000 mailboxes (means of the one-node lines):"
+            f" {mean(big, 'per_second') / mean(one, 'per_second'):.2f}× in msg/s,"
+            f" {mean(big, 'node_ms') / mean(one, 'node_ms'):.2f}× in the nodes' CPU per message."
         )
     return "\n".join(lines) + "\n"
 

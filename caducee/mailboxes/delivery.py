@@ -18,6 +18,8 @@ from __future__ import annotations
 import enum
 import hashlib
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -268,6 +270,10 @@ def dedupe_key(envelope: Envelope) -> str | None:
     return hashlib.sha256(material.encode("utf-8", "surrogateescape")).hexdigest()
 
 
+INBOX_CACHE_ENTRIES = 50_000
+"""How many accounts' INBOX ids one process keeps (a few MiB at most)."""
+
+
 class MailDelivery:
     """Writes accepted messages and their effects; keeps the INBOX id of each account at hand.
 
@@ -279,19 +285,30 @@ class MailDelivery:
     def __init__(self, blobs: BlobStore, queue: JobQueue) -> None:
         self.blobs = blobs
         self.queue = queue
-        self._inbox: dict[int, int] = {}
+        self._inbox: OrderedDict[int, int] = OrderedDict()
+        self._inbox_lock = threading.Lock()
 
     def _inbox_of(self, session: Session, account_id: int) -> int:
-        folder_id = self._inbox.get(account_id)
-        if folder_id is None:
-            folder_id = ensure_folders(session, account_id)[INBOX].id
+        """The account's INBOX id, from a cache bounded to :data:`INBOX_CACHE_ENTRIES` (the
+        most recently delivered-to accounts): a gateway with a million mailboxes must not
+        keep an entry for every mailbox it ever delivered to."""
+        with self._inbox_lock:
+            folder_id = self._inbox.get(account_id)
+            if folder_id is not None:
+                self._inbox.move_to_end(account_id)
+                return folder_id
+        folder_id = ensure_folders(session, account_id)[INBOX].id
+        with self._inbox_lock:
             self._inbox[account_id] = folder_id
+            if len(self._inbox) > INBOX_CACHE_ENTRIES:
+                self._inbox.popitem(last=False)
         return folder_id
 
     def _append_inbox(self, session: Session, account_id: int, message_id: int) -> int:
         uid = append_to_folder(session, self._inbox_of(session, account_id), message_id)
         if uid is None:  # the cached folder went away: look again
-            self._inbox.pop(account_id, None)
+            with self._inbox_lock:
+                self._inbox.pop(account_id, None)
             uid = append_to_folder(session, self._inbox_of(session, account_id), message_id)
         assert uid is not None
         return uid
