@@ -3,7 +3,8 @@
 A demo home (SQLite by default, or ``--database`` for PostgreSQL) is seeded through the
 mailbox store's own delivery (``MailDelivery``, as the SMTP stage calls it) with ``--messages``
 messages from 500 professionals to the demo patient (one conversation per professional, so
-20 messages a conversation at 10,000); ``caducee serve`` runs; an HTTP client signs
+20 messages a conversation at 10,000: each later message answers the professional's first
+by ``In-Reply-To``, D1); ``caducee serve`` runs; an HTTP client signs
 in as the patient (password and TOTP, as the sign-in form does) and times:
 
 * the conversation list, first page and a page in the middle;
@@ -80,6 +81,7 @@ def seed(home: Path, env: dict[str, str], count: int, patient: str) -> None:
         with gateway.database.reading() as session:
             account_id = session.query(Account.id).filter(Account.address == patient).scalar()
         start = datetime.now(UTC) - timedelta(days=count // 20 + 1)
+        threads: dict[str, str] = {}  # professional -> first Message-ID: later ones answer it
         for first in range(0, count, 500):
             with gateway.database.transaction() as session:
                 for number in range(first, min(first + 500, count)):
@@ -91,6 +93,10 @@ def seed(home: Path, env: dict[str, str], count: int, patient: str) -> None:
                     message["Date"] = format_datetime(start + timedelta(hours=number))
                     message["Message-ID"] = make_msgid(domain="hopital-demo.mssante.fr")
                     message.set_content("Bonjour,\n\nVoici le compte rendu.\n" * 20)
+                    root = threads.setdefault(sender, str(message["Message-ID"]))
+                    if root != message["Message-ID"]:
+                        message["In-Reply-To"] = root
+                        message["References"] = root
                     content = message.as_bytes()
                     delivery.deliver(
                         session,
@@ -100,7 +106,7 @@ def seed(home: Path, env: dict[str, str], count: int, patient: str) -> None:
                             envelope_from=sender,
                             header_from=sender,
                             message_id=str(message["Message-ID"]),
-                            thread_ids=(),
+                            thread_ids=(root,) if root != message["Message-ID"] else (),
                             reply_to=None,
                             ends_exchange=False,
                             sender_is_professional=True,
@@ -215,7 +221,8 @@ def measure(count: int, requests: int, database: str | None) -> dict[str, tuple[
         process = serve(home, env, ports["http"])
         client = signed_in(f"http://127.0.0.1:{ports['http']}", credentials)
         _, first = timed(client, "/webmail/conversations")
-        pages = int(max(re.findall(r"page=(\d+)", first) or ["1"], key=int))
+        shown = re.search(r"Page \d+ (?:sur|of) (\d+)", first)  # the pager's own text
+        pages = int(shown.group(1)) if shown else 1
         middle = f"/webmail/conversations?page={max(1, pages // 2)}"
         hrefs = sorted(set(re.findall(r'href="(/webmail/conversations/\d+)"', first)))
         _, middle_text = timed(client, middle)

@@ -451,6 +451,24 @@ def _record_conversation(
     )
 
 
+def conversation_of(
+    session: Session, patient_account_id: int, thread_ids: Sequence[str]
+) -> int | None:
+    """D1: the patient's conversation that ``thread_ids`` (``In-Reply-To``, ``References``) answer.
+
+    The lookup a delivered or relayed reply joins by, for callers that only need to know
+    where a message would go — the webmail ties a saved reply draft to its conversation.
+    """
+    if not thread_ids:
+        return None
+    found = (
+        session.connection()
+        .execute(_FIND_THREAD, {"account": patient_account_id, "ids": list(thread_ids)})
+        .scalar()
+    )
+    return int(found) if found is not None else None
+
+
 def join_patient_reply(
     session: Session,
     patient_account_id: int,

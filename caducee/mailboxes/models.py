@@ -119,6 +119,7 @@ class HeldDelivery(Base):
     __table_args__ = (
         UniqueConstraint("account_id", "message_id", name="uq_held_deliveries_account_message"),
         Index("ix_held_deliveries_state", "state"),
+        Index("ix_held_deliveries_copy", "copy_message_id", "account_id"),
     )
 
     id: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
@@ -156,6 +157,7 @@ class ConversationMessage(Base):
     """Which conversation a ``Message-ID`` belongs to, for threading replies (D1)."""
 
     __tablename__ = "conversation_messages"
+    __table_args__ = (Index("ix_conversation_messages_message", "message_id", "conversation_id"),)
 
     id: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
     conversation_id: Mapped[int] = mapped_column(

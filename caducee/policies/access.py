@@ -18,6 +18,13 @@ patient API, the CLI); nothing here reads a database or a clock:
    F3.age-of-majority          deny     delegated, but the minor is 18 or older: the
                                         representative loses access on the birthday
    F3.representative           allow    delegated, the patient is a minor
+   F3.caregiver-no-delegation  deny     a patient account acting as caregiver for
+                                        another, without an accepted delegation
+   F3.caregiver-not-adult      deny     a caregiving delegation, but the helped person
+                                        is a minor or their birth date is unknown: a
+                                        minor's profile goes through legal representation
+   F3.caregiver                allow    an accepted caregiving delegation, the helped
+                                        person an adult
    F1.medecin-traitant         allow    the patient's médecin traitant (never blocked)
    F1.blocked                  deny     a professional the patient blocked (even with
                                         a break-glass reason: the patient's no wins)
@@ -25,11 +32,20 @@ patient API, the CLI); nothing here reads a database or a clock:
                                         correspondent (C4): it exchanges messages, it
                                         is not a known professional for the record
    F2.known-professional       allow    a professional who wrote to the patient (D2)
-   F2.emergency-not-personal   deny     break-glass from a mailbox that is not a
-                                        personal (PER) one: no person answers for it
-   F2.emergency-access         allow    break-glass: a stated reason, a personal (PER)
-                                        mailbox, and the patient enabled emergency access
-   F2.emergency-disabled       deny     a reason was stated, emergency access is off
+   F2.emergency-not-personal   deny     an emergency access (SAMU or break-glass) from a
+                                        mailbox that is not a personal (PER) one: no
+                                        person answers for it
+   F2.samu-unrecognised        deny     purpose ETREAT from a professional the directory
+                                        does not place in a SAMU
+   F2.samu-masked              allow    SAMU (ETREAT), the patient's SAMU and masked
+                                        documents switches on: hidden documents included
+   F2.samu-access              allow    SAMU (ETREAT), the patient's SAMU switch on
+   F2.samu-disabled            deny     SAMU (ETREAT), the patient's SAMU switch off
+   F2.emergency-masked         allow    break-glass (BTG, with a reason), the patient's
+                                        break-glass and masked documents switches on
+   F2.emergency-access         allow    break-glass (BTG): a stated reason, a personal
+                                        (PER) mailbox, the patient's break-glass switch on
+   F2.emergency-disabled       deny     break-glass asked, the patient's switch is off
    F2.unknown-professional     deny     a professional the patient does not know
    F2.not-authorised           deny     anyone else (e.g. another patient)
    ==========================  =======  ==============================================
@@ -42,12 +58,17 @@ patient API, the CLI); nothing here reads a database or a clock:
    ============================  ==============================  ==========================
    rule                          document flag                   hidden from
    ============================  ==============================  ==========================
-   E5.invisible-patient          ``INVISIBLE_PATIENT``           the patient and their
-                                                                 representatives
-   E5.invisible-representatives  ``INVISIBLE_REPRESENTANTS_...`` representatives
+   E5.invisible-patient          ``INVISIBLE_PATIENT``           the patient, their
+                                                                 representatives and
+                                                                 caregivers
+   E5.invisible-representatives  ``INVISIBLE_REPRESENTANTS_...`` representatives and
+                                                                 caregivers
    E5.hidden-from-professionals  ``MASQUE_PS`` or hidden by the  professionals, except the
-                                 patient                         médecin traitant and the
-                                                                 document's own author
+                                 patient                         médecin traitant, the
+                                                                 document's own author and
+                                                                 an emergency access the
+                                                                 patient opened to masked
+                                                                 documents
    ============================  ==============================  ==========================
 
    A line may spare the document's author (``spares_author``): whether the caller is the
@@ -82,6 +103,8 @@ class Actor(enum.StrEnum):
     """The patient whose record it is."""
     REPRESENTATIVE = "representative"
     """A patient account acting for another patient (a parent for a minor, F3)."""
+    CAREGIVER = "caregiver"
+    """A patient account acting for an adult who invited them as caregiver (aidant, F3)."""
     PROFESSIONAL = "professional"
     """A health professional or organisation, authenticated as such."""
     OTHER = "other"
@@ -93,9 +116,49 @@ class Basis(enum.StrEnum):
 
     OWN_RECORD = "own-record"
     REPRESENTATIVE = "representative"
+    CAREGIVER = "caregiver"
+    """A caregiver acting for the helped person: what the patient sees, less what the author
+    kept from the patient or from legal representatives (a third person acting for them)."""
     MEDECIN_TRAITANT = "medecin-traitant"
     KNOWN_PROFESSIONAL = "known-professional"
     EMERGENCY = "emergency"
+    """SAMU or break-glass: the documents hidden from professionals stay hidden."""
+    EMERGENCY_MASKED = "emergency-masked"
+    """SAMU or break-glass with the patient's "documents masqués" switch on: hidden ones too."""
+
+
+class Purpose(enum.StrEnum):
+    """Why a professional who is not known asks to read the record (HL7 v3 ``PurposeOfUse``).
+
+    The national app has one switch per purpose: ``ETREAT`` for the SAMU's emergency
+    treatment, ``BTG`` (break the glass) for any other professional, with a reason.
+    """
+
+    ETREAT = "ETREAT"
+    BTG = "BTG"
+
+
+@dataclass(frozen=True)
+class EmergencySwitches:
+    """The patient's three emergency access switches (the national app's "Accès en cas
+    d'urgence" screen): SAMU, break-glass (other professionals), and masked documents
+    included in an emergency read."""
+
+    samu: bool = False
+    break_glass: bool = False
+    masked: bool = False
+
+    @property
+    def any(self) -> bool:
+        """Some emergency access is open (SAMU or break-glass)."""
+        return self.samu or self.break_glass
+
+
+def emergency_switches(*, samu: bool, break_glass: bool, masked: bool) -> EmergencySwitches:
+    """The switches as they may be stored: masked documents are only ever opened to an
+    emergency access, so the masked switch is forced off when SAMU and break-glass are both
+    off (the app's rule: "enabled only if SAMU or BTG is on")."""
+    return EmergencySwitches(samu, break_glass, masked and (samu or break_glass))
 
 
 class DocumentFlag(enum.StrEnum):
@@ -129,8 +192,13 @@ class AccessFacts:
     known: bool = False
     blocked: bool = False
     medecin_traitant: bool = False
-    emergency_enabled: bool = False
-    emergency_reason: bool = False
+    emergency: EmergencySwitches = EmergencySwitches()
+    """The patient's emergency access switches."""
+    purpose: Purpose | None = None
+    """What the caller asked for: ``ETREAT`` (SAMU), ``BTG`` (break-glass, a reason was
+    stated) or nothing (an ordinary access)."""
+    samu: bool = False
+    """The directory places the caller in a SAMU (the mailbox's service or organisation)."""
     personal_mailbox: bool = False
     """The caller authenticated as a person: a personal (PER) mailbox of the directory, or a
     Pro Santé Connect token of a person listed with one. Break-glass needs it (F2)."""
@@ -178,8 +246,20 @@ def _representative(facts: AccessFacts) -> bool:
     return facts.actor is Actor.REPRESENTATIVE
 
 
+def _caregiver(facts: AccessFacts) -> bool:
+    return facts.actor is Actor.CAREGIVER
+
+
 def _professional(facts: AccessFacts) -> bool:
     return facts.actor is Actor.PROFESSIONAL
+
+
+def _samu(facts: AccessFacts) -> bool:
+    return _professional(facts) and facts.purpose is Purpose.ETREAT
+
+
+def _break_glass(facts: AccessFacts) -> bool:
+    return _professional(facts) and facts.purpose is Purpose.BTG
 
 
 def _adult(facts: AccessFacts) -> bool:
@@ -220,6 +300,27 @@ ACCESS_RULES: tuple[AccessRule, ...] = (
         "a legal representative acts for a minor (F3)",
     ),
     AccessRule(
+        "F3.caregiver-no-delegation",
+        lambda f: _caregiver(f) and not f.delegated,
+        None,
+        "no accepted caregiving delegation from this patient to the caller (F3, caregivers)",
+    ),
+    AccessRule(
+        "F3.caregiver-not-adult",
+        lambda f: (
+            _caregiver(f) and (f.subject_birth_date is None or f.today is None or not _adult(f))
+        ),
+        None,
+        "caregiving is between adults: a minor's profile goes through legal representation "
+        "(F3, caregivers)",
+    ),
+    AccessRule(
+        "F3.caregiver",
+        _caregiver,
+        Basis.CAREGIVER,
+        "a caregiver (aidant) acts for an adult who invited them (F3, caregivers)",
+    ),
+    AccessRule(
         "F1.medecin-traitant",
         lambda f: _professional(f) and f.medecin_traitant,
         Basis.MEDECIN_TRAITANT,
@@ -246,20 +347,52 @@ ACCESS_RULES: tuple[AccessRule, ...] = (
     ),
     AccessRule(
         "F2.emergency-not-personal",
-        lambda f: _professional(f) and f.emergency_reason and not f.personal_mailbox,
+        lambda f: _professional(f) and f.purpose is not None and not f.personal_mailbox,
         None,
         "emergency access is for personal (PER) mailboxes only: a person answers for it (F2)",
     ),
     AccessRule(
+        "F2.samu-unrecognised",
+        lambda f: _samu(f) and not f.samu,
+        None,
+        "emergency treatment (ETREAT) is for the SAMU: the directory does not place this "
+        "professional in one (F2)",
+    ),
+    AccessRule(
+        "F2.samu-masked",
+        lambda f: _samu(f) and f.emergency.samu and f.emergency.masked,
+        Basis.EMERGENCY_MASKED,
+        "the SAMU in an emergency, masked documents included: both enabled by the patient (F2)",
+    ),
+    AccessRule(
+        "F2.samu-access",
+        lambda f: _samu(f) and f.emergency.samu,
+        Basis.EMERGENCY,
+        "the SAMU in an emergency, enabled by the patient (F2)",
+    ),
+    AccessRule(
+        "F2.samu-disabled",
+        _samu,
+        None,
+        "the patient has not enabled emergency access by the SAMU (F2)",
+    ),
+    AccessRule(
+        "F2.emergency-masked",
+        lambda f: _break_glass(f) and f.emergency.break_glass and f.emergency.masked,
+        Basis.EMERGENCY_MASKED,
+        "break-glass with a stated reason, masked documents included: both enabled by the "
+        "patient (F2)",
+    ),
+    AccessRule(
         "F2.emergency-access",
-        lambda f: _professional(f) and f.emergency_reason and f.emergency_enabled,
+        lambda f: _break_glass(f) and f.emergency.break_glass,
         Basis.EMERGENCY,
         "emergency access with a stated reason from a personal mailbox, enabled by the "
         "patient (F2)",
     ),
     AccessRule(
         "F2.emergency-disabled",
-        lambda f: _professional(f) and f.emergency_reason,
+        _break_glass,
         None,
         "the patient has not enabled emergency access (F2)",
     ),
@@ -341,21 +474,22 @@ VISIBILITY_RULES: tuple[VisibilityRule, ...] = (
     _hides(
         "E5.invisible-patient",
         DocumentFlag.HIDDEN_FROM_PATIENT,
-        frozenset({Basis.OWN_RECORD, Basis.REPRESENTATIVE}),
+        frozenset({Basis.OWN_RECORD, Basis.REPRESENTATIVE, Basis.CAREGIVER}),
         "the author made the document invisible to the patient",
     ),
     _hides(
         "E5.invisible-representatives",
         DocumentFlag.HIDDEN_FROM_REPRESENTATIVES,
-        frozenset({Basis.REPRESENTATIVE}),
-        "the author made the document invisible to legal representatives",
+        frozenset({Basis.REPRESENTATIVE, Basis.CAREGIVER}),
+        "the author made the document invisible to legal representatives (and so to a "
+        "caregiver, a third person acting for the patient)",
     ),
     _hides(
         "E5.hidden-from-professionals",
         DocumentFlag.HIDDEN_FROM_PROFESSIONALS,
         frozenset({Basis.KNOWN_PROFESSIONAL, Basis.EMERGENCY}),
-        "the document is hidden from professionals (only the médecin traitant and its author "
-        "see it)",
+        "the document is hidden from professionals (only the médecin traitant, its author and "
+        "an emergency access the patient opened to masked documents see it)",
         spares_author=True,
     ),
 )

@@ -38,7 +38,7 @@ from caducee.records.model import DEFAULT_LIMITS, Problem, ReaderLimits, SourceF
 from caducee.records.models import DocumentState, RecordDocument, VersionStatus
 from caducee.records.readers import read_attachment
 from caducee.records.readers.cda import french_time
-from caducee.records.service import Viewer, read_content, visible
+from caducee.records.service import Viewer, read_content, shown_to, visible
 from caducee.records.xmlsafe import all_text, local_name, parse_xml
 from caducee.storage.audit import Action, ActorKind, Result, record_event
 from caducee.storage.blobs import BlobStore
@@ -113,10 +113,8 @@ def _listed(account_id: int, viewer: Viewer) -> ColumnElement[bool]:
     withdrawn = and_(
         RecordDocument.account_id == account_id,
         RecordDocument.state == DocumentState.WITHDRAWN.value,
-        RecordDocument.hidden_from_patient.is_(False),
+        shown_to(viewer),
     )
-    if viewer is Viewer.REPRESENTATIVE:
-        withdrawn = and_(withdrawn, RecordDocument.hidden_from_representatives.is_(False))
     return or_(visible(account_id, viewer), withdrawn)
 
 
@@ -292,10 +290,11 @@ def document_bytes(
     *,
     rendition: bool = False,
     reader_account_id: int | None = None,
-    representative: bool = False,
+    viewer: Viewer = Viewer.PATIENT,
     channel: str = "webmail",
 ) -> bytes | None:
-    """A document's bytes for its owner (or their representative), the read audited (F4)."""
+    """A document's bytes for its owner (or their representative or caregiver, ``viewer``:
+    the audit event's actor kind), the read audited (F4)."""
     if is_withdrawn(document):
         return None
     data = read_content(session, blobs, document, rendition=rendition)
@@ -307,7 +306,7 @@ def document_bytes(
             document.public_id,
             channel,
             Result.ALLOWED,
-            actor_kind=(ActorKind.REPRESENTATIVE if representative else ActorKind.PATIENT).value,
+            actor_kind=ActorKind(viewer.value).value,
             actor_account_id=reader_account_id,
         )
     return data

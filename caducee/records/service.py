@@ -3,7 +3,9 @@
 Every query is scoped to one record (a patient's account) and to a viewer, so that what a
 viewer may see is decided here once, not in each caller: a patient sees the documents filed
 in their record except those their author made invisible to the patient (E5); a legal
-representative (F3, later) also loses those marked ``INVISIBLE_REPRESENTANTS_LEGAUX``.
+representative or a caregiver (F3) also loses those marked ``INVISIBLE_REPRESENTANTS_LEGAUX``:
+the filter is built from the E5 table (:func:`caducee.policies.access.hidden_flags`), never
+written here.
 Quarantined, offered and duplicate rows are never part of the record. Superseded versions
 are left out of searches unless asked for, and stay readable by id (E4). The record's owner
 (the patient's qualified identity, the ``subject`` of each document) is the mailbox's:
@@ -20,6 +22,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, and_, false, func, not_, or_, select
 from sqlalchemy.orm import Session
 
+from caducee.policies.access import Basis, DocumentFlag, hidden_flags
 from caducee.records.models import DocumentState, RecordDocument, VersionStatus
 from caducee.storage.blobs import BlobStore
 
@@ -32,6 +35,27 @@ class Viewer(enum.StrEnum):
 
     PATIENT = "patient"
     REPRESENTATIVE = "representative"
+    CAREGIVER = "caregiver"
+    """A caregiver (aidant) acting for the helped person (F3)."""
+
+
+_BASIS = {
+    Viewer.PATIENT: Basis.OWN_RECORD,
+    Viewer.REPRESENTATIVE: Basis.REPRESENTATIVE,
+    Viewer.CAREGIVER: Basis.CAREGIVER,
+}
+_FLAG_COLUMNS = {
+    DocumentFlag.HIDDEN_FROM_PATIENT: RecordDocument.hidden_from_patient,
+    DocumentFlag.HIDDEN_FROM_REPRESENTATIVES: RecordDocument.hidden_from_representatives,
+    DocumentFlag.HIDDEN_FROM_PROFESSIONALS: RecordDocument.hidden_from_professionals,
+}
+
+
+def shown_to(viewer: Viewer) -> ColumnElement[bool]:
+    """The documents whose flags do not hide them from ``viewer``: the E5 table's
+    :func:`~caducee.policies.access.hidden_flags` for the viewer's basis, as SQL (so the
+    query and the table cannot disagree)."""
+    return and_(*(_FLAG_COLUMNS[flag].is_(False) for flag in sorted(hidden_flags(_BASIS[viewer]))))
 
 
 @dataclass(frozen=True)
@@ -78,14 +102,11 @@ class SearchPage:
 
 def visible(account_id: int, viewer: Viewer) -> ColumnElement[bool]:
     """The documents of a record that ``viewer`` may see at all."""
-    condition = and_(
+    return and_(
         RecordDocument.account_id == account_id,
         RecordDocument.state == DocumentState.FILED.value,
-        RecordDocument.hidden_from_patient.is_(False),
+        shown_to(viewer),
     )
-    if viewer is Viewer.REPRESENTATIVE:
-        condition = and_(condition, RecordDocument.hidden_from_representatives.is_(False))
-    return condition
 
 
 def _type_condition(alternatives: Sequence[TypeFilter]) -> ColumnElement[bool]:

@@ -60,6 +60,8 @@ class Action(enum.StrEnum):
     DOCUMENT_WITHDRAW = "document.withdraw"
     DOCUMENT_VISIBILITY = "document.visibility"
     MESSAGE_READ = "message.read"
+    MESSAGE_SEND = "message.send"
+    """A message sent from a patient's mailbox by someone acting for them (a caregiver)."""
     PROFESSIONAL_BLOCK = "professional.block"
     PROFESSIONAL_AUTHORISE = "professional.authorise"
     MEDECIN_TRAITANT_SET = "medecin-traitant.set"
@@ -69,6 +71,10 @@ class Action(enum.StrEnum):
     REPRESENTATIVE_ADD = "representative.add"
     REPRESENTATIVE_REMOVE = "representative.remove"
     NOTIFICATIONS_UPDATE = "notifications.update"
+    CAREGIVER_INVITE = "caregiver.invite"
+    CAREGIVER_ACCEPT = "caregiver.accept"
+    CAREGIVER_REFUSE = "caregiver.refuse"
+    CAREGIVER_REVOKE = "caregiver.revoke"
 
 
 class Result(enum.StrEnum):
@@ -85,6 +91,8 @@ class ActorKind(enum.StrEnum):
 
     PATIENT = "patient"
     REPRESENTATIVE = "representative"
+    CAREGIVER = "caregiver"
+    """A patient acting for an adult who made them their caregiver (aidant, F3)."""
     PROFESSIONAL = "professional"
     ORGANISATION = "organisation"
     OPERATOR = "operator"

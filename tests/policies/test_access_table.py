@@ -18,12 +18,15 @@ from caducee.policies.access import (
     Actor,
     Basis,
     DocumentFlag,
+    EmergencySwitches,
     ProfessionalStatus,
+    Purpose,
     access_verdict,
     author_spared_flags,
     decide,
     document_verdict,
     eighteenth_birthday,
+    emergency_switches,
     hidden_flags,
     is_minor,
     status_change_refusal,
@@ -42,6 +45,14 @@ KNOWN = replace(PRO, known=True)
 BLOCKED = replace(PRO, known=True, blocked=True)
 MT = replace(PRO, known=True, medecin_traitant=True)
 REP = AccessFacts(actor=Actor.REPRESENTATIVE, delegated=True, subject_birth_date=CHILD, today=TODAY)
+AIDANT = AccessFacts(actor=Actor.CAREGIVER, delegated=True, subject_birth_date=ADULT, today=TODAY)
+
+BTG_ON = EmergencySwitches(break_glass=True)
+SAMU_ON = EmergencySwitches(samu=True)
+ALL_ON = EmergencySwitches(samu=True, break_glass=True, masked=True)
+BTG = Purpose.BTG
+ETREAT = Purpose.ETREAT
+SAMU = replace(PRO, samu=True)  # a person the directory places in a SAMU
 
 HIDDEN_PRO = {DocumentFlag.HIDDEN_FROM_PROFESSIONALS}
 HIDDEN_PATIENT = {DocumentFlag.HIDDEN_FROM_PATIENT}
@@ -65,7 +76,7 @@ TABLE: list[tuple[str, AccessFacts, set[DocumentFlag], bool, str]] = [
     ("blocked pro", BLOCKED, NONE, False, "F1.blocked"),
     (
         "blocked pro, break-glass",
-        replace(BLOCKED, emergency_enabled=True, emergency_reason=True),
+        replace(BLOCKED, emergency=BTG_ON, purpose=BTG),
         NONE,
         False,
         "F1.blocked",
@@ -99,44 +110,116 @@ TABLE: list[tuple[str, AccessFacts, set[DocumentFlag], bool, str]] = [
     ("unknown pro", PRO, NONE, False, "F2.unknown-professional"),
     (
         "unknown pro, emergency on, no reason",
-        replace(PRO, emergency_enabled=True),
+        replace(PRO, emergency=ALL_ON),
         NONE,
         False,
         "F2.unknown-professional",
     ),
     (
         "unknown pro, reason, emergency off",
-        replace(PRO, emergency_reason=True),
+        replace(PRO, purpose=BTG),
         NONE,
         False,
         "F2.emergency-disabled",
     ),
     (
         "break-glass",
-        replace(PRO, emergency_reason=True, emergency_enabled=True),
+        replace(PRO, purpose=BTG, emergency=BTG_ON),
         NONE,
         True,
         "F2.emergency-access",
     ),
     (
         "break-glass, hidden",
-        replace(PRO, emergency_reason=True, emergency_enabled=True),
+        replace(PRO, purpose=BTG, emergency=BTG_ON),
         HIDDEN_PRO,
         False,
         "E5.hidden-from-professionals",
     ),
     (
         "known pro with a reason",
-        replace(KNOWN, emergency_reason=True),
+        replace(KNOWN, purpose=BTG),
         NONE,
         True,
         "F2.known-professional",
+    ),
+    # the three switches (F2, H2): SAMU (ETREAT), break-glass (BTG), masked documents
+    (
+        "break-glass, masked documents on",
+        replace(PRO, purpose=BTG, emergency=replace(BTG_ON, masked=True)),
+        HIDDEN_PRO,
+        True,
+        "F2.emergency-masked",
+    ),
+    (
+        "break-glass, only the SAMU switch on",
+        replace(PRO, purpose=BTG, emergency=SAMU_ON),
+        NONE,
+        False,
+        "F2.emergency-disabled",
+    ),
+    ("SAMU", replace(SAMU, purpose=ETREAT, emergency=SAMU_ON), NONE, True, "F2.samu-access"),
+    (
+        "SAMU, hidden",
+        replace(SAMU, purpose=ETREAT, emergency=SAMU_ON),
+        HIDDEN_PRO,
+        False,
+        "E5.hidden-from-professionals",
+    ),
+    (
+        "SAMU, masked documents on",
+        replace(SAMU, purpose=ETREAT, emergency=ALL_ON),
+        HIDDEN_PRO,
+        True,
+        "F2.samu-masked",
+    ),
+    (
+        "SAMU, only break-glass on",
+        replace(SAMU, purpose=ETREAT, emergency=BTG_ON),
+        NONE,
+        False,
+        "F2.samu-disabled",
+    ),
+    (
+        "ETREAT from a professional outside any SAMU",
+        replace(PRO, purpose=ETREAT, emergency=ALL_ON),
+        NONE,
+        False,
+        "F2.samu-unrecognised",
+    ),
+    (
+        "SAMU from an organisation mailbox",
+        replace(ORG, samu=True, purpose=ETREAT, emergency=ALL_ON),
+        NONE,
+        False,
+        "F2.emergency-not-personal",
+    ),
+    (
+        "SAMU, blocked",
+        replace(SAMU, known=True, blocked=True, purpose=ETREAT, emergency=ALL_ON),
+        NONE,
+        False,
+        "F1.blocked",
+    ),
+    (
+        "SAMU with break-glass: the break-glass switch decides",
+        replace(SAMU, purpose=BTG, emergency=SAMU_ON),
+        NONE,
+        False,
+        "F2.emergency-disabled",
+    ),
+    (
+        "a known professional stating ETREAT reads as known",
+        replace(KNOWN, purpose=ETREAT, emergency=ALL_ON),
+        HIDDEN_PRO,
+        False,
+        "E5.hidden-from-professionals",
     ),
     # declared pharmacies (C4, F2): correspondents, not known professionals
     ("declared pharmacy", PHARMACY, NONE, False, "F2.declared-pharmacy"),
     (
         "declared pharmacy, break-glass",
-        replace(PHARMACY, emergency_reason=True, emergency_enabled=True),
+        replace(PHARMACY, purpose=BTG, emergency=BTG_ON),
         NONE,
         False,
         "F2.declared-pharmacy",
@@ -165,14 +248,14 @@ TABLE: list[tuple[str, AccessFacts, set[DocumentFlag], bool, str]] = [
     # break-glass for personal (PER) mailboxes only (F2)
     (
         "organisation mailbox, break-glass",
-        replace(ORG, emergency_reason=True, emergency_enabled=True),
+        replace(ORG, purpose=BTG, emergency=BTG_ON),
         NONE,
         False,
         "F2.emergency-not-personal",
     ),
     (
         "organisation mailbox, reason, emergency off",
-        replace(ORG, emergency_reason=True),
+        replace(ORG, purpose=BTG),
         NONE,
         False,
         "F2.emergency-not-personal",
@@ -181,7 +264,7 @@ TABLE: list[tuple[str, AccessFacts, set[DocumentFlag], bool, str]] = [
     ("known organisation mailbox", replace(ORG, known=True), NONE, True, "F2.known-professional"),
     (
         "known organisation mailbox with a reason",
-        replace(ORG, known=True, emergency_reason=True, emergency_enabled=True),
+        replace(ORG, known=True, purpose=BTG, emergency=BTG_ON),
         NONE,
         True,
         "F2.known-professional",
@@ -215,6 +298,39 @@ TABLE: list[tuple[str, AccessFacts, set[DocumentFlag], bool, str]] = [
         False,
         "I2.record-closed",
     ),
+    # caregivers (aidants, F3): an accepted delegation, between adults
+    ("caregiver", AIDANT, NONE, True, "F3.caregiver"),
+    ("caregiver, hidden from pros", AIDANT, HIDDEN_PRO, True, "F3.caregiver"),
+    ("caregiver, INVISIBLE_PATIENT", AIDANT, HIDDEN_PATIENT, False, "E5.invisible-patient"),
+    ("caregiver, invisible to reps", AIDANT, HIDDEN_REP, False, "E5.invisible-representatives"),
+    (
+        "caregiver, no delegation",
+        replace(AIDANT, delegated=False),
+        NONE,
+        False,
+        "F3.caregiver-no-delegation",
+    ),
+    (
+        "caregiver of a minor",
+        replace(AIDANT, subject_birth_date=ALMOST),
+        NONE,
+        False,
+        "F3.caregiver-not-adult",
+    ),
+    (
+        "caregiver, birth date unknown",
+        replace(AIDANT, subject_birth_date=None),
+        NONE,
+        False,
+        "F3.caregiver-not-adult",
+    ),
+    (
+        "caregiver, closed space",
+        replace(AIDANT, record_open=False),
+        NONE,
+        False,
+        "I2.record-closed",
+    ),
     # anyone else
     ("another patient", AccessFacts(actor=Actor.OTHER), NONE, False, "F2.not-authorised"),
 ]
@@ -239,7 +355,7 @@ AUTHOR_TABLE: list[tuple[str, AccessFacts, set[DocumentFlag], bool, str]] = [
     ("author, known, masked", KNOWN, HIDDEN_PRO, True, "F2.known-professional"),
     (
         "author, break-glass, masked",
-        replace(PRO, emergency_reason=True, emergency_enabled=True),
+        replace(PRO, purpose=BTG, emergency=BTG_ON),
         HIDDEN_PRO,
         True,
         "F2.emergency-access",
@@ -291,6 +407,7 @@ def test_e5_hidden_flags_match_the_visibility_table() -> None:
     assert hidden_flags(Basis.MEDECIN_TRAITANT) == frozenset()
     assert hidden_flags(Basis.KNOWN_PROFESSIONAL) == {DocumentFlag.HIDDEN_FROM_PROFESSIONALS}
     assert hidden_flags(Basis.EMERGENCY) == {DocumentFlag.HIDDEN_FROM_PROFESSIONALS}
+    assert hidden_flags(Basis.EMERGENCY_MASKED) == frozenset()
     assert hidden_flags(Basis.OWN_RECORD) == {DocumentFlag.HIDDEN_FROM_PATIENT}
     assert hidden_flags(Basis.REPRESENTATIVE) == {
         DocumentFlag.HIDDEN_FROM_PATIENT,
@@ -320,20 +437,25 @@ def test_e5_only_hidden_from_professionals_spares_the_author() -> None:
 
 @given(
     actor=st.sampled_from(list(Actor)),
-    booleans=st.lists(st.booleans(), min_size=10, max_size=10),
+    booleans=st.lists(st.booleans(), min_size=13, max_size=13),
+    purpose=st.one_of(st.none(), st.sampled_from(list(Purpose))),
     birth=st.one_of(st.none(), st.dates(min_value=date(1990, 1, 1), max_value=TODAY)),
 )
-def test_f1_invariants(actor: Actor, booleans: list[bool], birth: date | None) -> None:
-    record_open, known, blocked, mt, enabled, reason, delegated, with_today = booleans[:8]
-    personal, pharmacy = booleans[8:]
+def test_f1_invariants(
+    actor: Actor, booleans: list[bool], purpose: Purpose | None, birth: date | None
+) -> None:
+    record_open, known, blocked, mt, samu_on, btg_on, masked_on, delegated = booleans[:8]
+    with_today, personal, pharmacy, samu, hidden = booleans[8:]
+    switches = EmergencySwitches(samu_on, btg_on, masked_on)
     facts = AccessFacts(
         actor=actor,
         record_open=record_open,
         known=known,
         blocked=blocked,
         medecin_traitant=mt,
-        emergency_enabled=enabled,
-        emergency_reason=reason,
+        emergency=switches,
+        purpose=purpose,
+        samu=samu,
         personal_mailbox=personal,
         declared_pharmacy=pharmacy,
         delegated=delegated,
@@ -344,13 +466,30 @@ def test_f1_invariants(actor: Actor, booleans: list[bool], birth: date | None) -
     assert verdict.allowed == (verdict.basis is not None)
     if actor is Actor.PROFESSIONAL and record_open:
         # the médecin traitant is never refused; a blocked one never allowed otherwise; a
-        # declared pharmacy is not known; break-glass only from a personal mailbox
-        emergency = reason and enabled and personal
+        # declared pharmacy is not known; an emergency only from a personal mailbox, with the
+        # switch of its purpose on, ETREAT only from the SAMU
+        emergency = personal and (
+            (purpose is Purpose.BTG and btg_on) or (purpose is Purpose.ETREAT and samu and samu_on)
+        )
         assert verdict.allowed == (mt or (not blocked and (known or (not pharmacy and emergency))))
+        # a masked document reaches an emergency reader only with the masked switch on
+        flags = {DocumentFlag.HIDDEN_FROM_PROFESSIONALS} if hidden else set()
+        decision = decide(facts, flags)
+        if verdict.basis in (Basis.EMERGENCY, Basis.EMERGENCY_MASKED):
+            assert decision.allowed == (not hidden or masked_on)
     if actor is Actor.REPRESENTATIVE and verdict.allowed:
         assert birth is not None and is_minor(birth, TODAY) and delegated
     if actor is Actor.OTHER:
         assert not verdict.allowed
+
+
+@given(samu=st.booleans(), break_glass=st.booleans(), masked=st.booleans())
+def test_h2_masked_documents_switch_is_off_when_samu_and_break_glass_are_off(
+    samu: bool, break_glass: bool, masked: bool
+) -> None:
+    stored = emergency_switches(samu=samu, break_glass=break_glass, masked=masked)
+    assert (stored.samu, stored.break_glass) == (samu, break_glass)
+    assert stored.masked == (masked and (samu or break_glass))
 
 
 def test_f3_eighteenth_birthday() -> None:

@@ -543,6 +543,11 @@ def test_f2_openapi_served(world: World) -> None:
     schemes = document["components"]["securitySchemes"]
     assert schemes["basic"]["scheme"] == "basic" and schemes["bearer"]["scheme"] == "bearer"
     read = document["paths"]["/DocumentReference/{id}"]["get"]
-    assert {p["name"] for p in read["parameters"]} == {"id", "patient.identifier", "_reason"}
+    assert {p["name"] for p in read["parameters"]} == {
+        "id",
+        "patient.identifier",
+        "_reason",
+        "_purposeOfUse",
+    }
     assert {"401", "403", "404"} <= set(read["responses"])
     assert document["servers"][0]["url"].endswith("/fhir")

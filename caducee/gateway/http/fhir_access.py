@@ -4,8 +4,9 @@ One read path for everyone: the patient reading their own record, a legal repres
 reading a minor's (F3), a professional reading a patient's (F2, break-glass included). Each
 request turns the authenticated principal into a :class:`Caller` (ids, never names), gathers
 the facts of the access table (:func:`access_facts`: is the professional known, blocked, the
-médecin traitant, a declared pharmacy; is emergency access on and was a reason stated; is there
-a delegation and is the patient still a minor) and asks :mod:`caducee.policies.access`. An
+médecin traitant, a declared pharmacy, placed in a SAMU by the directory; which emergency
+switches the patient turned on and which purpose the caller stated, ``ETREAT`` or ``BTG``; is
+there a delegation and is the patient still a minor) and asks :mod:`caducee.policies.access`. An
 allowed access has a *basis* that decides which documents are shown (the same table builds
 the SQL filter of a search and judges a single read); the others are absent.
 
@@ -25,6 +26,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from caducee.directory.models import DirectoryEntry
+from caducee.directory.normalise import fold
 from caducee.directory.service import find_by_address, find_by_national_id
 from caducee.gateway.http.fhir_auth import Principal, TokenPrincipal
 from caducee.gateway.http.fhir_resources import document_reference
@@ -33,7 +36,7 @@ from caducee.jobs.mail import record_owner
 from caducee.mailboxes.access.rights import (
     AccessSettings,
     birth_date_of,
-    emergency_access,
+    emergency_settings,
     patient_by_ins,
     professional_relationship,
     record_is_open,
@@ -47,6 +50,7 @@ from caducee.policies.access import (
     Actor,
     Basis,
     DocumentFlag,
+    Purpose,
     access_verdict,
     author_spared_flags,
     document_verdict,
@@ -98,9 +102,31 @@ class Caller:
     """Authenticated as a person: a PER mailbox, or a PSC token of a person listed with one."""
     author_ids: frozenset[str] = frozenset()
     """The national ids under which the caller may be a document's author (E5, F2)."""
+    samu: bool = False
+    """The directory places the caller in a SAMU (:func:`in_samu`): ``ETREAT`` is theirs."""
 
 
-PERSONAL_BAL_TYPE = "PER"
+_SAMU_WORDS = ("samu", "centre 15")
+"""How the directory names a SAMU: the service or structure "SAMU", "SAMU-Centre 15",
+"Centre 15" (folded: no case, no accent, punctuation as spaces)."""
+
+
+def in_samu(entry: DirectoryEntry) -> bool:
+    """The directory entry is a person's mailbox in a SAMU: its service (``Service de
+    rattachement`` of the MSSanté extraction), structure or trade name names one.
+
+    The national extractions have no role column saying "médecin régulateur"; a SAMU is a
+    service of a hospital, and its name is what the directory carries. A word match on the
+    folded name ("samu" as a word, or "centre 15") avoids matching "Samuel". Only PER
+    mailboxes count: an emergency access is answered for by a person (F2).
+    """
+    if entry.bal_type != PERSONAL_BAL_TYPE:
+        return False
+    for text in (entry.service, entry.organisation_name, entry.trade_name):
+        folded = f" {fold(text)} "
+        if any(f" {word} " in folded for word in _SAMU_WORDS):
+            return True
+    return False
 
 
 def author_ids(national_id: str | None) -> frozenset[str]:
@@ -128,6 +154,7 @@ def resolve_caller(session: Session, principal: Principal) -> Caller:
             pharmacies=frozenset(entry.address for entry in entries if entry.pharmacy),
             personal=any(entry.bal_type == PERSONAL_BAL_TYPE for entry in entries),
             author_ids=author_ids(principal.national_id),
+            samu=any(in_samu(entry) for entry in entries),
         )
     account = session.get(Account, principal.account_id)
     if account is None or account.state == AccountState.CLOSED.value:
@@ -153,6 +180,7 @@ def resolve_caller(session: Session, principal: Principal) -> Caller:
         # the mailbox that logged in decides: an organisation's box has no person behind it
         personal=entry is not None and entry.bal_type == PERSONAL_BAL_TYPE,
         author_ids=author_ids(national_id),
+        samu=entry is not None and in_samu(entry),
     )
 
 
@@ -164,8 +192,15 @@ def access_facts(
     reason: str | None,
     settings: AccessSettings,
     today: date,
+    purpose: Purpose | None = None,
 ) -> AccessFacts:
-    """Everything the access table needs about this caller and this record."""
+    """Everything the access table needs about this caller and this record.
+
+    ``purpose``: what the caller stated (``ETREAT``, ``BTG``); a reason without a purpose is
+    break-glass, as before the SAMU had its own switch.
+    """
+    if purpose is None and reason:
+        purpose = Purpose.BTG
     record_open = record_is_open(session, record_id)
     if caller.actor is Actor.PATIENT and caller.account_id == record_id:
         return AccessFacts(actor=Actor.PATIENT, record_open=record_open)
@@ -187,8 +222,9 @@ def access_facts(
             known=relation.known,
             blocked=relation.blocked,
             medecin_traitant=relation.medecin_traitant,
-            emergency_enabled=emergency_access(session, record_id, settings),
-            emergency_reason=bool(reason),
+            emergency=emergency_settings(session, record_id, settings),
+            purpose=purpose,
+            samu=caller.samu,
             personal_mailbox=caller.personal,
             declared_pharmacy=relation.declared_pharmacy,
         )
@@ -285,9 +321,16 @@ class RecordReader:
         action: Action,
         object_type: str,
         object_id: str,
+        purpose: Purpose | None = None,
     ) -> AccessVerdict:
         facts = access_facts(
-            session, caller, record_id, reason=reason, settings=self.settings, today=self.today()
+            session,
+            caller,
+            record_id,
+            reason=reason,
+            settings=self.settings,
+            today=self.today(),
+            purpose=purpose,
         )
         verdict = access_verdict(facts)
         if not verdict.allowed:
@@ -354,6 +397,7 @@ class RecordReader:
         query: DocumentQuery,
         reason: str | None,
         base: str,
+        purpose: Purpose | None = None,
     ) -> Outcome:
         """A search of the record named by ``ins``; ``None``: the caller's own (patients)."""
         outcome = Outcome()
@@ -368,7 +412,14 @@ class RecordReader:
             outcome.found = True
             caller = resolve_caller(session, principal)
             verdict = self._decide(
-                session, caller, record_id, reason, Action.RECORD_SEARCH, "record", str(record_id)
+                session,
+                caller,
+                record_id,
+                reason,
+                Action.RECORD_SEARCH,
+                "record",
+                str(record_id),
+                purpose,
             )
             outcome.verdict = verdict
             if not verdict.allowed or verdict.basis is None:
@@ -421,6 +472,7 @@ class RecordReader:
         action: Action,
         base: str,
         rendition: bool,
+        purpose: Purpose | None = None,
     ) -> Outcome:
         """One document (``action`` read: its DocumentReference; content: its bytes).
 
@@ -430,7 +482,7 @@ class RecordReader:
         with self.gateway.database.transaction() as session:
             caller = resolve_caller(session, principal)
             outcome = self._document(
-                session, caller, public_id, ins, reason, action, base, rendition
+                session, caller, public_id, ins, reason, action, base, rendition, purpose
             )
             if caller.actor is Actor.PATIENT and ins is None and outcome.verdict is None:
                 self._owner_not_found(session, caller, action, public_id[:80])
@@ -446,6 +498,7 @@ class RecordReader:
         action: Action,
         base: str,
         rendition: bool,
+        purpose: Purpose | None = None,
     ) -> Outcome:
         outcome = Outcome()
         document = session.scalar(
@@ -463,7 +516,9 @@ class RecordReader:
                 return outcome
         elif caller.actor is not Actor.PROFESSIONAL and caller.account_id != record_id:
             return outcome  # a patient without patient.identifier reads their own record only
-        verdict = self._decide(session, caller, record_id, reason, action, "document", public_id)
+        verdict = self._decide(
+            session, caller, record_id, reason, action, "document", public_id, purpose
+        )
         if not verdict.allowed or verdict.basis is None:
             outcome.verdict = verdict
             outcome.found = True

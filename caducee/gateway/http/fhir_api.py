@@ -20,8 +20,10 @@ record holds it (a search needs the INS). What the caller sees is decided by the
 (:mod:`caducee.gateway.http.fhir_access`): a refusal such as a blocked professional or a
 declared pharmacy is 403 with an ``OperationOutcome`` naming the rule; a document the caller
 may not see (hidden by a flag, quarantined, offered, someone else's) is a plain 404, so that
-the API does not tell which ids exist. Break-glass: the reason in ``X-Break-Glass-Reason``
-(ASCII) or ``_reason`` (any text); kept in the audit event for the patient to read, never logged.
+the API does not tell which ids exist. Emergency access: the HL7 ``PurposeOfUse`` in
+``_purposeOfUse`` or ``X-Purpose-Of-Use``: ``ETREAT`` for the SAMU, ``BTG`` for break-glass,
+which needs a reason in ``X-Break-Glass-Reason`` (ASCII) or ``_reason`` (any text); a reason
+alone means ``BTG``. The reason is kept in the audit event for the patient to read, never logged.
 
 DocumentReference follows IHE MHD / ANS PDSm (:mod:`caducee.gateway.http.fhir_resources`).
 Every error is an ``OperationOutcome`` with the matching status, from one set of handlers.
@@ -77,7 +79,7 @@ from caducee.gateway.runtime import Gateway
 from caducee.mailboxes.access.rights import AccessSettings
 from caducee.mailboxes.accounts.identity.oidc import TokenVerifier
 from caducee.mailboxes.accounts.store import AccountKind
-from caducee.policies.access import AccessVerdict
+from caducee.policies.access import AccessVerdict, Purpose
 from caducee.policies.identity import PRODUCTION_INS_OIDS, TEST_INS_OIDS
 from caducee.records.models import VersionStatus
 from caducee.records.readers.cda import french_time
@@ -96,6 +98,12 @@ FHIR_VERSION = "4.0.1"
 PATIENT_PARAMETER = "patient.identifier"
 REASON_PARAMETER = "_reason"
 BREAK_GLASS_HEADER = "x-break-glass-reason"
+PURPOSE_PARAMETER = "_purposeOfUse"
+PURPOSE_HEADER = "x-purpose-of-use"
+PURPOSE_SYSTEMS = frozenset(
+    {"http://terminology.hl7.org/CodeSystem/v3-ActReason", "urn:oid:2.16.840.1.113883.5.8"}
+)
+"""HL7 v3 ActReason, where ``ETREAT`` and ``BTG`` are defined (``system|code`` or the code)."""
 ACCESS_RULE_SYSTEM = "urn:caducee:access-rule"
 MAX_REASON = 200
 PUBLIC_PATHS = frozenset({"/metadata", "/openapi.json"})
@@ -110,7 +118,7 @@ _PREFIXES = ("eq", "ne", "lt", "le", "gt", "ge", "sa", "eb", "ap")
 _SEARCH_PARAMETERS = frozenset(
     {"type", "date", "author", "author.identifier", "status", "_count", "_offset", "_format"}
 )
-_ACCESS_PARAMETERS = frozenset({PATIENT_PARAMETER, REASON_PARAMETER})
+_ACCESS_PARAMETERS = frozenset({PATIENT_PARAMETER, REASON_PARAMETER, PURPOSE_PARAMETER})
 _SYSTEM_OIDS = {LOINC_URI: LOINC_OID}
 _NO_STORE = {"Cache-Control": "no-store"}
 _SECURITY_SERVICES = "http://terminology.hl7.org/CodeSystem/restful-security-service"
@@ -357,6 +365,21 @@ def _reason(request: Request, settings: AccessSettings) -> str | None:
     return cleaned
 
 
+def _purpose(request: Request, reason: str | None) -> Purpose | None:
+    """The stated purpose of use: ``ETREAT`` (SAMU) or ``BTG`` (break-glass, a reason needed);
+    a reason alone is ``BTG``; anything else is a 400."""
+    raw = request.query_params.get(PURPOSE_PARAMETER) or request.headers.get(PURPOSE_HEADER)
+    if raw is None:
+        return Purpose.BTG if reason else None
+    system, bar, code = raw.strip()[:200].rpartition("|")
+    if (bar and system and system not in PURPOSE_SYSTEMS) or code not in set(Purpose):
+        raise FhirError(400, "invalid", "the purpose of use is ETREAT (SAMU) or BTG (break-glass)")
+    purpose = Purpose(code)
+    if purpose is Purpose.BTG and not reason:
+        raise FhirError(400, "required", "a break-glass access (BTG) needs a stated reason")
+    return purpose
+
+
 def named_ins(params: QueryParams) -> str | None:
     """The INS of ``patient.identifier`` (``system|value`` or the value), ``None`` if absent."""
     values = params.getlist(PATIENT_PARAMETER)
@@ -416,9 +439,12 @@ class FhirApi:
                 400, "required", f"name the patient's record with '{PATIENT_PARAMETER}=<INS>'"
             )
         reason = _reason(request, self.reader.settings)
+        purpose = _purpose(request, reason)
         query = parse_search(request.query_params)
         base = self._base(request)
-        outcome = await run_in_threadpool(self.reader.search, principal, ins, query, reason, base)
+        outcome = await run_in_threadpool(
+            self.reader.search, principal, ins, query, reason, base, purpose
+        )
         if not outcome.found:
             raise FhirError(404, "not-found", "no such patient")
         if outcome.verdict is None or not outcome.verdict.allowed:
@@ -463,6 +489,7 @@ class FhirApi:
         principal = self._principal(request)
         ins = named_ins(request.query_params)
         reason = _reason(request, self.reader.settings)
+        purpose = _purpose(request, reason)
         outcome = Outcome()
         if _ID_PATTERN.fullmatch(public_id):
             outcome = await run_in_threadpool(
@@ -474,6 +501,7 @@ class FhirApi:
                 action,
                 self._base(request),
                 rendition,
+                purpose,
             )
         if outcome.verdict is not None and not outcome.verdict.allowed:
             raise _denied(outcome.verdict)
@@ -576,6 +604,13 @@ def _search_parameters() -> list[dict[str, str]]:
             "type": "string",
             "documentation": "Break-glass reason (or the X-Break-Glass-Reason header): a "
             "professional the patient does not know, emergency access enabled (F2).",
+        },
+        {
+            "name": PURPOSE_PARAMETER,
+            "type": "token",
+            "documentation": "HL7 PurposeOfUse (or the X-Purpose-Of-Use header): ETREAT for "
+            "a SAMU professional, BTG for break-glass with a reason (a reason alone is BTG); "
+            "each needs the patient's switch (F2).",
         },
         {
             "name": "type",

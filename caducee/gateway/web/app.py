@@ -23,6 +23,13 @@ GET    ``/webmail/language?lang=&next=``             choose French or English (a
 
 Another patient's conversation, message or session is "not found" (404), the same answer as
 an id that does not exist.
+
+Acting as a caregiver (the profile switch of :mod:`.privacy`, F3): the messaging pages use the
+helped person's mailbox — the principal the handlers give :class:`Mailbox` and the reply and
+compose paths is theirs, with the caregiver as ``acting_account_id`` (:meth:`Webmail.acting`)
+— every read and send is audited with the caregiver as actor and the helped person as subject
+(F4), and a read marks the message seen in the helped person's mailbox, so the G2 receipt goes
+as on the helped person's own read (docs/access.md, "Caregivers").
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from caducee.gateway.web.mailbox import (
     parse,
     show,
 )
+from caducee.gateway.web.privacy import ActingFor, acting_for
 from caducee.gateway.web.reply import (
     Replies,
     ReplyState,
@@ -78,8 +86,9 @@ from caducee.gateway.web.sessions import (
 from caducee.gateway.web.signin import WebSignIn
 from caducee.mailboxes.accounts.identity.audit import write_with_retries
 from caducee.mailboxes.accounts.identity.principal import Principal
+from caducee.mailboxes.accounts.store import AccountKind
 from caducee.mailboxes.imap_store import ImapStore
-from caducee.storage.audit import ActorKind, message_read_event
+from caducee.storage.audit import Action, ActorKind, Result, message_read_event, record_event
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "__Host-caducee-session"
@@ -103,6 +112,14 @@ class SignInNeeded(Exception):
 
 def _principal(signed: Signed) -> Principal:
     return Principal(signed.account_id, signed.address, signed.kind, "password+totp")
+
+
+def reader_kind(principal: Principal) -> str:
+    """The audit actor kind of a webmail principal: the patient, or (``acting_account_id``
+    set: the webmail sets it for nothing else) a caregiver acting for them (F3, F4)."""
+    if principal.acting_account_id is not None:
+        return ActorKind.CAREGIVER.value
+    return ActorKind.PATIENT.value
 
 
 def _path_id(request: Request, name: str) -> int:
@@ -234,6 +251,44 @@ class Webmail:
             SESSION_COOKIE, token, path="/", secure=True, httponly=True, samesite="strict"
         )
 
+    async def acting(self, request: Request, signed: Signed) -> tuple[Principal, ActingFor]:
+        """Whose mailbox the messaging pages use: the signed-in patient's, or, acting as a
+        caregiver (:func:`~caducee.gateway.web.privacy.acting_for`, judged on every request),
+        the helped person's, with the caregiver as ``acting_account_id``. A representative
+        keeps their own mailbox: mail to a minor goes to the minor's own address (F3)."""
+        acting = await acting_for(self, request, signed)
+        if not acting.caregiver or acting.address is None:
+            return _principal(signed), acting
+        principal = Principal(
+            acting.record_id,
+            acting.address,
+            AccountKind.PATIENT.value,
+            "password+totp",
+            acting_account_id=signed.account_id,
+        )
+        return principal, acting
+
+    def audit_send(self, principal: Principal, message_id: str) -> None:
+        """F4: a message a caregiver sent from the helped person's mailbox (actor: the
+        caregiver; subject: the helped person; object: its Message-ID, never its content)."""
+        if principal.acting_account_id is None:
+            return  # the patient's own sends are in their Sent folder, as ever
+
+        def work(session: Any) -> None:
+            record_event(
+                session,
+                actor_kind=ActorKind.CAREGIVER.value,
+                actor_id=f"account:{principal.acting_account_id}",
+                action=Action.MESSAGE_SEND.value,
+                object_type="message",
+                object_id=message_id.strip("<>")[:80] or "-",
+                result=Result.OK.value,
+                subject_account_id=principal.account_id,
+                channel="webmail",
+            )
+
+        write_with_retries(self.gateway.database, work)
+
     # -- pages: sign-in and out --------------------------------------------------------------
 
     async def home(self, request: Request) -> Response:
@@ -333,9 +388,8 @@ class Webmail:
         signed = await self._page_session(request)
         raw_page = request.query_params.get("page", "1")
         page = int(raw_page) if raw_page.isdigit() and len(raw_page) < 7 else 1
-        listed, pages = await run_in_threadpool(
-            self.mailbox.conversations, _principal(signed), page
-        )
+        principal, acting = await self.acting(request, signed)
+        listed, pages = await run_in_threadpool(self.mailbox.conversations, principal, page)
         page = min(max(1, page), pages)
         return self._render(
             request,
@@ -347,38 +401,48 @@ class Webmail:
                 "sent": request.query_params.get("sent") == "1",
                 "activated": request.query_params.get("activated") == "1",
                 "deleted": request.query_params.get("deleted") == "1",
+                "acting": acting,
             },
             signed=signed,
         )
 
-    def _audit_reads(self, signed: Signed, entries: list[EntryRow]) -> None:
-        """F4: one ``message.read`` (channel ``webmail``) per message shown, before it is."""
+    def _audit_reads(self, principal: Principal, entries: list[EntryRow]) -> None:
+        """F4: one ``message.read`` (channel ``webmail``) per message shown, before it is; a
+        caregiver's read names the caregiver as reader, the helped person as subject."""
 
         def work(session: Any) -> None:
             for entry in entries:
                 message_read_event(
                     session,
-                    reader_account_id=signed.account_id,
-                    reader_kind=ActorKind.PATIENT.value,
+                    reader_account_id=principal.authenticated_account_id,
+                    reader_kind=reader_kind(principal),
                     message_id=entry.message_id,
-                    mailbox_account_id=signed.account_id,
+                    mailbox_account_id=principal.account_id,
                     channel="webmail",
                 )
 
         write_with_retries(self.gateway.database, work)
 
     def _read(
-        self, signed: Signed, entries: list[EntryRow], professional: str | None
+        self,
+        signed: Signed,
+        entries: list[EntryRow],
+        professional: str | None,
+        principal: Principal | None = None,
+        own_name: str | None = None,
     ) -> list[ShownMessage]:
-        principal = _principal(signed)
-        self._audit_reads(signed, entries)
+        """The messages shown, read audited first, then marked read (G2): in ``principal``'s
+        mailbox (the signed-in patient's unless a caregiver acts; ``own_name`` then names the
+        helped person on the messages they sent)."""
+        principal = principal or _principal(signed)
+        self._audit_reads(principal, entries)
         shown: list[ShownMessage] = []
         for entry in entries:
             raw = self.mailbox.raw(principal, entry)
             if raw is None:
                 continue
             if entry.mine:
-                sender = signed.display_name or signed.address
+                sender = own_name or signed.display_name or signed.address
             else:
                 sender = self.mailbox.correspondent_name(professional or entry.envelope_from)
             shown.append(show(entry, raw, sender))
@@ -388,18 +452,21 @@ class Webmail:
     async def conversation(self, request: Request) -> Response:
         signed = await self._page_session(request)
         conversation_id = _path_id(request, "id")
-        principal = _principal(signed)
+        principal, acting = await self.acting(request, signed)
         entries, professional = await run_in_threadpool(
             self.mailbox.conversation_entries, principal, conversation_id
         )
         if not entries or professional is None:
             raise NotFound
-        messages = await run_in_threadpool(self._read, signed, entries, professional)
+        messages = await run_in_threadpool(
+            self._read, signed, entries, professional, principal, acting.helped_name
+        )
         theirs = [message for message in messages if not message.mine]
         target = await run_in_threadpool(
             self.mailbox.reply_target, principal, professional, theirs[-1] if theirs else None
         )
         state = await self.replies.state(principal, target)
+        drafts = await run_in_threadpool(self.mailbox.reply_drafts, principal)
         return self._render(
             request,
             "conversation.html",
@@ -410,6 +477,8 @@ class Webmail:
                 "sent": request.query_params.get("sent") == "1",
                 "error": None,
                 "draft": "",
+                "reply_draft": drafts.get(conversation_id),
+                "acting": acting,
             },
             signed=signed,
         )
@@ -417,14 +486,17 @@ class Webmail:
     async def message(self, request: Request) -> Response:
         signed = await self._page_session(request)
         entry_id = _path_id(request, "id")
-        entry = await run_in_threadpool(self.mailbox.entry, _principal(signed), entry_id)
+        principal, acting = await self.acting(request, signed)
+        entry = await run_in_threadpool(self.mailbox.entry, principal, entry_id)
         if entry is None:
             raise NotFound
         if entry.conversation_id is not None:
             return RedirectResponse(
                 f"/webmail/conversations/{entry.conversation_id}", status_code=303
             )
-        messages = await run_in_threadpool(self._read, signed, [entry], None)
+        messages = await run_in_threadpool(
+            self._read, signed, [entry], None, principal, acting.helped_name
+        )
         return self._render(
             request,
             "conversation.html",
@@ -442,14 +514,14 @@ class Webmail:
     async def _entry_bytes(self, request: Request) -> tuple[Signed, EntryRow, bytes]:
         signed = await self._page_session(request)
         entry_id = _path_id(request, "id")
-        principal = _principal(signed)
+        principal, _acting = await self.acting(request, signed)
         entry = await run_in_threadpool(self.mailbox.entry, principal, entry_id)
         if entry is None:
             raise NotFound
         raw = await run_in_threadpool(self.mailbox.raw, principal, entry)
         if raw is None:
             raise NotFound
-        await run_in_threadpool(self._audit_reads, signed, [entry])
+        await run_in_threadpool(self._audit_reads, principal, [entry])
         return signed, entry, raw
 
     async def message_html(self, request: Request) -> Response:
@@ -482,7 +554,8 @@ class Webmail:
 
     async def new_message_page(self, request: Request) -> Response:
         signed = await self._page_session(request)
-        contacts = await self.replies.contacts(_principal(signed))
+        principal, _acting = await self.acting(request, signed)
+        contacts = await self.replies.contacts(principal)
         return self._render(
             request,
             "new_message.html",
@@ -568,6 +641,7 @@ class Webmail:
 def webmail_app(gateway: Gateway) -> tuple[Starlette, Webmail]:
     """The webmail's Starlette application (mount it at ``/webmail``)."""
     web = Webmail(gateway)
+    from caducee.gateway.web.caregivers import caregiver_routes  # H8; imports Webmail itself
     from caducee.gateway.web.compose import messaging_routes  # H4b; imports Webmail itself
     from caducee.gateway.web.documents import documents_and_privacy_routes  # H4a, the same
 
@@ -588,6 +662,7 @@ def webmail_app(gateway: Gateway) -> tuple[Starlette, Webmail]:
             Route("/language", web.language, methods=["GET"]),
             *messaging_routes(web),
             *documents_and_privacy_routes(web),
+            *caregiver_routes(web),
             Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
         ],
         exception_handlers={

@@ -9,6 +9,8 @@ GET    ``/webmail/drafts/{id}``                            resume one in the new
 POST   ``/webmail/drafts/{id}/delete``                     delete one
 GET    ``/webmail/conversations/{id}/delete``, POST        delete a conversation (to Trash)
 GET    ``/webmail/pharmacies?q=``, POST                    find a pharmacy, write to it (C4)
+GET    ``/webmail/documents/{id}/send``                    the new-message page with a record
+                                                           document attached (H2)
 =====  ==================================================  ===================================
 
 These forms are ``multipart/form-data`` (files), so they have their own routes beside the
@@ -28,6 +30,21 @@ max_message_bytes``, base64 counted) and in one form (``[http] webmail_upload_ma
 HTTP listener's bound), less room for the text. The page shows what remains before sending
 (the quota less the files kept on a draft); over it, nothing is sent or saved and the page
 says "La taille du ou des documents dépasse la limite autorisée.".
+
+A record document sent to a professional ("Envoyer à un professionnel" on a document's page,
+H2): the new-message page names it in a hidden ``record`` field and the send reads its bytes
+again through the documents pages' path (:func:`caducee.gateway.web.documents.record_file`:
+the profile shown, its visibility, the read audited); it is then one more file of the message,
+within the same quota and to a recipient judged by the same rule as any new message (C4).
+Saved as a draft, it stays on the draft as a file.
+
+Acting as a caregiver (F3, :meth:`~caducee.gateway.web.app.Webmail.acting`): a new message,
+a reply and the drafts use the helped person's mailbox (the message is theirs, from their
+address, judged by the same rules as if they wrote it); the text ends with the national app's
+signature line, "Ce message a été rédigé par <aidant>, l'aidant de <aidé>." (French: it is
+read by the professional, as the app writes it); the send is audited (F4, actor the caregiver,
+subject the helped person). Deleting a conversation is the helped person's alone: 403, "Cette
+action est uniquement disponible pour <nom>.".
 
 Drafts (:mod:`caducee.mailboxes.drafts`) are messages in the IMAP ``Drafts`` folder, so a
 mail client sees them too; a draft keeps its files, and a resumed draft lists them with a
@@ -51,7 +68,9 @@ from starlette.routing import BaseRoute, Route
 from caducee.gateway.web.account import account_routes
 from caducee.gateway.web.activation import activation_routes
 from caducee.gateway.web.correspondents import Pharmacy, find_pharmacies, pharmacy_entry
+from caducee.gateway.web.documents import RecordFile, record_file
 from caducee.gateway.web.mailbox import files_of, header_addresses, parse, show
+from caducee.gateway.web.privacy import ActingFor, refuse_caregiver
 from caducee.gateway.web.reply import MAX_REPLY_CHARS, MAX_SUBJECT_CHARS, compose_message
 from caducee.gateway.web.security import same_origin
 from caducee.gateway.web.sessions import Signed, csrf_matches
@@ -86,6 +105,18 @@ TEXT_ROOM = 256 * 1024
 MAX_ID = 2**62
 TRASH = "Trash"
 _NAME = re.compile(r"[^\w .()+-]", re.UNICODE)
+CAREGIVER_SIGNATURE = "Ce message a été rédigé par {caregiver}, l'aidant de {helped}."
+"""The line the national app appends to a caregiver's message (``messageSignatureByAidant``)."""
+
+
+def signed_text(text: str, acting: ActingFor) -> str:
+    """The text as sent: a caregiver's ends with the signature line (blank line before)."""
+    if not acting.caregiver:
+        return text
+    line = CAREGIVER_SIGNATURE.format(
+        caregiver=acting.caregiver_name or "", helped=acting.name or ""
+    )
+    return f"{text.rstrip()}\n\n{line}" if text.strip() else line
 
 
 def attachment_quota(max_message_bytes: int, max_body_bytes: int) -> int:
@@ -247,9 +278,12 @@ class ComposePages:
         draft: DraftEntry | None = None,
         kept: list[Attached] | None = None,
         status: int = 200,
+        record: RecordFile | None = None,
     ) -> Response:
-        contacts = await self.web.replies.contacts(self._principal(signed))
+        principal, acting = await self.web.acting(request, signed)
+        contacts = await self.web.replies.contacts(principal)
         kept = kept or []
+        attached = list(kept) + ([_record_attached(record)] if record is not None else [])
         return self.web._render(
             request,
             "new_message.html",
@@ -261,7 +295,9 @@ class ComposePages:
                 "draft": body[:MAX_REPLY_CHARS],
                 "draft_id": draft.entry_id if draft is not None else None,
                 "kept": [(index, file.name, len(file.data)) for index, file in enumerate(kept)],
-                "quota": self.remaining(kept),
+                "quota": self.remaining(attached),
+                "record": record,
+                "sender_name": acting.helped_name or signed.display_name or signed.address,
             },
             signed=signed,
             status=status,
@@ -270,7 +306,7 @@ class ComposePages:
     async def resume(self, request: Request) -> Response:
         """``GET /drafts/{id}``: the draft in the new-message page (recipient, text, files)."""
         signed = await self.web._page_session(request)
-        principal = self._principal(signed)
+        principal, _acting = await self.web.acting(request, signed)
         draft = await run_in_threadpool(self._draft, principal, str(request.path_params["id"]))
         assert draft is not None
         message = await run_in_threadpool(self._draft_message, principal, draft)
@@ -296,7 +332,7 @@ class ComposePages:
     async def new(self, request: Request) -> Response:
         """``POST /compose/new``: send to one contact (judged again), or keep as a draft."""
         signed, form = await self._multipart(request)
-        principal = self._principal(signed)
+        principal, acting = await self.web.acting(request, signed)
         chosen = self._text(form, "to")[:320]
         subject, body = self._text(form, "subject"), self._text(form, "body")
         draft = None
@@ -307,7 +343,8 @@ class ComposePages:
             message = await run_in_threadpool(self._draft_message, principal, draft)
         kept = self._kept(form, message)
         uploads, error = await self._uploads(form)
-        files = kept + uploads
+        record = await self._record(request, signed, form)
+        files = kept + uploads + ([_record_attached(record)] if record is not None else [])
         if error is None and sum(len(file.data) for file in files) > self.quota:
             error = "too-big"
         saving = form.get("action") == "draft"
@@ -323,10 +360,10 @@ class ComposePages:
         if error is None:
             content = compose_message(
                 principal,
-                signed.display_name,
+                acting.helped_name or signed.display_name,
                 chosen,
                 subject,
-                body,
+                body if saving else signed_text(body, acting),
                 hostname=self.web.settings.gateway.hostname,
                 in_reply_to=_header(message, "In-Reply-To"),
                 references=_header(message, "References"),
@@ -340,6 +377,7 @@ class ComposePages:
             else:
                 error = await self.web.replies.submit(principal, chosen, content)
                 if error is None:
+                    await run_in_threadpool(self.web.audit_send, principal, _message_id(content))
                     if draft is not None:
                         await run_in_threadpool(delete_draft, self.store, principal, draft)
                     return RedirectResponse("/webmail/conversations?sent=1", status_code=303)
@@ -353,7 +391,37 @@ class ComposePages:
             draft=draft,
             kept=kept,
             status=403 if error == "refused" else 422,
+            record=record,
         )
+
+    # -- a record document sent to a professional (H2) ---------------------------------------
+
+    async def _record(self, request: Request, signed: Signed, form: FormData) -> RecordFile | None:
+        """The record document the form names (hidden ``record`` field), read again now: a
+        document no longer shown (withdrawn, another profile, a malformed id) is a 404."""
+        from caducee.gateway.web.app import NotFound
+
+        value = form.get("record")
+        if not value:
+            return None
+        found = await record_file(
+            self.web, request, signed, value if isinstance(value, str) else ""
+        )
+        if found is None:
+            raise NotFound
+        return found
+
+    async def send_document(self, request: Request) -> Response:
+        """``GET /documents/{id}/send``: "Envoyer à un professionnel", the new-message page
+        with the document attached and the national app's subject and text (the page says
+        them in the patient's language)."""
+        from caducee.gateway.web.app import NotFound
+
+        signed = await self.web._page_session(request)
+        found = await record_file(self.web, request, signed, str(request.path_params["id"]))
+        if found is None:
+            raise NotFound
+        return await self._new_page(request, signed, error=None, record=found)
 
     # -- reply ------------------------------------------------------------------------------
 
@@ -365,7 +433,7 @@ class ComposePages:
         conversation_id = request.path_params["id"]
         if not isinstance(conversation_id, int) or not 0 < conversation_id < MAX_ID:
             raise NotFound
-        principal = self._principal(signed)
+        principal, acting = await self.web.acting(request, signed)
         mailbox = self.web.mailbox
         entries, professional = await run_in_threadpool(
             mailbox.conversation_entries, principal, conversation_id
@@ -394,10 +462,10 @@ class ComposePages:
         if error is None and target.reply_address is not None:
             content = compose_message(
                 principal,
-                signed.display_name,
+                acting.helped_name or signed.display_name,
                 target.reply_address,
                 target.subject,
-                text,
+                text if saving else signed_text(text, acting),
                 hostname=self.web.settings.gateway.hostname,
                 in_reply_to=target.in_reply_to,
                 references=target.references,
@@ -410,11 +478,15 @@ class ComposePages:
                 return RedirectResponse("/webmail/drafts?saved=1", status_code=303)
             else:
                 error = await self.web.replies.submit(principal, target.reply_address, content)
+                if error is None:
+                    await run_in_threadpool(self.web.audit_send, principal, _message_id(content))
         if error is None:
             return RedirectResponse(
                 f"/webmail/conversations/{conversation_id}?sent=1#reply", status_code=303
             )
-        messages = await run_in_threadpool(self.web._read, signed, entries, professional)
+        messages = await run_in_threadpool(
+            self.web._read, signed, entries, professional, principal, acting.helped_name
+        )
         return self.web._render(
             request,
             "conversation.html",
@@ -425,6 +497,7 @@ class ComposePages:
                 "sent": False,
                 "error": error,
                 "draft": text[:MAX_REPLY_CHARS],
+                "acting": acting,
             },
             signed=signed,
             status=403 if error == "refused" else 422,
@@ -453,7 +526,8 @@ class ComposePages:
 
     async def drafts(self, request: Request) -> Response:
         signed = await self.web._page_session(request)
-        listed = await run_in_threadpool(self._listed, self._principal(signed))
+        principal, _acting = await self.web.acting(request, signed)
+        listed = await run_in_threadpool(self._listed, principal)
         return self.web._render(
             request,
             "drafts.html",
@@ -467,7 +541,7 @@ class ComposePages:
 
     async def delete(self, request: Request) -> Response:
         signed, _form = await self.web._post(request)
-        principal = self._principal(signed)
+        principal, _acting = await self.web.acting(request, signed)
         draft = await run_in_threadpool(self._draft, principal, str(request.path_params["id"]))
         assert draft is not None
         await run_in_threadpool(delete_draft, self.store, principal, draft)
@@ -481,7 +555,9 @@ class ConversationPages:
         self.web = web
         self.store = web.mailbox.store
 
-    async def _conversation(self, request: Request, signed: Signed) -> tuple[int, list[Any]]:
+    async def _conversation(
+        self, request: Request, signed: Signed, principal: Principal
+    ) -> tuple[int, list[Any]]:
         from caducee.gateway.web.app import NotFound
 
         conversation_id = request.path_params["id"]
@@ -489,7 +565,7 @@ class ConversationPages:
             raise NotFound
         entries, professional = await run_in_threadpool(
             self.web.mailbox.conversation_entries,
-            ComposePages._principal(signed),
+            principal,
             conversation_id,
         )
         if not entries or professional is None:
@@ -499,7 +575,12 @@ class ConversationPages:
     async def confirm_delete(self, request: Request) -> Response:
         """``GET``: "Supprimer cette conversation ?" with the national app's warning."""
         signed = await self.web._page_session(request)
-        conversation_id, entries = await self._conversation(request, signed)
+        principal, acting = await self.web.acting(request, signed)
+        conversation_id, entries = await self._conversation(request, signed, principal)
+        if acting.caregiver:
+            return refuse_caregiver(
+                self.web, request, signed, acting, f"/webmail/conversations/{conversation_id}"
+            )
         name = await run_in_threadpool(
             self.web.mailbox.correspondent_name,
             next((entry.envelope_from for entry in entries if not entry.mine), ""),
@@ -521,8 +602,12 @@ class ConversationPages:
         professional starts a fresh thread in the list.
         """
         signed, _form = await self.web._post(request)
-        _conversation_id, entries = await self._conversation(request, signed)
-        principal = ComposePages._principal(signed)
+        principal, acting = await self.web.acting(request, signed)
+        conversation_id, entries = await self._conversation(request, signed, principal)
+        if acting.caregiver:  # the helped person's alone (the national app's rule)
+            return refuse_caregiver(
+                self.web, request, signed, acting, f"/webmail/conversations/{conversation_id}"
+            )
         by_folder: dict[int, list[int]] = {}
         for entry in entries:
             by_folder.setdefault(entry.folder_id, []).append(entry.uid)
@@ -573,6 +658,20 @@ class ConversationPages:
         return RedirectResponse("/webmail/new", status_code=303)
 
 
+def _record_attached(record: RecordFile) -> Attached:
+    """A record document as one file of the message (its name cleaned as any file's)."""
+    return Attached(clean_name(record.name), record.content_type, record.data)
+
+
+def _message_id(content: bytes) -> str:
+    """The Message-ID :func:`compose_message` gave ``content`` (an id for the audit trail)."""
+    head = content.split(b"\r\n\r\n", 1)[0]
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"message-id:"):
+            return line[11:].decode("ascii", "replace").strip()
+    return ""
+
+
 def _header(message: EmailMessage | None, name: str) -> str | None:
     if message is None:
         return None
@@ -596,4 +695,5 @@ def messaging_routes(web: Webmail) -> list[BaseRoute]:
         Route("/drafts", pages.drafts, methods=["GET"]),
         Route("/drafts/{id}", pages.resume, methods=["GET"]),
         Route("/drafts/{id}/delete", pages.delete, methods=["POST"]),
+        Route("/documents/{id}/send", pages.send_document, methods=["GET"]),
     ]

@@ -12,6 +12,9 @@ GET    ``/webmail/documents/{id}``                 one document: shown (PDF, ima
 GET    ``/webmail/documents/{id}/content``         its bytes (``?inline=1`` to frame a PDF or
                                                    an image, ``?rendition=1`` a CDA's rendition)
 POST   ``/webmail/documents/{id}/visibility``      hide from professionals / show again (E5)
+GET    ``/webmail/documents/{id}/send``            "Envoyer à un professionnel": the new-
+                                                   message page with this document attached
+                                                   (:mod:`.compose`; :func:`record_file`)
 =====  ==========================================  ==========================================
 
 The rules live in :mod:`caducee.records` (what the patient may see: ``service.visible``;
@@ -23,6 +26,7 @@ POST with the session's CSRF token.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
@@ -36,9 +40,17 @@ from starlette.routing import BaseRoute, Route
 
 from caducee.directory.service import find_by_address
 from caducee.gateway.web.mailbox import attachment_bytes
-from caducee.gateway.web.privacy import acting_for, form_day, privacy_routes
+from caducee.gateway.web.privacy import (
+    ActingFor,
+    acting_for,
+    form_day,
+    privacy_routes,
+    refuse_caregiver,
+    today_in_france,
+)
 from caducee.gateway.web.security import DOWNLOAD_POLICY, same_origin
 from caducee.gateway.web.sessions import Signed, csrf_matches
+from caducee.mailboxes.access.caregivers import caregiver_profiles
 from caducee.mailboxes.access.rights import represented_by
 from caducee.records.filing import offered_documents
 from caducee.records.model import SourceFormat
@@ -79,11 +91,91 @@ def _not_found() -> HTTPException:
     return HTTPException(404)
 
 
+def viewer_of(acting: ActingFor) -> Viewer:
+    """Who reads the record shown: the patient, a legal representative or a caregiver (F3;
+    what each may see is the E5 table's, :func:`caducee.records.service.shown_to`)."""
+    if acting.caregiver:
+        return Viewer.CAREGIVER
+    return Viewer.REPRESENTATIVE if acting.representative else Viewer.PATIENT
+
+
 def _public_id(request: Request) -> str:
     value = str(request.path_params["id"])
     if not (0 < len(value) <= 32 and value.isalnum()):
         raise _not_found()
     return value
+
+
+_EXTENSIONS = {
+    "application/pdf": "pdf",
+    "image/jpeg": "jpg",
+    "image/png": "png",
+    "image/tiff": "tiff",
+    "text/plain": "txt",
+    "application/rtf": "rtf",
+    "application/msword": "doc",
+    "text/xml": "xml",
+    "application/xml": "xml",
+}
+
+
+@dataclass(frozen=True)
+class RecordFile:
+    """A document of the record as a file to attach to a message (H2: "sending a record
+    document to a professional")."""
+
+    public_id: str
+    name: str
+    content_type: str
+    data: bytes
+
+
+def _file_name(document: RecordDocument) -> str:
+    """The name the professional receives: the name it was filed under, else its title with
+    the extension of its type."""
+    if document.entry_name:
+        return document.entry_name.replace("\\", "/").rsplit("/", 1)[-1]
+    title = _shown_title(document) or "document"
+    extension = _EXTENSIONS.get(document.mime_type or "", "")
+    return f"{title}.{extension}" if extension and not title.endswith(f".{extension}") else title
+
+
+async def record_file(
+    web: Webmail, request: Request, signed: Signed, public_id: str
+) -> RecordFile | None:
+    """The bytes of one document of the record the documents pages show now, for a message.
+
+    Through the documents pages' own path: the profile chosen (a representative's view leaves
+    out ``INVISIBLE_REPRESENTANTS_LEGAUX`` documents, F3/E5), :func:`find_document` and
+    :func:`document_bytes` (the read audited, F4). A document masked from professionals may be
+    sent: hiding it is the patient's choice, and so is sending it. A withdrawn document, one
+    not in the record shown, or a malformed id is None (the caller's 404).
+    """
+    if not (0 < len(public_id) <= 32 and public_id.isalnum()):
+        return None
+    acting = await acting_for(web, request, signed)
+    viewer = viewer_of(acting)
+
+    def read() -> RecordFile | None:
+        with web.gateway.database.transaction() as session:
+            document = find_document(session, acting.record_id, public_id, viewer)
+            if document is None or is_withdrawn(document):
+                return None
+            data = document_bytes(
+                session,
+                web.gateway.blobs,
+                document,
+                reader_account_id=signed.account_id,
+                viewer=viewer,
+            )
+            if data is None:
+                return None
+            mime = document.mime_type or "application/octet-stream"
+            if "/" not in mime or any(char in mime for char in "\r\n;,"):
+                mime = "application/octet-stream"
+            return RecordFile(public_id, _file_name(document), mime, data)
+
+    return await run_in_threadpool(read)
 
 
 def _query(request: Request) -> ListQuery:
@@ -141,20 +233,20 @@ class DocumentPages:
         signed = await self.web._page_session(request)
         query = _query(request)
         acting = await acting_for(self.web, request, signed)
-        viewer = Viewer.REPRESENTATIVE if acting.representative else Viewer.PATIENT
+        viewer = viewer_of(acting)
 
         def read() -> tuple[Any, int, dict[str, str], bool]:
             with self.gateway.database.reading() as session:
                 page = list_documents(session, acting.record_id, query, viewer)
                 offered = (
-                    0
-                    if acting.representative
-                    else len(offered_documents(session, signed.account_id))
+                    0 if acting.for_someone else len(offered_documents(session, signed.account_id))
                 )
                 senders = _sender_names(session, page.documents)
                 for document in page.documents:
                     session.expunge(document)
-                represents = bool(represented_by(session, signed.account_id))
+                represents = bool(represented_by(session, signed.account_id)) or bool(
+                    caregiver_profiles(session, signed.account_id, today_in_france())
+                )
                 return page, offered, senders, represents
 
         page, offered, senders, represents = await run_in_threadpool(read)
@@ -227,7 +319,7 @@ class DocumentPages:
         signed = await self.web._page_session(request)
         public_id = _public_id(request)
         acting = await acting_for(self.web, request, signed)
-        viewer = Viewer.REPRESENTATIVE if acting.representative else Viewer.PATIENT
+        viewer = viewer_of(acting)
 
         def read() -> dict[str, Any] | None:
             with self.gateway.database.transaction() as session:
@@ -259,7 +351,7 @@ class DocumentPages:
                         self.gateway.blobs,
                         document,
                         reader_account_id=signed.account_id,
-                        representative=acting.representative,
+                        viewer=viewer,
                     )
                     if data is not None:
                         shown["text"] = data[:MAX_TEXT_SHOWN].decode("utf-8", "replace")
@@ -271,7 +363,7 @@ class DocumentPages:
                         self.gateway.blobs,
                         document,
                         reader_account_id=signed.account_id,
-                        representative=acting.representative,
+                        viewer=viewer,
                     )
                     if data is not None:
                         shown["text"] = cda_text(data)
@@ -293,7 +385,7 @@ class DocumentPages:
         inline = request.query_params.get("inline") == "1"
         rendition = request.query_params.get("rendition") == "1"
         acting = await acting_for(self.web, request, signed)
-        viewer = Viewer.REPRESENTATIVE if acting.representative else Viewer.PATIENT
+        viewer = viewer_of(acting)
 
         def read() -> tuple[bytes, str, str] | None:
             with self.gateway.database.transaction() as session:
@@ -308,7 +400,7 @@ class DocumentPages:
                     document,
                     rendition=rendition,
                     reader_account_id=signed.account_id,
-                    representative=acting.representative,
+                    viewer=viewer,
                 )
                 if data is None:
                     return None
@@ -345,8 +437,15 @@ class DocumentPages:
         )
 
     async def visibility(self, request: Request) -> Response:
+        """E5: the patient hides a document from professionals; a caregiver may not (the
+        national app's rule: 403, the helped person's name)."""
         signed, form = await self.web._post(request)
         public_id = _public_id(request)
+        acting = await acting_for(self.web, request, signed)
+        if acting.caregiver:
+            return refuse_caregiver(
+                self.web, request, signed, acting, f"/webmail/documents/{public_id}"
+            )
         hidden = form.get("hidden") == "1"
 
         def change() -> bool:

@@ -18,17 +18,21 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import getaddresses, parsedate_to_datetime
+from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import ColumnElement, ScalarSelect, and_, func, select, text, union
 from sqlalchemy.orm import Session
 
 from caducee.directory.service import find_by_address
 from caducee.mailboxes.accounts.identity.principal import Principal
+from caducee.mailboxes.delivery import conversation_of
+from caducee.mailboxes.drafts import DraftEntry, list_drafts
 from caducee.mailboxes.imap_store import SEEN, ImapStore, NewMessage, parse_flags
 from caducee.mailboxes.imap_structure import MessageStructure, decode_words, walk
 from caducee.mailboxes.models import (
@@ -46,6 +50,22 @@ from caducee.mailboxes.reports.receipts import ReadMessage, queue_displayed_rece
 SENT = "Sent"
 PAGE_SIZE = 20
 MAX_TEXT_CHARS = 200_000
+MAX_GROUP_ENTRIES = 200
+"""Bounded work per list line: the markers of a longer conversation come from its newest."""
+MAX_UID_GAP = 256
+"""UIDs further apart than this are asked for in separate batches (:meth:`Mailbox._structures`)."""
+_ENTRY_COLUMNS = (
+    "id",
+    "uid",
+    "flags",
+    "internal_date",
+    "message_id",
+    "envelope_from",
+    "direction",
+    "conversation_id",
+)
+_MESSAGE_ID = re.compile(r"<[^<>\s]{1,990}>")
+"""A ``Message-ID`` in ``In-Reply-To`` (the bound of a header line)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +99,19 @@ class ListedConversation:
     date: datetime
     unread: bool
     attachment: bool
+    count: int
+    draft: bool = False
+    """The patient saved a reply draft in this conversation (H2's draft marker)."""
+
+
+@dataclass(frozen=True)
+class _Group:
+    """One line of the list as the database pages it: a conversation (key > 0) or an entry."""
+
+    key: int
+    """The conversation id, or minus the entry id of a lone message."""
+    oldest: int
+    """The UID of its oldest INBOX entry: the subject shown is that message's."""
     count: int
 
 
@@ -138,29 +171,53 @@ class Mailbox:
     def _inbox(self, session: Session, account_id: int) -> int | None:
         return self._folder(session, account_id, INBOX)
 
-    def _entries(
-        self,
-        session: Session,
-        account_id: int,
-        *,
-        conversation_id: int | None = None,
-        entry_id: int | None = None,
-    ) -> list[EntryRow]:
-        """The INBOX entries of the account (of one conversation, or one entry), newest first."""
-        folder_id = self._inbox(session, account_id)
-        if folder_id is None:
-            return []
+    def _member(self, account_id: int) -> ScalarSelect[Any]:
+        """The conversation of the INBOX entry in the statement (None for a lone message, D1).
+
+        The conversation of the message the entry shows: the message itself, or the original
+        a released copy with withheld parts stands for (E5, ``held_deliveries``). Correlated to
+        ``mailbox_entries`` and ``held_deliveries``; one index lookup per entry (0023). The
+        lowest id when a message belongs to two of the patient's conversations.
+        """
         original = func.coalesce(HeldDelivery.message_id, MailboxEntry.message_id)
-        member = (
-            select(ConversationMessage.conversation_id)
+        return (
+            select(func.min(ConversationMessage.conversation_id))
             .join(Conversation, Conversation.id == ConversationMessage.conversation_id)
             .where(
                 ConversationMessage.message_id == original,
                 Conversation.patient_account_id == account_id,
             )
-            .limit(1)
             .scalar_subquery()
         )
+
+    def _held_join(self, account_id: int) -> ColumnElement[bool]:
+        return and_(
+            HeldDelivery.copy_message_id == MailboxEntry.message_id,
+            HeldDelivery.account_id == account_id,
+        )
+
+    def _entries(
+        self,
+        session: Session,
+        account_id: int,
+        *,
+        conversation_ids: Sequence[int] = (),
+        entry_ids: Sequence[int] = (),
+        per_conversation: int | None = None,
+    ) -> list[EntryRow]:
+        """INBOX entries of the account, newest first: of some conversations, or some entries.
+
+        Only those entries are read (never the whole INBOX): a conversation's are found from
+        its members (``conversation_messages``, and the released copies of held members, E5),
+        then kept when their conversation is that one; ``per_conversation`` keeps only the
+        newest of each.
+        """
+        if not conversation_ids and not entry_ids:
+            return []
+        folder_id = self._inbox(session, account_id)
+        if folder_id is None:
+            return []
+        member = self._member(account_id)
         statement = (
             select(
                 MailboxEntry.id,
@@ -173,20 +230,41 @@ class Mailbox:
                 member.label("conversation_id"),
             )
             .join(StoredMessage, StoredMessage.id == MailboxEntry.message_id)
-            .outerjoin(
-                HeldDelivery,
-                and_(
-                    HeldDelivery.account_id == account_id,
-                    HeldDelivery.copy_message_id == MailboxEntry.message_id,
-                ),
-            )
-            .where(MailboxEntry.folder_id == folder_id)
+            .outerjoin(HeldDelivery, self._held_join(account_id))
             .order_by(MailboxEntry.uid.desc())
         )
-        if conversation_id is not None:
-            statement = statement.where(member == conversation_id)
-        if entry_id is not None:
-            statement = statement.where(MailboxEntry.id == entry_id)
+        if conversation_ids:
+            wanted = list(conversation_ids)
+            members = select(ConversationMessage.message_id).where(
+                ConversationMessage.conversation_id.in_(wanted),
+                ConversationMessage.message_id.is_not(None),
+            )
+            copies = select(HeldDelivery.copy_message_id).where(
+                HeldDelivery.account_id == account_id,
+                HeldDelivery.copy_message_id.is_not(None),
+                HeldDelivery.message_id.in_(members),
+            )
+            # The plan must start from these messages (index on mailbox_entries.message_id),
+            # never from the folder: one IN over a union (an OR of two INs scans), and the
+            # folder compared as ``folder_id + 0``, which no index serves — else SQLite, with
+            # no statistics, walks the whole folder by (folder_id, uid) to save the sort.
+            statement = statement.where(
+                MailboxEntry.message_id.in_(union(members, copies)),
+                (MailboxEntry.folder_id + 0) == folder_id,
+                member.in_(wanted),
+            )
+        else:
+            statement = statement.where(
+                MailboxEntry.id.in_(list(entry_ids)), MailboxEntry.folder_id == folder_id
+            )
+        if per_conversation is not None:  # the newest of each conversation, in one query
+            rank = func.row_number().over(partition_by=member, order_by=MailboxEntry.uid.desc())
+            ranked = statement.order_by(None).add_columns(rank.label("rank")).subquery()
+            statement = (
+                select(*(ranked.c[name] for name in _ENTRY_COLUMNS))
+                .where(ranked.c.rank <= per_conversation)
+                .order_by(ranked.c.uid.desc())
+            )
         return [
             EntryRow(
                 entry_id=int(row.id),
@@ -203,6 +281,48 @@ class Mailbox:
             )
             for row in session.execute(statement)
         ]
+
+    def _groups(
+        self, session: Session, account_id: int, folder_id: int, page: int
+    ) -> tuple[list[_Group], int]:
+        """One page of the INBOX grouped by conversation (a lone message is a group of its own).
+
+        Grouped, ordered (newest entry first) and paged by the database: one pass over the
+        folder's entries with an index lookup each (``_member``), no row leaves the database
+        but the page's. Also the number of groups, for the pager.
+        """
+        inbox = (
+            select(
+                MailboxEntry.id.label("entry_id"),
+                MailboxEntry.uid.label("uid"),
+                self._member(account_id).label("conversation_id"),
+            )
+            .outerjoin(HeldDelivery, self._held_join(account_id))
+            .where(MailboxEntry.folder_id == folder_id)
+            .subquery("inbox")
+        )
+        key = func.coalesce(inbox.c.conversation_id, -inbox.c.entry_id)
+        grouped = (
+            select(
+                key.label("key"),
+                func.min(inbox.c.uid).label("oldest"),
+                func.count().label("size"),
+                func.count().over().label("groups"),
+            )
+            .group_by(key)
+            .order_by(func.max(inbox.c.uid).desc())
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            # The plan's estimated cost grows with the folder and passes ``jit_above_cost``
+            # near 10,000 entries: compiling it (~1 s, measured) would cost far more than
+            # running it (milliseconds). For this read transaction only.
+            session.execute(text("SET LOCAL jit = off"))
+        rows = session.execute(grouped.limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)).all()
+        if not rows and page > 1:  # past the end: the caller asks for the last page
+            total = session.scalar(select(func.count()).select_from(grouped.subquery()))
+            return [], int(total or 0)
+        groups = [_Group(int(row.key), int(row.oldest), int(row.size)) for row in rows]
+        return groups, int(rows[0].groups) if rows else 0
 
     def _sent(
         self,
@@ -255,46 +375,82 @@ class Mailbox:
     def _structures(
         self, principal: Principal, folder_id: int, uids: Sequence[int]
     ) -> dict[int, MessageStructure]:
-        return self.store.structures(principal, folder_id, list(uids)) if uids else {}
+        """The cached structures of ``uids``, asked for one run of close UIDs at a time.
+
+        The store reads a batch by one range scan of the folder, from its lowest UID to its
+        highest (IMAP's sets are ranges); a page's conversations are spread over the whole
+        folder, so one batch would scan nearly all of it (9,500 rows at 10,000 messages).
+        """
+        found: dict[int, MessageStructure] = {}
+        run: list[int] = []
+        for uid in sorted(set(uids)):
+            if run and uid - run[-1] > MAX_UID_GAP:
+                found.update(self.store.structures(principal, folder_id, run))
+                run = []
+            run.append(uid)
+        if run:
+            found.update(self.store.structures(principal, folder_id, run))
+        return found
 
     def conversations(
         self, principal: Principal, page: int
     ) -> tuple[list[ListedConversation], int]:
-        """One page of the conversation list (newest first) and the number of pages."""
+        """One page of the conversation list (newest first) and the number of pages.
+
+        The database groups and pages (:meth:`_groups`); only the page's entries are then
+        read (at most :data:`MAX_GROUP_ENTRIES` of a conversation, its newest), for the unread
+        and attachment markers, and each group's oldest for the subject. A conversation with
+        a reply draft (:meth:`reply_drafts`) is marked as such.
+        """
+        page = max(1, page)
         with self.database.reading() as session:
             folder_id = self._inbox(session, principal.account_id)
-            entries = self._entries(session, principal.account_id)
-            groups: dict[str, list[EntryRow]] = {}
-            for row in entries:
-                key = f"c{row.conversation_id}" if row.conversation_id else f"m{row.entry_id}"
-                groups.setdefault(key, []).append(row)
+            if folder_id is None:
+                return [], 1
+            groups, total = self._groups(session, principal.account_id, folder_id, page)
+            pages = max(1, -(-total // PAGE_SIZE))
+            if not groups and page > pages:
+                page = pages
+                groups, total = self._groups(session, principal.account_id, folder_id, page)
+            conversation_ids = [group.key for group in groups if group.key > 0]
+            by_group: dict[int, list[EntryRow]] = {}
+            for row in self._entries(
+                session,
+                principal.account_id,
+                conversation_ids=conversation_ids,
+                per_conversation=MAX_GROUP_ENTRIES,
+            ):
+                by_group.setdefault(row.conversation_id or 0, []).append(row)
+            for row in self._entries(
+                session,
+                principal.account_id,
+                entry_ids=[-group.key for group in groups if group.key < 0],
+            ):
+                by_group[-row.entry_id] = [row]
             professionals = {
-                int(conversation.id): conversation.professional_address
-                for conversation in session.scalars(
-                    select(Conversation).where(
-                        Conversation.patient_account_id == principal.account_id
+                int(conversation_id): str(address)
+                for conversation_id, address in session.execute(
+                    select(Conversation.id, Conversation.professional_address).where(
+                        Conversation.patient_account_id == principal.account_id,
+                        Conversation.id.in_(conversation_ids),
                     )
                 )
             }
-            keys = list(groups)  # entries are newest first, so groups are too
-            pages = max(1, -(-len(keys) // PAGE_SIZE))
-            page = min(max(1, page), pages)
-            shown = keys[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
             names = _Names(session)
-            wanted = [row.uid for key in shown for row in groups[key]]
-            if folder_id is None:
-                return [], 1
-            structures = self._structures(principal, folder_id, wanted)
+            wanted = {row.uid for rows in by_group.values() for row in rows}
+            wanted |= {group.oldest for group in groups}
+            structures = self._structures(principal, folder_id, sorted(wanted))
+            drafts = self.reply_drafts(principal, session) if conversation_ids else {}
             listed: list[ListedConversation] = []
-            for key in shown:
-                rows = groups[key]
-                newest = rows[0]
-                oldest = rows[-1]
-                structure = structures.get(oldest.uid) or structures.get(newest.uid)
-                subject = _subject(structure)
-                if newest.conversation_id is not None:
-                    address = professionals.get(newest.conversation_id, newest.envelope_from)
-                    href = f"/webmail/conversations/{newest.conversation_id}"
+            for group in groups:
+                members = by_group.get(group.key, [])  # newest first
+                if not members:  # gone meanwhile (expunged between the two reads)
+                    continue
+                newest = members[0]
+                structure = structures.get(group.oldest) or structures.get(newest.uid)
+                if group.key > 0:
+                    address = professionals.get(group.key, newest.envelope_from)
+                    href = f"/webmail/conversations/{group.key}"
                 else:
                     address = newest.envelope_from
                     href = f"/webmail/messages/{newest.entry_id}"
@@ -302,14 +458,51 @@ class Mailbox:
                     ListedConversation(
                         href=href,
                         correspondent=names.name(address, structure),
-                        subject=subject,
+                        subject=_subject(structure),
                         date=newest.internal_date,
-                        unread=any(row.unread for row in rows),
-                        attachment=any(_has_attachment(structures.get(row.uid)) for row in rows),
-                        count=len(rows),
+                        unread=any(row.unread for row in members),
+                        attachment=any(_has_attachment(structures.get(row.uid)) for row in members),
+                        count=group.count,
+                        draft=group.key in drafts,
                     )
                 )
         return listed, pages
+
+    def reply_drafts(self, principal: Principal, session: Session | None = None) -> dict[int, int]:
+        """The patient's reply drafts by conversation: conversation id → newest draft's entry.
+
+        A draft is a message in the IMAP Drafts folder (:mod:`caducee.mailboxes.drafts`); a
+        reply's draft carries ``In-Reply-To`` (:func:`~caducee.gateway.web.reply.
+        compose_message`), and the conversation it answers is the one the reply would join
+        once sent (:func:`~caducee.mailboxes.delivery.conversation_of`, D1). ``In-Reply-To``
+        is read from the drafts' cached structures (their envelope), so no draft is decrypted;
+        the newest :data:`~caducee.mailboxes.drafts.MAX_DRAFTS` are considered.
+        """
+        drafts = list_drafts(self.store, principal)
+        if not drafts:
+            return {}
+        structures = self._structures(principal, drafts[0].folder_id, [d.uid for d in drafts])
+        if session is None:
+            with self.database.reading() as own:
+                return self._tie_drafts(own, principal, drafts, structures)
+        return self._tie_drafts(session, principal, drafts, structures)
+
+    @staticmethod
+    def _tie_drafts(
+        session: Session,
+        principal: Principal,
+        drafts: Sequence[DraftEntry],
+        structures: dict[int, MessageStructure],
+    ) -> dict[int, int]:
+        tied: dict[int, int] = {}
+        for draft in drafts:  # newest first: the first draft of a conversation is kept
+            structure = structures.get(draft.uid)
+            answered = structure.envelope.in_reply_to if structure is not None else None
+            ids = tuple(dict.fromkeys(_MESSAGE_ID.findall(answered or "")))
+            conversation_id = conversation_of(session, principal.account_id, ids)
+            if conversation_id is not None:
+                tied.setdefault(conversation_id, draft.entry_id)
+        return tied
 
     def conversation_entries(
         self, principal: Principal, conversation_id: int
@@ -328,7 +521,7 @@ class Mailbox:
             if conversation is None:
                 return [], None
             rows = self._entries(
-                session, principal.account_id, conversation_id=conversation_id
+                session, principal.account_id, conversation_ids=[conversation_id]
             ) + self._sent(session, principal.account_id, conversation_id=conversation_id)
             rows.sort(key=lambda row: (row.internal_date, row.entry_id))
             return rows, conversation.professional_address
@@ -336,7 +529,7 @@ class Mailbox:
     def entry(self, principal: Principal, entry_id: int) -> EntryRow | None:
         """One entry of the account's INBOX (or of its own sent messages), or None."""
         with self.database.reading() as session:
-            found = self._entries(session, principal.account_id, entry_id=entry_id)
+            found = self._entries(session, principal.account_id, entry_ids=[entry_id])
             if not found:
                 found = self._sent(session, principal.account_id, entry_id=entry_id)
         return found[0] if found else None

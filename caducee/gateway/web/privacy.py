@@ -3,20 +3,25 @@
 =====  ==============================================  ======================================
 GET    ``/webmail/privacy``                            known professionals (authorised or
                                                        blocked, the médecin traitant), and
-                                                       emergency access (break-glass)
+                                                       the emergency access switches
 POST   ``/webmail/privacy/professionals/{id}/block``   block one (refused for the médecin
                                                        traitant: the rule says why, F1)
 POST   ``/webmail/privacy/professionals/{id}/authorise``  authorise one again
 POST   ``/webmail/privacy/professionals/{id}/medecin-traitant``  name the médecin traitant
-POST   ``/webmail/privacy/emergency``                  ``enabled=1|0``: emergency access (F2)
+POST   ``/webmail/privacy/emergency``                  ``samu``, ``break-glass``, ``masked``
+                                                       (``1`` when on): the three switches
+                                                       (F2; masked forced off when both
+                                                       others are off)
 GET    ``/webmail/privacy/history?from=&to=&kind=&page=``  who accessed what, and every
                                                        change, newest first, 50 a page (F4)
 GET    ``/webmail/notifications?page=``                the notification centre (G1)
 POST   ``/webmail/notifications/{id}/read|unread|delete``  one notification
 POST   ``/webmail/notifications/read-all``             mark them all read
-GET    ``/webmail/profiles``, POST ``/profiles/switch``   my profile, or a minor's I represent
-                                                       (F3): the documents pages then show
-                                                       theirs, as a representative sees it
+GET    ``/webmail/profiles``, POST ``/profiles/switch``   my profile, a minor's I represent, or
+                                                       an adult's I help as caregiver (F3):
+                                                       the documents pages then show theirs
+                                                       (and, for a caregiver, the messaging
+                                                       pages their mailbox)
 GET    ``/webmail/notifications/preferences``, POST    contact, language, channels, and the
                                                        types I am told about out of band (G1)
 =====  ==============================================  ======================================
@@ -46,15 +51,20 @@ from starlette.routing import BaseRoute, Route
 from caducee.directory.models import DirectoryEntry
 from caducee.directory.service import find_by_address, find_by_national_id
 from caducee.gateway.web.sessions import Signed
+from caducee.mailboxes.access.caregivers import (
+    caregiver_profiles,
+    caregiver_verdict,
+    caregivers_of,
+)
 from caducee.mailboxes.access.journal import ACCESS_ACTIONS, journal
 from caducee.mailboxes.access.profiles import representative_verdict, represented_profiles
 from caducee.mailboxes.access.rights import (
     AccessSettings,
     Actor,
     RightsError,
-    emergency_access,
+    emergency_settings,
     known_professionals,
-    set_emergency_access,
+    set_emergency_switches,
     set_medecin_traitant,
     set_professional_status,
 )
@@ -76,41 +86,106 @@ if TYPE_CHECKING:
 
 CHANNEL = "webmail"
 PROFILE_COOKIE = "__Host-caducee-profile"
-"""Which profile the documents pages show: a minor's account id, judged on every request."""
+"""Which profile the pages show: a minor's or a helped person's account id, judged on every
+request."""
 
 
 @dataclass(frozen=True)
 class ActingFor:
-    """Whose record the documents pages show: the patient's own, or a represented minor's."""
+    """Whose record the documents pages show: the patient's own, a represented minor's, or
+    (``caregiver``) the record and the mailbox of an adult who made the patient their
+    caregiver."""
 
     record_id: int
     representative: bool = False
     name: str | None = None
+    """The minor's or helped person's name (first given name and birth name)."""
+    caregiver: bool = False
+    address: str | None = None
+    """The helped person's address: whose mailbox the messaging pages use (caregiver only)."""
+    caregiver_name: str | None = None
+    """The caregiver's own name, as the helped person's list shows it (the signature line)."""
+
+    @property
+    def for_someone(self) -> bool:
+        """Acting for another person (a minor or a helped adult), not as oneself."""
+        return self.representative or self.caregiver
+
+    @property
+    def helped_name(self) -> str | None:
+        """The helped person's name when acting as their caregiver (whose mailbox is used),
+        else None: a representative's messaging stays their own."""
+        return self.name if self.caregiver else None
 
 
-def _today() -> date:
+def today_in_france() -> date:
+    """The date in France, which the age and delegation rules are judged on."""
     return datetime.now(french_time()).date()
 
 
 async def acting_for(web: Webmail, request: Request, signed: Signed) -> ActingFor:
     """The profile chosen with the switch, if the access table allows it today (F3), else
-    the patient's own: a child who turned 18 drops out on the next request."""
+    the patient's own: a child who turned 18, or a delegation revoked, drops out on the next
+    request."""
     chosen = request.cookies.get(PROFILE_COOKIE, "")
     if not chosen.isdigit() or len(chosen) > 18 or int(chosen) == signed.account_id:
         return ActingFor(signed.account_id)
-    minor_id = int(chosen)
+    other_id = int(chosen)
 
     def judge() -> ActingFor | None:
+        today = today_in_france()
         with web.gateway.database.reading() as session:
-            if not representative_verdict(session, minor_id, signed.account_id, _today()).allowed:
+            if representative_verdict(session, other_id, signed.account_id, today).allowed:
+                for profile in represented_profiles(session, signed.account_id, today):
+                    if profile.account_id == other_id:
+                        return ActingFor(other_id, True, profile.name)
                 return None
-            for profile in represented_profiles(session, signed.account_id, _today()):
-                if profile.account_id == minor_id:
-                    return ActingFor(minor_id, True, profile.name)
-        return None
+            if not caregiver_verdict(session, other_id, signed.account_id, today).allowed:
+                return None
+            helped = next(
+                (
+                    profile
+                    for profile in caregiver_profiles(session, signed.account_id, today)
+                    if profile.account_id == other_id
+                ),
+                None,
+            )
+            address = session.scalar(select(Account.address).where(Account.id == other_id))
+            if helped is None or address is None:
+                return None
+            mine = next(
+                (
+                    item.other_name
+                    for item in caregivers_of(session, other_id)
+                    if item.other_account_id == signed.account_id
+                ),
+                "",
+            )
+            return ActingFor(
+                other_id,
+                name=helped.name,
+                caregiver=True,
+                address=str(address),
+                caregiver_name=mine or signed.display_name or signed.address,
+            )
 
     found = await run_in_threadpool(judge)
     return found if found is not None else ActingFor(signed.account_id)
+
+
+def refuse_caregiver(
+    web: Webmail, request: Request, signed: Signed, acting: ActingFor, back: str
+) -> Response:
+    """The 403 page of an action the helped person alone may take (deleting a conversation,
+    changing a document's visibility): "Cette action est uniquement disponible pour <nom>.",
+    as the national app says it to a caregiver."""
+    return web._render(
+        request,
+        "caregiver_refused.html",
+        {"name": acting.name or "", "back": back},
+        status=403,
+        signed=signed,
+    )
 
 
 def _not_found() -> HTTPException:
@@ -136,6 +211,18 @@ def form_day(value: str | None) -> date | None:
 
 def _instant(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=french_time()).astimezone(UTC)
+
+
+def _emergency_kind(rule: str | None) -> str | None:
+    """Which emergency access an audited read used (``samu`` or ``break-glass``), from the
+    rule that decided it, for the history to say so (F4)."""
+    if not rule:
+        return None
+    if rule.startswith("F2.samu-"):
+        return "samu"
+    if rule.startswith("F2.emergency-"):
+        return "break-glass"
+    return None
 
 
 def _describe(entry: DirectoryEntry | None) -> dict[str, str | None]:
@@ -178,7 +265,10 @@ class _Names:
             account = self.session.get(Account, int(key.removeprefix("account:")))
             if account is not None:
                 described = _describe(find_by_address(self.session, account.address))
-                if event.actor_kind == ActorKind.REPRESENTATIVE.value:
+                if event.actor_kind in (
+                    ActorKind.REPRESENTATIVE.value,
+                    ActorKind.CAREGIVER.value,
+                ):
                     described = {"name": account.address}
         self.cache[key] = described
         return {"kind": event.actor_kind, **described}
@@ -228,8 +318,16 @@ class PrivacyPages:
                 "people": people,
                 "authorised": [person for person in people if not person["blocked"]],
                 "blocked": [person for person in people if person["blocked"]],
-                "emergency": emergency_access(session, patient_id, self.access),
+                "emergency": emergency_settings(session, patient_id, self.access),
+                "notified_email": self._emergency_email(session, patient_id),
             }
+
+    def _emergency_email(self, session: Session, patient_id: int) -> str | None:
+        """Where an emergency access is told (G1), when the patient wants record accesses
+        told by e-mail: the page says so, as the app does."""
+        current = preferences(session, patient_id, self.notifications)
+        wanted = current.record_access and current.email_enabled
+        return current.email if wanted and current.email else None
 
     async def overview(self, request: Request) -> Response:
         signed = await self.web._page_session(request)
@@ -289,12 +387,22 @@ class PrivacyPages:
         return await self._professional(request, "medecin-traitant")
 
     async def emergency(self, request: Request) -> Response:
+        """The three switches in one form; an unchecked box is off. Masked documents are
+        forced off when SAMU and break-glass are both off (the policy's rule, applied by
+        :func:`set_emergency_switches`), whatever the form said."""
         signed, form = await self.web._post(request)
-        enabled = form.get("enabled") == "1"
         actor = Actor.patient(signed.account_id, CHANNEL)
 
         def work(session: Session) -> None:
-            set_emergency_access(session, signed.account_id, enabled, actor)
+            set_emergency_switches(
+                session,
+                signed.account_id,
+                actor,
+                samu=form.get("samu") == "1",
+                break_glass=form.get("break-glass") == "1",
+                masked=form.get("masked") == "1",
+                settings=self.access,
+            )
 
         await run_in_threadpool(self._change, work)
         return RedirectResponse("/webmail/privacy?changed=emergency#emergency", status_code=303)
@@ -334,6 +442,8 @@ class PrivacyPages:
                         else None,
                         "result": event.result,
                         "channel": event.channel,
+                        "switch": event.object_id if event.object_type == "emergency" else None,
+                        "emergency": _emergency_kind(event.rule),
                     }
                     for event in found.events
                 ]
@@ -525,15 +635,18 @@ class PrivacyPages:
         signed = await self.web._page_session(request)
         current = await acting_for(self.web, request, signed)
 
-        def read() -> list[Any]:
+        def read() -> tuple[list[Any], list[Any]]:
             with self.gateway.database.reading() as session:
-                return represented_profiles(session, signed.account_id, _today())
+                return (
+                    represented_profiles(session, signed.account_id, today_in_france()),
+                    caregiver_profiles(session, signed.account_id, today_in_france()),
+                )
 
-        listed = await run_in_threadpool(read)
+        listed, helped = await run_in_threadpool(read)
         return self._render(
             request,
             "profiles.html",
-            {"profiles": listed, "current": current, "section": "documents"},
+            {"profiles": listed, "helped": helped, "current": current, "section": "documents"},
             signed,
         )
 
@@ -546,17 +659,21 @@ class PrivacyPages:
             return response
         if not isinstance(chosen, str) or not chosen.isdigit() or len(chosen) > 18:
             raise _not_found()
-        minor_id = int(chosen)
+        other_id = int(chosen)
 
         def judge() -> bool:
+            """A minor the patient represents, or an adult they help (the access table)."""
+            today = today_in_france()
             with self.gateway.database.reading() as session:
-                verdict = representative_verdict(session, minor_id, signed.account_id, _today())
-                return verdict.allowed
+                return (
+                    representative_verdict(session, other_id, signed.account_id, today).allowed
+                    or caregiver_verdict(session, other_id, signed.account_id, today).allowed
+                )
 
         if not await run_in_threadpool(judge):
             raise _not_found()
         response.set_cookie(
-            PROFILE_COOKIE, str(minor_id), path="/", secure=True, httponly=True, samesite="strict"
+            PROFILE_COOKIE, str(other_id), path="/", secure=True, httponly=True, samesite="strict"
         )
         return response
 

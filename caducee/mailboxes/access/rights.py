@@ -4,9 +4,10 @@ legal representatives (F1, F3), and the facts the access rule table is judged on
 The traffic makes the list (delivery records each professional who writes, D2, in
 ``known_professionals``); this module is what the patient (HTTP API) and the operator (CLI)
 do with it: block or authorise a professional, name the médecin traitant (who cannot be
-blocked, rule in :mod:`caducee.policies.access`), switch emergency access (break-glass) on or
-off, and register a parent's delegation for a minor. Every change is one audit event (F4),
-written in the same transaction as the change, so a right never changes unrecorded.
+blocked, rule in :mod:`caducee.policies.access`), set the three emergency access switches
+(SAMU, break-glass, masked documents), and register a parent's delegation for a minor. Every
+change is one audit event (F4), written in the same transaction as the change, so a right
+never changes unrecorded.
 
 Nothing here decides an access: :func:`professional_relationship` and
 :func:`representation` only gather facts for :func:`caducee.policies.access.access_verdict`.
@@ -21,7 +22,16 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, UniqueConstraint, or_, select
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Integer,
+    UniqueConstraint,
+    false,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from caducee.config import Settings
@@ -33,7 +43,12 @@ from caducee.mailboxes.accounts.store import (
     normalise_address,
 )
 from caducee.mailboxes.models import KnownProfessional
-from caducee.policies.access import ProfessionalStatus, status_change_refusal
+from caducee.policies.access import (
+    EmergencySwitches,
+    ProfessionalStatus,
+    emergency_switches,
+    status_change_refusal,
+)
 from caducee.storage.audit import Action, ActorKind, Result, record_event
 from caducee.storage.db import Base, UtcDateTime, table_of, utcnow
 
@@ -48,7 +63,8 @@ class AccessSettings:
     """
 
     emergency_access_default: bool = False
-    """Emergency access (break-glass) is opt-in: off until the patient enables it."""
+    """Emergency access is opt-in: SAMU and break-glass are off until the patient enables
+    them (True: both on for a patient who never chose; masked documents stay off)."""
     min_reason_length: int = 10
     """The shortest break-glass reason accepted, in characters."""
     notify_record_access: bool = True
@@ -70,14 +86,22 @@ class AccessSettings:
 
 
 class PatientAccess(Base):
-    """The patient's record-wide access settings (F2): today, emergency access only."""
+    """The patient's record-wide access settings (F2): the three emergency access switches.
+
+    ``samu``: emergency treatment (``ETREAT``) by a SAMU professional; ``break_glass``: any
+    other professional stating a reason (``BTG``); ``masked``: documents hidden from
+    professionals are included in such a read (stored off whenever both others are off).
+    Migration ``0024_emergency_switches`` made them from the former single switch.
+    """
 
     __tablename__ = "patient_access"
 
     account_id: Mapped[int] = mapped_column(
         ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
     )
-    emergency_access: Mapped[bool] = mapped_column(Boolean)
+    samu: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    break_glass: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    masked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
@@ -411,22 +435,72 @@ def professional_relationship(
 # Emergency access (F2)
 
 
-def emergency_access(session: Session, patient_id: int, settings: AccessSettings) -> bool:
-    """Whether the patient enabled emergency access (the operator's default otherwise)."""
-    value = session.scalar(
-        select(PatientAccess.emergency_access).where(PatientAccess.account_id == patient_id)
+_SWITCH_NAMES = (("samu", "samu"), ("break_glass", "break-glass"), ("masked", "masked"))
+"""Each switch's attribute and the id its audit event names (object type ``emergency``)."""
+
+
+def emergency_settings(
+    session: Session, patient_id: int, settings: AccessSettings
+) -> EmergencySwitches:
+    """The patient's emergency access switches (the operator's default until they choose)."""
+    row = session.get(PatientAccess, patient_id)
+    if row is None:
+        default = settings.emergency_access_default
+        return EmergencySwitches(samu=default, break_glass=default, masked=False)
+    return emergency_switches(
+        samu=bool(row.samu), break_glass=bool(row.break_glass), masked=bool(row.masked)
     )
-    return settings.emergency_access_default if value is None else bool(value)
+
+
+def emergency_access(session: Session, patient_id: int, settings: AccessSettings) -> bool:
+    """Whether any emergency access (SAMU or break-glass) is on: the single switch the patient
+    API and the CLI still show."""
+    return emergency_settings(session, patient_id, settings).any
+
+
+def set_emergency_switches(
+    session: Session,
+    patient_id: int,
+    actor: Actor,
+    *,
+    samu: bool,
+    break_glass: bool,
+    masked: bool,
+    settings: AccessSettings | None = None,
+) -> EmergencySwitches:
+    """Set the three switches; masked documents are forced off when SAMU and break-glass are
+    both off (:func:`caducee.policies.access.emergency_switches`). Each switch that changes is
+    one audit event (``emergency-access.enable|disable``, object ``emergency:<switch>``)."""
+    before = emergency_settings(session, patient_id, settings or AccessSettings())
+    after = emergency_switches(samu=samu, break_glass=break_glass, masked=masked)
+    row = session.get(PatientAccess, patient_id)
+    if row is None:
+        row = PatientAccess(account_id=patient_id)
+        session.add(row)
+    row.samu, row.break_glass, row.masked = after.samu, after.break_glass, after.masked
+    row.updated_at = utcnow()
+    for attribute, name in _SWITCH_NAMES:
+        value = bool(getattr(after, attribute))
+        if value == bool(getattr(before, attribute)):
+            continue
+        action = Action.EMERGENCY_ENABLE if value else Action.EMERGENCY_DISABLE
+        _audit(session, actor, action, "emergency", name, patient_id)
+    session.flush()
+    return after
 
 
 def set_emergency_access(session: Session, patient_id: int, enabled: bool, actor: Actor) -> None:
-    """Switch emergency access on or off for the patient's record."""
+    """Switch emergency access as one switch (patient API, CLI): on opens SAMU and
+    break-glass, off closes both (and so masked documents). Audited as one event on the
+    record, as before the three switches."""
     row = session.get(PatientAccess, patient_id)
+    masked = bool(row.masked) if row is not None else False
+    after = emergency_switches(samu=enabled, break_glass=enabled, masked=masked)
     if row is None:
-        session.add(PatientAccess(account_id=patient_id, emergency_access=enabled))
-    else:
-        row.emergency_access = enabled
-        row.updated_at = utcnow()
+        row = PatientAccess(account_id=patient_id)
+        session.add(row)
+    row.samu, row.break_glass, row.masked = after.samu, after.break_glass, after.masked
+    row.updated_at = utcnow()
     action = Action.EMERGENCY_ENABLE if enabled else Action.EMERGENCY_DISABLE
     _audit(session, actor, action, "record", str(patient_id), patient_id)
     session.flush()

@@ -24,7 +24,17 @@ from caducee.storage.db import Base, UtcDateTime, utcnow
 
 BIG_ID = BigInteger().with_variant(Integer, "sqlite")
 PAGE_SIZE = 20
-KINDS = ("new-message", "new-document", "record-access")
+KINDS = (
+    "new-message",
+    "new-document",
+    "record-access",
+    # caregiving (aidants, F3): the other side of each change is told (the app's
+    # PARTAGE_PROFIL_AIDANT, ACCORD/REFUS_PARTAGE_PROFIL, REVOCATION_PAR_AIDANT/AIDE)
+    "caregiver-invitation",
+    "caregiver-accepted",
+    "caregiver-refused",
+    "caregiver-revoked",
+)
 
 
 class CentreNotification(Base):

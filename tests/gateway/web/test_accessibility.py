@@ -140,6 +140,11 @@ def test_H2_no_wcag_21_aa_violation_on_any_page(
         page.locator(".document a").first.click()
         page.wait_for_url(re.compile(r"/webmail/documents/[0-9a-f]{32}$"))
         check("a document")
+        page.get_by_role(
+            "link", name=re.compile("Envoyer à un professionnel|Send to a health")
+        ).click()
+        page.wait_for_url(re.compile(r"/webmail/documents/[0-9a-f]{32}/send$"))
+        check("send a document")
         page.goto(base + "/webmail/documents/add")
         check("add a document")
         page.goto(base + "/webmail/privacy")

@@ -179,11 +179,15 @@ def test_f1_f4_h4a_block_history_medecin_traitant_and_emergency(
     assert _fhir_status(served, ins) == 200
 
     page.goto(base + "/webmail/privacy")
-    expect(page.get_by_text("L'accès en cas d'urgence est désactivé.")).to_be_visible()
-    page.get_by_role("button", name="Activer l'accès en cas d'urgence").click()
-    expect(page.get_by_text("L'accès en cas d'urgence est activé.")).to_be_visible()
-    page.get_by_role("button", name="Désactiver l'accès en cas d'urgence").click()
-    expect(page.get_by_text("L'accès en cas d'urgence est désactivé.")).to_be_visible()
+    samu = page.get_by_label("SAMU", exact=True)
+    page.get_by_label("Autres professionnels de santé").check()
+    expect(samu).not_to_be_checked()
+    page.get_by_role("button", name="Enregistrer mes choix d'accès en cas d'urgence").click()
+    expect(page.get_by_role("status")).to_have_text("Modification prise en compte")
+    expect(page.get_by_label("Autres professionnels de santé")).to_be_checked()
+    page.get_by_label("Autres professionnels de santé").uncheck()
+    page.get_by_role("button", name="Enregistrer mes choix d'accès en cas d'urgence").click()
+    expect(page.get_by_label("Autres professionnels de santé")).not_to_be_checked()
     events = _events(served, patient_id)
     for expected in (
         ("professional.block", "ok", "webmail"),

@@ -11,6 +11,7 @@ its CSRF token (403).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from tests.harness.browser import (
     reply_to,
     sign_in,
 )
-from tests.harness.served import ServedGateway
+from tests.harness.served import ServedGateway, serve_demo
 from tests.harness.waiting import wait_until
 
 
@@ -189,8 +190,29 @@ def test_H2_english_is_one_link_away(served: ServedGateway, browser_context: Any
     expect(page.get_by_label("Ma réponse à Claire MARTIN")).to_be_visible()
 
 
-def test_C1_sign_in_failures_are_limited(served: ServedGateway, browser_context: Any) -> None:
+@pytest.fixture(scope="module")
+def strict_served(
+    tmp_path_factory: pytest.TempPathFactory, pg_schemas: Any
+) -> Iterator[ServedGateway]:
+    """A served demo whose sign-in delays start at 60 s after 3 failures: the right code tried
+    just after the limiter spoke is still inside the delay, however slow the machine."""
+    home = tmp_path_factory.mktemp("strict-web") / "home"
+    url = pg_schemas.new() if pg_schemas is not None else None
+    yield from serve_demo(
+        home,
+        url,
+        extra_env={
+            "CADUCEE_IDENTITY__FREE_FAILURES_PER_ACCOUNT_IP": "3",
+            "CADUCEE_IDENTITY__FAILURE_DELAY_SECONDS": "60",
+        },
+    )
+
+
+def test_C1_sign_in_failures_are_limited(
+    strict_served: ServedGateway, browser_context: Any
+) -> None:
     """Wrong codes are counted by the identity service's limiter; then even the right ones wait."""
+    served = strict_served
     patient = activated_patient(served)
     page = browser_context.new_page()
     page.goto(base_url(served) + "/webmail/sign-in")
