@@ -369,7 +369,7 @@ def start_caducee(
         stdout=subprocess.DEVNULL,
         stderr=open(home / "imap.log", "ab"),  # noqa: SIM115 - closed with the process
     )
-    wait_port(imaps)
+    wait_port(imaps, 180)  # a loaded 2-core machine can take a minute to import and open
     engine = "PostgreSQL" if database_url else "SQLite"
     return (
         Server(
@@ -642,9 +642,9 @@ def main() -> int:
             with RESULTS.open("a", encoding="utf-8") as handle:
                 handle.write("\n" + text)
     except Exception:
-        log = work / "dovecot" / "dovecot.log"
-        if log.exists():
-            print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
+        for log in (work / "dovecot" / "dovecot.log", work / "caducee" / "imap.log"):
+            if log.exists():
+                print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
         raise
     finally:
         for server in servers:

@@ -259,6 +259,8 @@ def purge_space(gateway: Gateway, session: Session, account_id: int) -> Purged:
         cache = session.get(StructureCache, message_id)  # its row cascades; not its blob
         if cache is not None:
             blobs_removed.append(cache.blob_id)
+            if cache.envelope_blob_id is not None:
+                blobs_removed.append(cache.envelope_blob_id)
         session.execute(delete(StoredMessage).where(StoredMessage.id == message_id))
         blobs_removed.append(blob_id)
         removed_messages += 1

@@ -64,6 +64,8 @@ class StructureCache(Base):
     blob_id: Mapped[str] = mapped_column(ForeignKey("blobs.id"))
     version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    # The rendered ENVELOPE sealed apart (migration 0027): a listing decrypts only this.
+    envelope_blob_id: Mapped[str | None] = mapped_column(ForeignKey("blobs.id"), default=None)
 
 
 class FolderRecent(Base):

@@ -23,9 +23,7 @@ one query, so decrypting many messages costs one round trip.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +40,7 @@ from caducee.mailboxes.accounts.store import (
 )
 from caducee.mailboxes.delivery import ensure_folders
 from caducee.mailboxes.imap_binary import seven_bit_parts
+from caducee.mailboxes.imap_cache import ByteLRU, seal_parsed
 from caducee.mailboxes.imap_cache import record_structure as record_structure
 from caducee.mailboxes.imap_cache import seal_structure as seal_structure
 from caducee.mailboxes.imap_models import (
@@ -50,7 +49,14 @@ from caducee.mailboxes.imap_models import (
     StructureCache,
     ValidityCounter,
 )
-from caducee.mailboxes.imap_structure import STRUCTURE_VERSION, MessageStructure, parse_message
+from caducee.mailboxes.imap_structure import (
+    STRUCTURE_VERSION,
+    MessageStructure,
+    envelope_from_record,
+    envelope_record,
+    parse_message,
+    wire_envelope,
+)
 from caducee.mailboxes.models import INBOX, Folder, MailboxEntry, StoredMessage
 from caducee.mailboxes.reports.receipts import ReadMessage, queue_displayed_receipt
 from caducee.storage.blobs import BlobRow, BlobStore
@@ -68,6 +74,10 @@ MAX_UID_VALIDITY = 2**32 - 1
 """UIDVALIDITY is a non-zero 32-bit number (RFC 3501 §9, nz-number)."""
 APPENDED = "appended"
 _CHUNK = 500
+STRUCTURE_CHARGE = 4
+Filed = tuple[int, str, str | None, str | None]
+"""A filed message: its id, its blob id, its structure blob id and ENVELOPE blob id (if any)."""
+"""Bytes a decrypted structure takes in memory per byte of its JSON (about 3 to 4)."""
 
 _FOLDERS = cast(Table, Folder.__table__)
 _ENTRIES = cast(Table, MailboxEntry.__table__)
@@ -285,7 +295,13 @@ _ENTRIES_SINCE = (
     .order_by(_ENTRIES.c.uid)
 )
 _FILED = (
-    select(_ENTRIES.c.uid, _MESSAGES.c.id, _MESSAGES.c.blob_id, _CACHE.c.blob_id)
+    select(
+        _ENTRIES.c.uid,
+        _MESSAGES.c.id,
+        _MESSAGES.c.blob_id,
+        _CACHE.c.blob_id,
+        _CACHE.c.envelope_blob_id,
+    )
     .select_from(_ENTRIES)
     .join(_FOLDERS, _FOLDERS.c.id == _ENTRIES.c.folder_id)
     .join(_MESSAGES, _MESSAGES.c.id == _ENTRIES.c.message_id)
@@ -301,7 +317,13 @@ _FILED = (
     )
 )
 _EXPUNGED_FILED = (
-    select(_EXPUNGED.c.uid, _MESSAGES.c.id, _MESSAGES.c.blob_id, _CACHE.c.blob_id)
+    select(
+        _EXPUNGED.c.uid,
+        _MESSAGES.c.id,
+        _MESSAGES.c.blob_id,
+        _CACHE.c.blob_id,
+        _CACHE.c.envelope_blob_id,
+    )
     .select_from(_EXPUNGED)
     .join(_FOLDERS, _FOLDERS.c.id == _EXPUNGED.c.folder_id)
     .join(_MESSAGES, _MESSAGES.c.id == _EXPUNGED.c.message_id)
@@ -351,17 +373,26 @@ class ImapStore:
         queue: JobQueue,
         *,
         reporting_host: str,
-        structure_cache: int = 20_000,
+        structure_cache_bytes: int = 64 * 1024 * 1024,
+        content_cache_bytes: int = 32 * 1024 * 1024,
+        content_cache_item_bytes: int = 256 * 1024,
+        envelope_cache_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self.database = database
         self.blobs = blobs
         self.queue = queue
         self.reporting_host = reporting_host
-        # Decrypted structures of recently used messages, by message id (they never
-        # change). In memory only; every lookup still checks ownership first.
-        self._recent_structures: OrderedDict[int, MessageStructure] = OrderedDict()
-        self._recent_limit = structure_cache
-        self._recent_lock = threading.Lock()
+        self.structure_cache: ByteLRU[int, MessageStructure] = ByteLRU(structure_cache_bytes)
+        """Decrypted structures of recently used messages, by message id (a message
+        never changes). In memory only, charged :data:`STRUCTURE_CHARGE` times their
+        JSON size (what the Python objects take, measured on the bench corpus)."""
+        self.content_cache: ByteLRU[tuple[int, str], bytes] = ByteLRU(
+            content_cache_bytes, max_item_bytes=content_cache_item_bytes
+        )
+        """Decrypted bytes of recently read small messages, by (message id, blob id)."""
+        self.envelope_cache: ByteLRU[int, bytes] = ByteLRU(envelope_cache_bytes)
+        """Rendered ENVELOPEs by message id (a listing of a folder whose structures are
+        not held needs only these, issue 15)."""
 
     # -- login -------------------------------------------------------------------------
 
@@ -958,7 +989,7 @@ class ImapStore:
                     len(content),
                     structure,
                     self.blobs.seal(content),
-                    self.blobs.seal(structure.to_json()),
+                    seal_parsed(self.blobs, structure),
                 )
             )
         with self.database.transaction() as session:
@@ -998,14 +1029,7 @@ class ImapStore:
                     )
                     .returning(_MESSAGES.c.id)
                 ).scalar_one()
-                session.execute(
-                    insert(_CACHE).values(
-                        message_id=message_id,
-                        blob_id=self.blobs.record(session, sealed_structure),
-                        version=STRUCTURE_VERSION,
-                        created_at=now,
-                    )
-                )
+                record_structure(session, self.blobs, message_id, sealed_structure)
                 uid = first_uid + offset
                 session.execute(
                     insert(_ENTRIES).values(
@@ -1064,14 +1088,14 @@ class ImapStore:
         principal: Principal,
         folder_id: int,
         uids: Sequence[int],
-    ) -> dict[int, tuple[int, str, str | None]]:
-        """UID → (message id, blob id, structure cache blob id) for UIDs of one folder.
+    ) -> dict[int, Filed]:
+        """UID → (message id, blob id, structure blob id, ENVELOPE blob id) for UIDs of a folder.
 
         This is where isolation holds for content: the folder must be the
         account's, or nothing comes back. One range scan of the folder's
         ``(folder_id, uid)`` index per batch, not a lookup per message.
         """
-        filed: dict[int, tuple[int, str, str | None]] = {}
+        filed: dict[int, Filed] = {}
         wanted = sorted(set(uids))
         connection = session if isinstance(session, Connection) else session.connection()
         for chunk in _chunks(wanted):
@@ -1085,9 +1109,9 @@ class ImapStore:
                 },
             )
             members = set(chunk)
-            for uid, message_id, blob_id, cache_id in cast(Any, rows):
+            for uid, message_id, blob_id, cache_id, envelope_id in cast(Any, rows):
                 if uid in members:
-                    filed[int(uid)] = (int(message_id), str(blob_id), cache_id)
+                    filed[int(uid)] = (int(message_id), str(blob_id), cache_id, envelope_id)
         gone = [uid for uid in wanted if uid not in filed]
         for chunk in _chunks(gone):
             # Expunged since the session resolved them: the message itself stays
@@ -1096,17 +1120,71 @@ class ImapStore:
                 _EXPUNGED_FILED,
                 {"folder": folder_id, "account": principal.account_id, "uids": list(chunk)},
             )
-            for uid, message_id, blob_id, cache_id in cast(Any, rows):
-                filed.setdefault(int(uid), (int(message_id), str(blob_id), cache_id))
+            for uid, message_id, blob_id, cache_id, envelope_id in cast(Any, rows):
+                filed.setdefault(int(uid), (int(message_id), str(blob_id), cache_id, envelope_id))
         return filed
 
     def contents(
-        self, principal: Principal, folder_id: int, uids: Sequence[int]
+        self, principal: Principal, folder_id: int, uids: Sequence[int], *, keep: bool = True
     ) -> dict[int, bytes]:
-        """Message bytes by UID, for UIDs of one of the account's folders."""
+        """Message bytes by UID, for UIDs of one of the account's folders.
+
+        Small messages come from :attr:`content_cache` (the folder check still runs:
+        the cache saves the blob query and the decryption, not the check), and go to it
+        unless ``keep`` is false: a scan of a whole folder (SEARCH TEXT) would push out
+        the messages a client opens again and keep none for long.
+        """
         with self._reading() as connection:
             filed = self._filed(connection, principal, folder_id, uids)
-            return self._read_blobs(connection, [(uid, blobs[1]) for uid, blobs in filed.items()])
+            keys = {uid: (entry[0], entry[1]) for uid, entry in filed.items()}
+            known = self.content_cache.get_many(keys.values())
+            contents = {uid: known[key] for uid, key in keys.items() if key in known}
+            read = self._read_blobs(
+                connection, [(uid, key[1]) for uid, key in keys.items() if key not in known]
+            )
+        if keep:
+            for uid, data in read.items():
+                self.content_cache.put(keys[uid], data, len(data))
+        contents.update(read)
+        return contents
+
+    def cached_envelopes(self, message_ids: Iterable[int]) -> dict[int, bytes]:
+        """The rendered ENVELOPEs this process holds for ``message_ids``, no query.
+
+        As :meth:`cached`, for the messages of a session's own view; a structure
+        held (and rendered once) serves too.
+        """
+        wanted = list(message_ids)
+        found = self.envelope_cache.get_many(wanted)
+        missing = [message_id for message_id in wanted if message_id not in found]
+        if missing:
+            for message_id, structure in self.structure_cache.get_many(missing).items():
+                rendered = structure.memo.get("envelope")
+                if rendered is not None:
+                    found[message_id] = rendered
+        return found
+
+    def cached(
+        self, messages: Iterable[tuple[int, str]], *, structure: bool, content: bool
+    ) -> dict[int, tuple[MessageStructure | None, bytes | None]]:
+        """What this process holds decrypted for ``(message id, blob id)`` pairs, no query.
+
+        For the messages of a session's own view (read from this account's folders
+        with the account check): a FETCH of messages whose structure and bytes are
+        held costs no thread hop, query or decryption (issue 15). A message is in the
+        answer only if everything asked for is held.
+        """
+        wanted = list(messages)
+        structures = self.structure_cache.get_many(m for m, _ in wanted) if structure else {}
+        contents = self.content_cache.get_many(wanted) if content else {}
+        found: dict[int, tuple[MessageStructure | None, bytes | None]] = {}
+        for message_id, blob_id in wanted:
+            held = structures.get(message_id)
+            data = contents.get((message_id, blob_id))
+            if (held is None and structure) or (data is None and content):
+                continue
+            found[message_id] = (held, data)
+        return found
 
     def structures(
         self, principal: Principal, folder_id: int, uids: Sequence[int], *, build: bool = True
@@ -1116,46 +1194,77 @@ class ImapStore:
         With ``build=False`` nothing is written: UIDs without a usable cache are left
         out (for callers that must not wait for the write lock).
         """
-        by_message: dict[int, MessageStructure] = {}
         with self._reading() as session:
             filed = self._filed(session, principal, folder_id, uids)
-            with self._recent_lock:
-                for message_id, _, _ in filed.values():
-                    known = self._recent_structures.get(message_id)
-                    if known is not None:
-                        self._recent_structures.move_to_end(message_id)
-                        by_message[message_id] = known
+            by_message = self.structure_cache.get_many(m for m, _, _, _ in filed.values())
             cached = [
                 (message_id, cache_id)
-                for message_id, _, cache_id in filed.values()
+                for message_id, _, cache_id, _ in filed.values()
                 if cache_id is not None and message_id not in by_message
             ]
             raw = self._read_blobs(session, cached)
-        loaded = {message: MessageStructure.from_json(data) for message, data in raw.items()}
+        loaded: dict[int, MessageStructure] = {}
+        for message_id, data in raw.items():
+            loaded[message_id] = structure = MessageStructure.from_json(data)
+            self.structure_cache.put(message_id, structure, STRUCTURE_CHARGE * len(data))
         missing = [
             (message_id, blob_id)
-            for message_id, blob_id, _ in filed.values()
+            for message_id, blob_id, _, _ in filed.values()
             if message_id not in by_message and message_id not in loaded
         ]
         for chunk in _chunks(missing if build else [], 100):
             loaded.update(self._build_structures(chunk))
-        if loaded and self._recent_limit:
-            with self._recent_lock:
-                self._recent_structures.update(loaded)
-                while len(self._recent_structures) > self._recent_limit:
-                    self._recent_structures.popitem(last=False)
         by_message.update(loaded)
         return {
             uid: by_message[message_id]
-            for uid, (message_id, _, _) in filed.items()
+            for uid, (message_id, _, _, _) in filed.items()
             if message_id in by_message
         }
+
+    def envelopes(
+        self, principal: Principal, folder_id: int, uids: Sequence[int], *, build: bool = True
+    ) -> dict[int, bytes]:
+        """Rendered ENVELOPEs by UID, for UIDs of one of the account's folders.
+
+        From the ENVELOPE record sealed at delivery (one small decryption, no parse:
+        issue 15, the cold listing); messages without one (stored before migration
+        0027, or by a path that did not seal it) take their structure
+        (:meth:`structures`, ``build`` as there). Same folder check as the others.
+        """
+        with self._reading() as connection:
+            filed = self._filed(connection, principal, folder_id, uids)
+            held = self.envelope_cache.get_many(entry[0] for entry in filed.values())
+            sealed = [
+                (entry[0], entry[3])
+                for entry in filed.values()
+                if entry[3] is not None and entry[0] not in held
+            ]
+            raw = self._read_blobs(connection, sealed)
+        for message_id, data in raw.items():
+            rendered = envelope_from_record(data)
+            if rendered is not None:
+                held[message_id] = rendered
+                self.envelope_cache.put(message_id, rendered, len(rendered))
+        rest = [uid for uid, entry in filed.items() if entry[0] not in held]
+        if rest:
+            for uid, structure in self.structures(principal, folder_id, rest, build=build).items():
+                rendered = structure.memo.get("envelope")
+                if rendered is None:
+                    rendered = structure.memo["envelope"] = wire_envelope(structure.envelope)
+                held[filed[uid][0]] = rendered
+        return {uid: held[entry[0]] for uid, entry in filed.items() if entry[0] in held}
 
     def _build_structures(self, wanted: Sequence[tuple[int, str]]) -> dict[int, MessageStructure]:
         with self._reading() as connection:
             contents = self._read_blobs(connection, wanted)
         built = {message_id: parse_message(data) for message_id, data in contents.items()}
-        sealed = {message_id: self.blobs.seal(s.to_json()) for message_id, s in built.items()}
+        sealed = {}
+        for message_id, structure in built.items():
+            data = structure.to_json()
+            # The ENVELOPE record too (as delivery writes it): later listings read only that.
+            envelope = self.blobs.seal(envelope_record(structure))
+            sealed[message_id] = (self.blobs.seal(data), envelope)
+            self.structure_cache.put(message_id, structure, STRUCTURE_CHARGE * len(data))
         now = utcnow()
         with self.database.transaction() as session:
             rows = [
@@ -1164,8 +1273,9 @@ class ImapStore:
                     "blob_id": self.blobs.record(session, blob),
                     "version": STRUCTURE_VERSION,
                     "created_at": now,
+                    "envelope_blob_id": self.blobs.record(session, envelope),
                 }
-                for message_id, blob in sealed.items()
+                for message_id, (blob, envelope) in sealed.items()
             ]
             if rows:
                 statement = upsert_insert(session, _CACHE)
@@ -1176,6 +1286,7 @@ class ImapStore:
                             "blob_id": statement.excluded.blob_id,
                             "version": statement.excluded.version,
                             "created_at": statement.excluded.created_at,
+                            "envelope_blob_id": statement.excluded.envelope_blob_id,
                         },
                     ),
                     rows,

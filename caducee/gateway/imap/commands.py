@@ -1,5 +1,5 @@
-"""Command parsers pymap 0.36.7 lacks: ENABLE, NAMESPACE, UNSELECT, CONDSTORE syntax, LIST-STATUS,
-SORT and THREAD (RFC 5161, 2342, 3691, 7162, 5819, 5256).
+"""Command parsers pymap 0.36.7 lacks: ENABLE, NAMESPACE, UNSELECT, CONDSTORE and QRESYNC syntax,
+LIST-EXTENDED, LIST-STATUS, SORT and THREAD (RFC 5161, 2342, 3691, 7162, 5258, 5819, 5256).
 
 pymap parses RFC 3501 well and already reads the RFC 4466 option lists that
 CONDSTORE uses (``SELECT INBOX (CONDSTORE)``, ``FETCH 1:* (FLAGS) (CHANGEDSINCE
@@ -11,7 +11,8 @@ classes and registering them under the same names:
 * the ``MODSEQ`` fetch attribute (``FETCH 1:* (FLAGS MODSEQ)``);
 * the ``MODSEQ`` search key, also inside ``OR`` and parenthesised lists;
 * the ``HIGHESTMODSEQ`` status attribute;
-* ``LIST ref pattern RETURN (STATUS (...))`` (LIST-STATUS);
+* LIST with LIST-EXTENDED and LIST-STATUS syntax (selection options, several
+  patterns, ``RETURN (SUBSCRIBED CHILDREN SPECIAL-USE STATUS (...))``);
 * FETCH attributes whose ``HEADER.FIELDS`` list is echoed as given (``sections``).
 
 The ``UID`` variants are redeclared so that ``UID FETCH`` and ``UID SEARCH``
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 from pymap.parsing import EndLine, Params, Space
@@ -41,12 +43,14 @@ from pymap.parsing.specials import (
     StatusAttribute,
 )
 
+from .listing import MAX_PATTERNS
 from .names import decode_client_mailbox_name
 from .sections import EchoedFetchAttribute
 from .sorting import SORT_KEYS, THREAD_ALGORITHMS
 
 MODSEQ = b"MODSEQ"
 CONDSTORE = b"CONDSTORE"
+QRESYNC = b"QRESYNC"
 
 
 class EnableCommand(CommandAuth):
@@ -274,6 +278,49 @@ def number_option(options: ExtensionOptions, name: bytes) -> int | None:
     return int(values[0].value)
 
 
+@dataclass(frozen=True)
+class Resync:
+    """The ``QRESYNC (uidvalidity modseq [known-uids [seq-match-data]])`` parameters of a
+    SELECT or EXAMINE (RFC 7162 §3.2.5); the sequence-match data is not kept."""
+
+    uid_validity: int
+    modseq: int
+    known_uids: SequenceSet | None
+
+
+_NUMBER = re.compile(rb"[1-9][0-9]{0,19}\Z")
+
+
+def qresync_option(options: ExtensionOptions) -> Resync | None:
+    """The QRESYNC parameters of a SELECT/EXAMINE, if given; ``ValueError`` if malformed."""
+    argument = options.get(QRESYNC)
+    if argument is None:
+        return None
+    values = list(argument.value)
+    if len(values) == 1 and isinstance(values[0], List):
+        values = list(values[0].value)
+    if not 2 <= len(values) <= 4:
+        raise ValueError("QRESYNC takes 2 to 4 values")
+    numbers = [bytes(value) for value in values[:2]]
+    if not all(_NUMBER.match(number) for number in numbers):
+        raise ValueError("QRESYNC uidvalidity and modseq are positive numbers")
+    known: SequenceSet | None = None
+    if len(values) >= 3:
+        if isinstance(values[2], List):
+            if len(values) != 3:
+                raise ValueError("misplaced sequence-match data")
+        else:
+            try:
+                known, rest = SequenceSet.parse(memoryview(bytes(values[2])), Params(uid=True))
+            except NotParseable:
+                raise ValueError("invalid known UIDs") from None
+            if bytes(rest) or any(str(part) == "*" for part in known.sequences):
+                raise ValueError("invalid known UIDs")
+        if len(values) == 4 and not isinstance(values[3], List):
+            raise ValueError("invalid sequence-match data")
+    return Resync(int(numbers[0]), int(numbers[1]), known)
+
+
 class UnselectCommand(CommandNoArgs, CommandSelect):
     """``UNSELECT`` (RFC 3691): leave the selected folder like CLOSE, without expunging."""
 
@@ -281,50 +328,126 @@ class UnselectCommand(CommandNoArgs, CommandSelect):
 
 
 _LIST_RETURN = re.compile(rb" +RETURN +\(", re.IGNORECASE)
-_STATUS_OPTION = re.compile(rb" *STATUS +", re.IGNORECASE)
+_WORD = re.compile(rb" *([A-Za-z][A-Za-z0-9.-]*)")
+LIST_SELECTIONS = frozenset({b"SUBSCRIBED", b"REMOTE", b"RECURSIVEMATCH", b"SPECIAL-USE"})
+LIST_RETURNS = frozenset({b"SUBSCRIBED", b"CHILDREN", b"SPECIAL-USE", b"STATUS"})
 
 
-class StatusListCommand(ListCommand):
-    """``LIST ref pattern RETURN (STATUS (...))`` (LIST-STATUS, RFC 5819), or a plain LIST.
+def _words(
+    buf: memoryview, params: Params, known: frozenset[bytes]
+) -> tuple[list[bytes], memoryview]:
+    """``"(" [word *(SP word)] ")"`` of known option names (anything else is a ``BAD``);
+    ``STATUS`` is left for the caller when its list follows."""
+    if bytes(buf[:1]) != b"(":
+        raise NotParseable(buf)
+    buf = buf[1:]
+    words: list[bytes] = []
+    while True:
+        if bytes(buf[:1]) == b")":
+            return words, buf[1:]
+        if len(words) >= len(known) + 1:
+            raise NotParseable(buf)
+        match = _WORD.match(buf)
+        if match is None:
+            raise NotParseable(buf)
+        word = match.group(1).upper()
+        if word not in known:
+            raise NotParseable(buf)
+        buf = buf[match.end() :]
+        if word == b"STATUS":
+            return [*words, word], buf
+        words.append(word)
+        if bytes(buf[:1]) == b" ":
+            buf = buf[1:]
 
-    ``status`` is None for a plain LIST (or ``RETURN ()``), else the status attributes
-    asked for. Only the STATUS return option is understood: LIST-EXTENDED selection
-    options and other return options are a ``BAD`` (we do not announce LIST-EXTENDED).
+
+class ExtendedListCommand(ListCommand):
+    """LIST with LIST-EXTENDED (RFC 5258) and LIST-STATUS (RFC 5819) syntax::
+
+        LIST [(selection options)] reference (pattern | (pattern ...)) [RETURN (options)]
+
+    Selection options: SUBSCRIBED, REMOTE (no remote mailboxes here: no effect),
+    RECURSIVEMATCH (with SUBSCRIBED only, RFC 5258 §3.1), SPECIAL-USE (RFC 6154 §3);
+    return options: SUBSCRIBED, CHILDREN, SPECIAL-USE, STATUS (...). Unknown options
+    are a ``BAD`` (RFC 5258 §3.1). At most ``listing.MAX_PATTERNS`` patterns.
+    ``extended`` tells whether the command used any of this syntax: a plain LIST
+    answers as it always did.
     """
 
+    patterns: Sequence[str] = ()
+    selection: frozenset[bytes] = frozenset()
+    returns: frozenset[bytes] = frozenset()
     status: Sequence[StatusAttribute] | None = None
+    extended: bool = False
+
+    @classmethod
+    def _pattern(cls, buf: memoryview, params: Params) -> tuple[str, memoryview]:
+        match = cls._list_mailbox_pattern.match(buf)
+        if match:
+            return decode_client_mailbox_name(match.group(0)), buf[match.end() :]
+        quoted, buf = String.parse(buf, params)
+        return decode_client_mailbox_name(quoted.value), buf
 
     @classmethod
     def parse(cls, buf: memoryview, params: Params) -> tuple[ListCommand, memoryview]:
         _, buf = Space.parse(buf, params)
+        extended = False
+        selection: list[bytes] = []
+        if bytes(buf[:1]) == b"(":
+            selection, buf = _words(buf, params, LIST_SELECTIONS)
+            _, buf = Space.parse(buf, params)
+            extended = True
+            chosen = set(selection) - {b"REMOTE"}
+            if b"RECURSIVEMATCH" in chosen and b"SUBSCRIBED" not in chosen:
+                raise NotParseable(buf)
         ref_name, buf = Mailbox.parse(buf, params)
         _, buf = Space.parse(buf, params)
-        match = cls._list_mailbox_pattern.match(buf)
-        if match:
-            pattern = decode_client_mailbox_name(match.group(0))
-            buf = buf[match.end() :]
+        patterns: list[str] = []
+        if bytes(buf[:1]) == b"(":
+            extended = True
+            buf = buf[1:]
+            while True:
+                if len(patterns) >= MAX_PATTERNS:
+                    raise NotParseable(buf)
+                pattern, buf = cls._pattern(buf, params)
+                patterns.append(pattern)
+                if bytes(buf[:1]) == b")":
+                    buf = buf[1:]
+                    break
+                _, buf = Space.parse(buf, params)
         else:
-            quoted, buf = String.parse(buf, params)
-            pattern = decode_client_mailbox_name(quoted.value)
+            pattern, buf = cls._pattern(buf, params)
+            patterns.append(pattern)
+        returns: list[bytes] = []
         status: Sequence[StatusAttribute] | None = None
         match = _LIST_RETURN.match(buf)
         if match is not None:
-            buf = buf[match.end() :]
-            option = _STATUS_OPTION.match(buf)
-            if option is not None:
-                attributes, buf = List.parse(
-                    buf[option.end() :], params.copy(expected=[ModseqStatusAttribute])
-                )
-                if not attributes.value:
+            buf = buf[match.end() - 1 :]
+            while True:
+                words, buf = _words(buf, params, LIST_RETURNS)
+                returns.extend(words)
+                if not words or words[-1] != b"STATUS":
+                    break
+                # STATUS (attributes), then maybe more options before the closing ")".
+                _, buf = Space.parse(buf, params)
+                attributes, buf = List.parse(buf, params.copy(expected=[ModseqStatusAttribute]))
+                if not attributes.value or status is not None:
                     raise NotParseable(buf)
                 status = attributes.get_as(StatusAttribute)
-            closing = bytes(buf[:64]).lstrip(b" ")
-            if not closing.startswith(b")"):
-                raise NotParseable(buf)
-            buf = buf[len(bytes(buf[:64])) - len(closing) + 1 :]
+                rest = bytes(buf[:1])
+                if rest == b")":
+                    buf = buf[1:]
+                    break
+                if rest != b" ":
+                    raise NotParseable(buf)
+                buf = memoryview(b"(" + bytes(buf[1:]))
         _, buf = EndLine.parse(buf, params)
-        command = cls(params.tag, ref_name.value, pattern)
+        command = cls(params.tag, ref_name.value, patterns[0])
+        command.patterns = patterns
+        command.selection = frozenset(selection)
+        command.returns = frozenset(returns)
         command.status = status
+        command.extended = extended or bool(set(returns) - {b"STATUS"})
         return command, buf
 
 
@@ -456,7 +579,7 @@ def caducee_commands() -> Commands:
         UidCondstoreSearchCommand,
         CondstoreStatusCommand,
         UnselectCommand,
-        StatusListCommand,
+        ExtendedListCommand,
         SortCommand,
         UidSortCommand,
         ThreadCommand,

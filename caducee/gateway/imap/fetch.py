@@ -43,6 +43,9 @@ SIMPLE_ATTRIBUTES = frozenset(
 CONTENT_BATCH_BYTES = 4 * 1024 * 1024
 STRUCTURE_BATCH = 500
 CONTENT_BATCH = 100
+KEEP_FETCHED = 50
+"""A FETCH of bytes of at most this many messages keeps them in the process's cache (a
+client opening messages); a larger one (a full sync) would only push those out."""
 
 Runner = Callable[..., Awaitable[object]]
 
@@ -53,6 +56,8 @@ class Loaded:
 
     structure: MessageStructure | None = None
     raw: bytes | None = None
+    envelope: bytes | None = None
+    """The rendered ENVELOPE when only that was loaded (not the structure)."""
 
 
 def _body_section(attribute: FetchAttribute) -> tuple[list[int], bytes | None, frozenset[bytes]]:
@@ -82,6 +87,22 @@ def needs(attributes: Sequence[FetchAttribute]) -> tuple[bool, bool]:
         if render.section_needs_content(parts, specifier, binary=binary):
             content = True
     return structure, content
+
+
+def only_envelope(attributes: Sequence[FetchAttribute]) -> bool:
+    """True when ENVELOPE is all the attributes need beyond the entry's own data.
+
+    Then the loader reads the ENVELOPE records sealed at delivery instead of the
+    structures (issue 15: the cold ``FETCH 1:* (FLAGS ENVELOPE)``).
+    """
+    found = False
+    for attribute in attributes:
+        name = attribute.value
+        if name == b"ENVELOPE":
+            found = True
+        elif name not in SIMPLE_ATTRIBUTES:
+            return False
+    return found
 
 
 _HEADER_ONLY = frozenset({b"HEADER", b"HEADER.FIELDS", b"HEADER.FIELDS.NOT", b"MIME"})
@@ -191,6 +212,8 @@ def _section_value(attribute: FetchAttribute) -> Callable[[Loaded], bytes]:
 
 
 def _envelope(box: Loaded) -> bytes:
+    if box.envelope is not None:
+        return box.envelope
     structure = box.structure
     if structure is None:
         return render.NIL
@@ -335,7 +358,12 @@ class PlannedFetchResponse(FetchResponse):
 
 
 class FetchLoader:
-    """Loads structures and bytes for the messages of one FETCH, a batch ahead of the writer."""
+    """Loads structures and bytes for the messages of one FETCH, a batch ahead of the writer.
+
+    What the process already holds decrypted (:meth:`ImapStore.cached`: the messages of
+    a warm listing, a message opened again) is answered on the event loop with no
+    query; only the others are loaded, in batches, in the thread pool.
+    """
 
     def __init__(
         self,
@@ -348,6 +376,7 @@ class FetchLoader:
         structure: bool,
         content: bool,
         inline: bool = False,
+        envelope: bool = False,
     ) -> None:
         self.store = store
         self.principal = principal
@@ -356,43 +385,64 @@ class FetchLoader:
         self.messages = list(messages)
         self.structure = structure
         self.content = content
-        self.batches: list[tuple[int, int]] = self._plan()
+        self.envelope = envelope and not structure and not content
+        """Only ENVELOPEs: read from their own records, not from the structures."""
+        self.held: dict[int, tuple[MessageStructure | None, bytes | None]] = {}
+        self.held_envelopes: dict[int, bytes] = {}
+        if self.envelope:
+            self.held_envelopes = store.cached_envelopes(m.message_id for m in self.messages)
+        else:
+            self.held = store.cached(
+                ((m.message_id, m.blob_id) for m in self.messages),
+                structure=structure,
+                content=content,
+            )
+        self.batches: list[list[int]] = self._plan()
         self.batch_of: dict[int, int] = {}
-        for number, (start, stop) in enumerate(self.batches):
-            for index in range(start, stop):
+        for number, indexes in enumerate(self.batches):
+            for index in indexes:
                 self.batch_of[index] = number
         self.tasks: dict[int, asyncio.Task[dict[int, Loaded]]] = {}
         self.inline: dict[int, Loaded] | None = None
         if (
             inline
             and len(self.messages) == 1
+            and not self.held
+            and not self.held_envelopes
             and self.messages[0].size <= store.blobs.inline_max_bytes
         ):
             # Its bytes are in its database row (no file or object-store read).
             self.inline = {}
 
-    def _plan(self) -> list[tuple[int, int]]:
-        batches: list[tuple[int, int]] = []
-        start = 0
+    def _plan(self) -> list[list[int]]:
+        """Batches of the indexes of the messages not held, by count and by bytes."""
+        batches: list[list[int]] = []
+        batch: list[int] = []
         size = 0
         limit = CONTENT_BATCH if self.content else STRUCTURE_BATCH
         for index, message in enumerate(self.messages):
+            if message.message_id in self.held or message.message_id in self.held_envelopes:
+                continue
+            batch.append(index)
             size += message.size if self.content else 0
-            if index + 1 - start >= limit or size >= CONTENT_BATCH_BYTES:
-                batches.append((start, index + 1))
-                start, size = index + 1, 0
-        if start < len(self.messages):
-            batches.append((start, len(self.messages)))
+            if len(batch) >= limit or size >= CONTENT_BATCH_BYTES:
+                batches.append(batch)
+                batch, size = [], 0
+        if batch:
+            batches.append(batch)
         return batches
 
     def _load(self, number: int, *, build: bool = True) -> dict[int, Loaded]:
-        start, stop = self.batches[number]
-        wanted = [m.uid for m in self.messages[start:stop]]
+        wanted = [self.messages[index].uid for index in self.batches[number]]
         store, principal, folder = self.store, self.principal, self.folder_id
+        if self.envelope:
+            envelopes = store.envelopes(principal, folder, wanted, build=build)
+            return {uid: Loaded(envelope=envelopes.get(uid)) for uid in wanted}
         structures = (
             store.structures(principal, folder, wanted, build=build) if self.structure else {}
         )
-        contents = store.contents(principal, folder, wanted) if self.content else {}
+        keep = len(self.messages) <= KEEP_FETCHED
+        contents = store.contents(principal, folder, wanted, keep=keep) if self.content else {}
         return {uid: Loaded(structures.get(uid), contents.get(uid)) for uid in wanted}
 
     def _start(self, number: int) -> asyncio.Task[dict[int, Loaded]]:
@@ -404,6 +454,14 @@ class FetchLoader:
 
     async def fill(self, index: int, box: Loaded) -> None:
         """Put message ``index`` in ``box`` (loading its batch, and the next, when needed)."""
+        envelope = self.held_envelopes.get(self.messages[index].message_id)
+        if envelope is not None:
+            box.envelope = envelope
+            return
+        held = self.held.get(self.messages[index].message_id)
+        if held is not None:
+            box.structure, box.raw = held
+            return
         if self.inline is not None:
             # One small message on a local database (SQLite, WAL: a read never waits for a
             # writer): read and decrypt it here. The thread hop and its wake-up cost more
@@ -411,8 +469,12 @@ class FetchLoader:
             if not self.inline:
                 self.inline = self._load(0, build=False)
             loaded = self.inline.get(self.messages[index].uid)
-            if loaded is not None and (loaded.structure is not None or not self.structure):
-                box.structure, box.raw = loaded.structure, loaded.raw
+            if (
+                loaded is not None
+                and (loaded.structure is not None or not self.structure)
+                and (loaded.envelope is not None or not self.envelope)
+            ):
+                box.structure, box.raw, box.envelope = loaded.structure, loaded.raw, loaded.envelope
                 return
             self.inline = None  # no structure cache yet: building it writes, off the loop
         number = self.batch_of[index]
@@ -421,13 +483,15 @@ class FetchLoader:
             self._start(number + 1)
         loaded = (task.result() if task.done() else await task).get(self.messages[index].uid)
         if loaded is not None:
-            box.structure, box.raw = loaded.structure, loaded.raw
+            box.structure, box.raw, box.envelope = loaded.structure, loaded.raw, loaded.envelope
 
     def release(self, index: int, box: Loaded) -> None:
         """Drop message ``index`` once written (and its batch after its last message)."""
-        box.structure = box.raw = None
-        number = self.batch_of[index]
-        if index == self.batches[number][1] - 1:
+        box.structure = box.raw = box.envelope = None
+        number = self.batch_of.get(index)
+        # A held message stays in ``held`` (two UIDs of the command may share it; what
+        # it refers to is in the byte-bounded caches anyway).
+        if number is not None and index == self.batches[number][-1]:
             self.tasks.pop(number, None)
 
     def close(self) -> None:

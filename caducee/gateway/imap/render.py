@@ -18,68 +18,26 @@ header fields) and follow RFC 3501 §6.4.5 and §7.4.2 and RFC 3516 where pymap
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterable, Sequence
 
+from caducee.mailboxes.imap_structure import NIL as NIL
 from caducee.mailboxes.imap_structure import (
-    Address,
-    Envelope,
     MessageStructure,
     Part,
     decode_body,
     encapsulated,
     find_part,
     split_header,
+    wire_envelope,
+    wire_nstring,
+    wire_string,
 )
 
-NIL = b"NIL"
-_NEEDS_LITERAL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f-\xff]")
-
-
-def string(value: str | bytes) -> bytes:
-    """A quoted string, or a literal when the value cannot be quoted (8-bit, CR, LF, long)."""
-    data = value.encode("utf-8") if isinstance(value, str) else value
-    if len(data) > 4096 or _NEEDS_LITERAL.search(data):
-        return b"{%d}\r\n%b" % (len(data), data)
-    return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-
-
-def nstring(value: str | bytes | None) -> bytes:
-    return NIL if value is None else string(value)
-
-
-def _address_list(addresses: Sequence[Address]) -> bytes:
-    if not addresses:
-        return NIL
-    return (
-        b"("
-        + b"".join(
-            b"(" + b" ".join(nstring(item) for item in address) + b")" for address in addresses
-        )
-        + b")"
-    )
-
-
-def envelope(env: Envelope) -> bytes:
-    """RFC 3501 ENVELOPE; Sender and Reply-To default to From."""
-    return (
-        b"("
-        + b" ".join(
-            (
-                nstring(env.date),
-                nstring(env.subject),
-                _address_list(env.from_),
-                _address_list(env.sender or env.from_),
-                _address_list(env.reply_to or env.from_),
-                _address_list(env.to),
-                _address_list(env.cc),
-                _address_list(env.bcc),
-                nstring(env.in_reply_to),
-                nstring(env.message_id),
-            )
-        )
-        + b")"
-    )
+string = wire_string
+nstring = wire_nstring
+envelope = wire_envelope
+"""RFC 3501 ENVELOPE (rendered in :mod:`caducee.mailboxes.imap_structure`, where delivery
+also seals it apart for listings, issue 15)."""
 
 
 def _params(params: Sequence[tuple[str, str]]) -> bytes:

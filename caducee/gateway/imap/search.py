@@ -258,7 +258,7 @@ def search(
         batch = pool[start : start + BATCH]
         wanted = [c.message.uid for c in batch]
         structures = store.structures(principal, folder_id, wanted)
-        contents = store.contents(principal, folder_id, wanted) if need_raw else {}
+        contents = store.contents(principal, folder_id, wanted, keep=False) if need_raw else {}
         for candidate in batch:
             candidate.structure = structures.get(candidate.message.uid)
             candidate.raw = contents.get(candidate.message.uid)

@@ -7,7 +7,10 @@ additions:
 
 * the untagged ``FETCH`` of a flag change carries ``MODSEQ`` once the client
   enabled CONDSTORE (RFC 7162 §3.2), which pymap does not know;
-* the folder id and CONDSTORE state survive :meth:`fork`;
+* the folder id, CONDSTORE and QRESYNC state survive :meth:`fork`;
+* once the client enabled QRESYNC (RFC 7162 §3.2.10), expunges are reported as one
+  untagged ``VANISHED`` with their UIDs instead of ``EXPUNGE`` responses, and every
+  unsolicited ``FETCH`` carries the message's UID (§3.2.4);
 * sequence sets are resolved against the cached UIDs range by range.
   pymap's ``SynchronizedMessages.get_all`` expands a set into every number it
   contains, so ``UID FETCH 1:4294967295`` (which clients do send) would build a
@@ -168,6 +171,39 @@ class UnmergedFetchResponse(FastFetchResponse):
         raise TypeError("not mergeable")
 
 
+def uid_set_bytes(uids: Sequence[int]) -> bytes:
+    """Ascending UIDs as a compact set (``41,43:116``)."""
+    parts: list[bytes] = []
+    start = previous = -1
+    for uid in [*uids, -2]:
+        if uid == previous + 1:
+            previous = uid
+            continue
+        if start >= 0:
+            parts.append(b"%d" % start if start == previous else b"%d:%d" % (start, previous))
+        start = previous = uid
+    return b",".join(parts)
+
+
+class VanishedResponse(UntaggedResponse):
+    """``* VANISHED [(EARLIER)] uid-set`` (RFC 7162 §3.2.10).
+
+    Without ``EARLIER`` it stands for the EXPUNGE responses of those UIDs (the client
+    renumbers); ``(EARLIER)`` names UIDs gone before this selection saw them, in
+    answer to ``SELECT ... (QRESYNC ...)`` or ``UID FETCH ... (VANISHED)``.
+    """
+
+    def __init__(self, uids: Sequence[int], *, earlier: bool = False) -> None:
+        super().__init__()
+        self.uids = list(uids)
+        self.earlier = earlier
+
+    @property
+    def text(self) -> bytes:
+        label = b"VANISHED (EARLIER) " if self.earlier else b"VANISHED "
+        return super().text + label + uid_set_bytes(self.uids)
+
+
 class CaduceeSelected(SelectedMailbox):
     """pymap's selected mailbox plus the folder id, CONDSTORE state and the session's view.
 
@@ -186,6 +222,7 @@ class CaduceeSelected(SelectedMailbox):
         "_keywords",
         "condstore",
         "folder_id",
+        "qresync",
         "uid_validity",
     ]
 
@@ -203,6 +240,7 @@ class CaduceeSelected(SelectedMailbox):
             mailbox_id, readonly, permanent_flags, session_flags, selected_set, lookup, **kwargs
         )
         self.condstore = False
+        self.qresync = False
         self.folder_id = 0
         self.uid_validity = 0
         self._dirty = True
@@ -304,6 +342,7 @@ class CaduceeSelected(SelectedMailbox):
             assert isinstance(forked, CaduceeSelected)
             copy = forked
         copy.condstore = self.condstore
+        copy.qresync = self.qresync
         copy.folder_id = self.folder_id
         copy.uid_validity = self.uid_validity
         copy._dirty = False
@@ -317,7 +356,13 @@ class CaduceeSelected(SelectedMailbox):
         # flag change with the FETCH a STORE or FETCH command returns for that message
         # -- unless numbers moved or keywords must be announced first (see
         # UnmergedFetchResponse).
-        responses = list(super()._compare(before, after, with_uid))
+        responses = list(super()._compare(before, after, with_uid or self.qresync))
+        if self.qresync and any(isinstance(r, ExpungeResponse) for r in responses):
+            # RFC 7162 §3.2.10: once QRESYNC is enabled, VANISHED replaces EXPUNGE.
+            vanished = VanishedResponse(sorted(before.uids - after.uids))
+            first = next(i for i, r in enumerate(responses) if isinstance(r, ExpungeResponse))
+            responses = [r for r in responses if not isinstance(r, ExpungeResponse)]
+            responses.insert(first, vanished)
         # pymap also sends FETCH (FLAGS) for messages that are new to the client (when
         # they are \Recent): it has never seen them, EXISTS is what tells it of them.
         arrived = {after.seqs_cache[uid] for uid in after.uids - before.uids}
@@ -326,7 +371,9 @@ class CaduceeSelected(SelectedMailbox):
                 r for r in responses if not (isinstance(r, FetchResponse) and r.seq in arrived)
             ]
         announce = self.announcement()
-        separate = bool(announce) or any(isinstance(r, ExpungeResponse) for r in responses)
+        separate = bool(announce) or any(
+            isinstance(r, (ExpungeResponse, VanishedResponse)) for r in responses
+        )
         fetch_class = UnmergedFetchResponse if separate else FastFetchResponse
         uid_of: dict[int, int] | None = None
         cache = self.messages._cache  # pymap 0.36.7: uid -> cached message

@@ -49,7 +49,6 @@ from pymap.interfaces.login import IdentityInterface, LoginInterface
 from pymap.interfaces.message import MessageInterface
 from pymap.interfaces.session import SessionInterface
 from pymap.interfaces.token import TokenCredentials, TokensInterface
-from pymap.listtree import ListTree
 from pymap.mailbox import MailboxSnapshot
 from pymap.parsing.message import AppendMessage
 from pymap.parsing.response import ResponseCode
@@ -61,6 +60,7 @@ from pymap.user import UserMetadata
 from pysasl.creds.server import ServerCredentials
 
 from caducee.gateway.imap.events import MailboxEvents
+from caducee.gateway.imap.listing import ListEntry, ListRequest, list_entries
 from caducee.gateway.imap.selected import CaduceeSelected, ImapMessage
 from caducee.mailboxes.accounts.identity import IdentityService
 from caducee.mailboxes.accounts.identity.audit import write_with_retries
@@ -79,6 +79,7 @@ from caducee.mailboxes.imap_store import (
     NewMessage,
     Principal,
 )
+from caducee.mailboxes.imap_subscriptions import Subscriptions, TooManySubscriptions
 from caducee.storage.audit import ActorKind, message_read_event
 
 log = logging.getLogger("caducee.imap")
@@ -113,6 +114,7 @@ class ImapBackend:
         workers: int = 8,
     ) -> None:
         self.store = store
+        self.subscriptions = Subscriptions(store.database)
         self.events = events
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imap-store")
         self._changes: dict[
@@ -401,6 +403,8 @@ def _translate(name: str, error: Exception) -> MailboxError:
         return MailboxHasChildren(name)
     if isinstance(error, FolderProtected):
         return Refused(name, b"INBOX and the special-use folders cannot be deleted or renamed.")
+    if isinstance(error, TooManySubscriptions):
+        return Refused(name, b"Too many subscriptions.", b"LIMIT")
     if isinstance(error, InvalidFolderName):
         return Refused(name, str(error).encode("ascii", "replace") + b".")
     if isinstance(error, FlagsTooLong):
@@ -506,28 +510,23 @@ class ImapSession(SessionInterface):
         subscribed: bool = False,
         selected: SelectedMailbox | None = None,
     ) -> tuple[Iterable[tuple[str, str | None, Sequence[bytes]]], SelectedMailbox | None]:
-        if not filter_:
-            return [("", DELIMITER, [b"Noselect"])], await self.refresh(selected)
+        """pymap's LIST/LSUB entry point, kept for its interface: the connection state
+        answers every LIST and LSUB through :meth:`list_entries`."""
+        request = ListRequest(ref_name, [filter_], lsub=subscribed)
+        entries = await self.list_entries(request)
+        listed = [(entry.name, DELIMITER, entry.attributes) for entry in entries]
+        return listed, await self.refresh(selected)
+
+    async def list_entries(self, request: ListRequest) -> list[ListEntry]:
+        """What a LIST or LSUB returns (:func:`listing.list_entries`), from one look at the
+        folders and, when the request involves them, one at the subscriptions."""
         folders = await self.folders()
-        if subscribed:
-            folders = [folder for folder in folders if folder.subscribed]
-        special = {folder.name: folder.special_use for folder in folders}
-        names = [folder.name for folder in folders]
-        tree = ListTree(DELIMITER).update(*(names if subscribed else ["INBOX", *names]))
-        result: list[tuple[str, str | None, Sequence[bytes]]] = []
-        for entry in tree.list_matching(ref_name, filter_):
-            if entry.name not in special:
-                if subscribed:
-                    # RFC 3501 §6.3.9: "%" stops at a level that is not subscribed itself
-                    # but has subscribed inferiors: listed, \Noselect.
-                    result.append((entry.name, DELIMITER, [b"Noselect"]))
-                continue
-            attributes = list(entry.attributes)
-            use = special.get(entry.name)
-            if use:
-                attributes.append(use.lstrip("\\").encode("ascii"))
-            result.append((entry.name, DELIMITER, attributes))
-        return result, await self.refresh(selected)
+        existing = {folder.name: folder.special_use for folder in folders}
+        wants_subscriptions = request.lsub or request.select_subscribed or request.return_subscribed
+        subscribed: frozenset[str] = frozenset()
+        if wants_subscriptions:
+            subscribed = await self.backend.run(self.backend.subscriptions.names, self.principal)
+        return list_entries(request, existing, subscribed, DELIMITER)
 
     async def get_mailbox(
         self, name: str, selected: SelectedMailbox | None = None
@@ -567,18 +566,24 @@ class ImapSession(SessionInterface):
         await self._call(
             before_name, self.store.rename_folder, self.principal, before_name, after_name
         )
+        # Subscriptions follow the folder (a second transaction: if it failed, the
+        # folder is renamed and its subscription stays under the old name, as RFC
+        # 3501 allows).
+        await self._call(
+            after_name, self.backend.subscriptions.rename, self.principal, before_name, after_name
+        )
         return await self.refresh(selected)
 
     async def subscribe(
         self, name: str, selected: SelectedMailbox | None = None
     ) -> SelectedMailbox | None:
-        await self._call(name, self.store.subscribe, self.principal, name, True)
+        await self._call(name, self.backend.subscriptions.subscribe, self.principal, name)
         return await self.refresh(selected)
 
     async def unsubscribe(
         self, name: str, selected: SelectedMailbox | None = None
     ) -> SelectedMailbox | None:
-        await self._call(name, self.store.subscribe, self.principal, name, False)
+        await self._call(name, self.backend.subscriptions.unsubscribe, self.principal, name)
         return await self.refresh(selected)
 
     async def append_messages(

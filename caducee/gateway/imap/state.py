@@ -8,7 +8,11 @@ EXPUNGE and IDLE plumbing and change:
   connecting from localhost; we never do (``LOGINDISABLED`` until STARTTLS, on
   every address), and on the implicit-TLS port authentication is offered at once
   and STARTTLS is not;
-* ENABLE (CONDSTORE) and NAMESPACE, which pymap lacks;
+* ENABLE (CONDSTORE, QRESYNC) and NAMESPACE, which pymap lacks; with QRESYNC,
+  SELECT/EXAMINE ``(QRESYNC (...))`` and ``UID FETCH ... (VANISHED)`` answer
+  ``VANISHED (EARLIER)`` (RFC 7162 §3.2);
+* LIST and LSUB, answered by :mod:`.listing` (LIST-EXTENDED, LIST-STATUS, and a
+  pattern matcher that cannot backtrack);
 * SELECT/EXAMINE (``HIGHESTMODSEQ``, ``(CONDSTORE)``, ``PERMANENTFLAGS`` with
   ``\\*`` so clients may keep keywords), STATUS (``HIGHESTMODSEQ``, counts
   from the store), CLOSE (no expunge on a read-only selection);
@@ -24,6 +28,7 @@ EXPUNGE and IDLE plumbing and change:
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +44,7 @@ from pymap.parsing.command.select import CloseCommand, FetchCommand, SearchComma
 from pymap.parsing.primitives import List, Number
 from pymap.parsing.response import (
     CommandResponse,
+    ResponseBad,
     ResponseCode,
     ResponseNo,
     ResponseOk,
@@ -48,7 +54,6 @@ from pymap.parsing.response.code import PermanentFlags, UidNext, UidValidity, Un
 from pymap.parsing.response.specials import (
     ExistsResponse,
     FlagsResponse,
-    ListResponse,
     RecentResponse,
     StatusResponse,
 )
@@ -68,22 +73,28 @@ from caducee.gateway.imap import sorting
 from caducee.gateway.imap.commands import (
     CONDSTORE,
     MODSEQ,
+    QRESYNC,
     EnableCommand,
+    ExtendedListCommand,
     NamespaceCommand,
     SortCommand,
-    StatusListCommand,
     ThreadCommand,
     UnselectCommand,
     number_option,
+    qresync_option,
 )
+from caducee.gateway.imap.listing import ExtendedListResponse, ListRequest
 from caducee.gateway.imap.selected import (
     CaduceeSelected,
     FastFetchResponse,
     ImapMessage,
     StaticValue,
+    VanishedResponse,
     modseq_value,
+    ranges,
 )
 from caducee.gateway.imap.session import FLAG_MODES, ImapSession, log, store_flags
+from caducee.mailboxes.imap_store import DELIMITER, FolderNotFound
 
 _CommandRet = tuple[CommandResponse, SelectedMailbox | None]
 #: LIST attributes of a name that has no STATUS (RFC 5819 §2).
@@ -216,6 +227,10 @@ class CaduceeConnectionState(ConnectionState):
     def condstore(self) -> bool:
         return CONDSTORE in self.enabled
 
+    @property
+    def qresync(self) -> bool:
+        return QRESYNC in self.enabled
+
     # -- before login ------------------------------------------------------------------
 
     async def do_greeting(self) -> CommandResponse:
@@ -236,6 +251,13 @@ class CaduceeConnectionState(ConnectionState):
             if capability == CONDSTORE and capability not in enabled:
                 self.enable_condstore()
                 enabled.append(capability)
+            elif capability == QRESYNC and capability not in enabled:
+                # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE.
+                self.enable_condstore()
+                self.enabled.add(QRESYNC)
+                if isinstance(self._selected, CaduceeSelected):
+                    self._selected.qresync = True
+                enabled.append(capability)
         response = ResponseOk(cmd.tag, b"ENABLE completed.")
         response.add_untagged(UntaggedResponse(b" ".join([b"ENABLED", *enabled])))
         return response, None
@@ -248,6 +270,14 @@ class CaduceeConnectionState(ConnectionState):
     # -- selection ---------------------------------------------------------------------
 
     async def do_select(self, cmd: SelectCommand) -> _CommandRet:
+        try:
+            resync = qresync_option(cmd.options)
+        except ValueError:
+            return ResponseBad(cmd.tag, b"Invalid QRESYNC parameters."), None
+        if resync is not None and not self.qresync:
+            # RFC 7162 §3.2.5: QRESYNC parameters without ENABLE QRESYNC are a BAD.
+            return ResponseBad(cmd.tag, b"QRESYNC is not enabled."), None
+        closed = self._selected is not None
         self._selected = None
         self.imap_session.unwatch()
         if cmd.options.has(CONDSTORE):
@@ -255,11 +285,17 @@ class CaduceeConnectionState(ConnectionState):
         mailbox, selected = await self.imap_session.select_mailbox(cmd.mailbox, cmd.readonly)
         assert isinstance(selected, CaduceeSelected)
         selected.condstore = self.condstore
+        selected.qresync = self.qresync
         if selected.readonly:
             response = ResponseOk(cmd.tag, b"Selected mailbox.", ResponseCode.of(b"READ-ONLY"))
-            response.add_untagged_ok(b"Read-only mailbox.", PermanentFlags([]))
         else:
             response = ResponseOk(cmd.tag, b"Selected mailbox.", ResponseCode.of(b"READ-WRITE"))
+        if closed and self.qresync:
+            # RFC 7162 §3.2.11: the previous folder's responses end here.
+            response.add_untagged_ok(b"Previous mailbox closed.", ResponseCode.of(b"CLOSED"))
+        if selected.readonly:
+            response.add_untagged_ok(b"Read-only mailbox.", PermanentFlags([]))
+        else:
             response.add_untagged_ok(
                 b"Flags permitted.", PermanentFlags([*mailbox.permanent_flags, Wildcard])
             )
@@ -275,7 +311,66 @@ class CaduceeConnectionState(ConnectionState):
             b"Highest modification sequence.",
             ResponseCode.of(b"HIGHESTMODSEQ %d" % (selected.mod_sequence or 1)),
         )
+        if resync is not None and resync.uid_validity == selected.uid_validity:
+            await self._resynchronise(response, selected, resync.modseq, resync.known_uids)
         return response, selected
+
+    async def _vanished(
+        self, selected: CaduceeSelected, since: int, within: SequenceSet | None
+    ) -> list[int]:
+        """UIDs expunged after modseq ``since`` (``imap_expunged`` keeps them all), within
+        the UID set ``within`` if given, leaving out those this selection still shows (it
+        will report them itself, as VANISHED, when it learns of their removal)."""
+        session = self.imap_session
+        try:
+            changes = await session.backend.run(
+                session.store.changes,
+                session.principal,
+                selected.folder_id,
+                since,
+                uid_validity=selected.uid_validity,
+            )
+        except FolderNotFound:  # deleted meanwhile: the next refresh says so
+            return []
+        shown = selected.messages._cache  # pymap 0.36.7: uid -> cached message
+        gone = sorted({uid for uid in changes.expunged if uid not in shown})
+        if within is not None:
+            # Sorted, merged spans: one binary search per UID, whatever the client sent.
+            spans = ranges(within, max(changes.folder.uid_next - 1, 1))
+            lows = [low for low, _ in spans]
+            inside = []
+            for uid in gone:
+                index = bisect_right(lows, uid) - 1
+                if index >= 0 and uid <= spans[index][1]:
+                    inside.append(uid)
+            gone = inside
+        return gone
+
+    async def _resynchronise(
+        self,
+        response: CommandResponse,
+        selected: CaduceeSelected,
+        since: int,
+        known: SequenceSet | None,
+    ) -> None:
+        """SELECT/EXAMINE ``(QRESYNC (uidvalidity modseq [known-uids]))`` (RFC 7162 §3.2.5):
+        ``VANISHED (EARLIER)`` for what was expunged since ``modseq`` (among the known
+        UIDs), then a ``FETCH (UID FLAGS MODSEQ)`` for every message changed or added
+        since. The sequence-match data is not needed: the UIDs are exact."""
+        gone = await self._vanished(selected, since, known)
+        if gone:
+            response.add_untagged(VanishedResponse(gone, earlier=True))
+        session_flags = selected.session_flags
+        for seq, message in selected.resolve(SequenceSet.all()):
+            if message.modseq <= since:
+                continue
+            flags_list = bytes(List(message.get_flags(session_flags), sort=True))
+            values: list[FetchValue] = [
+                StaticValue(_UID, b"UID", b"%d" % message.uid),
+                StaticValue(_FLAGS, b"FLAGS", flags_list),
+                modseq_value(message.modseq),
+            ]
+            response.add_untagged(FastFetchResponse(seq, values))
 
     async def do_status(self, cmd: StatusCommand) -> _CommandRet:
         session = self.imap_session
@@ -284,24 +379,49 @@ class CaduceeConnectionState(ConnectionState):
         return response, await session.refresh(self._selected)
 
     async def do_list(self, cmd: ListCommand) -> _CommandRet:
-        """LIST, with ``RETURN (STATUS (...))`` (RFC 5819): each selectable folder's
-        ``STATUS`` right after its ``LIST`` line (§2); none for ``\\Noselect`` ones."""
-        wanted = cmd.status if isinstance(cmd, StatusListCommand) else None
-        if wanted is None:
-            return await super().do_list(cmd)
+        """LIST and LSUB, with LIST-EXTENDED (RFC 5258) and LIST-STATUS (RFC 5819).
+
+        Answered from :func:`listing.list_entries` (pymap's regular-expression
+        matching backtracks without bound on patterns with many wildcards). With
+        ``RETURN (STATUS (...))`` each selectable folder's ``STATUS`` follows its
+        ``LIST`` line (§2); none for ``\\Noselect`` or ``\\NonExistent`` names.
+        """
         session = self.imap_session
-        mailboxes, updates = await session.list_mailboxes(
-            cmd.ref_name, cmd.filter, selected=self._selected
+        lsub = cmd.only_subscribed
+        extended = isinstance(cmd, ExtendedListCommand) and cmd.extended
+        patterns = list(cmd.patterns) if isinstance(cmd, ExtendedListCommand) else [cmd.filter]
+        response = ResponseOk(cmd.tag, cmd.command + b" completed.")
+        if patterns == [""] and not extended:
+            # RFC 3501 §6.3.8: the hierarchy delimiter and the root name.
+            response.add_untagged(ExtendedListResponse("", DELIMITER, [b"Noselect"], lsub=lsub))
+            return response, await session.refresh(self._selected)
+        selection = cmd.selection if isinstance(cmd, ExtendedListCommand) else frozenset()
+        returns = cmd.returns if isinstance(cmd, ExtendedListCommand) else frozenset()
+        request = ListRequest(
+            cmd.ref_name,
+            patterns,
+            lsub=lsub,
+            extended=extended,
+            select_subscribed=b"SUBSCRIBED" in selection,
+            select_special_use=b"SPECIAL-USE" in selection,
+            recursive=b"RECURSIVEMATCH" in selection,
+            return_subscribed=b"SUBSCRIBED" in returns,
         )
-        response = ResponseOk(cmd.tag, b"LIST completed.")
-        for name, separator, attributes in mailboxes:
-            response.add_untagged(ListResponse(name, separator, attributes))
-            if not any(flag.lower() in _NOT_SELECTABLE for flag in attributes):
+        entries = await session.list_entries(request)
+        wanted = cmd.status if isinstance(cmd, ExtendedListCommand) else None
+        for entry in entries:
+            response.add_untagged(
+                ExtendedListResponse(
+                    entry.name, DELIMITER, entry.attributes, lsub=lsub, child_info=entry.child_info
+                )
+            )
+            selectable = not any(flag.lower() in _NOT_SELECTABLE for flag in entry.attributes)
+            if wanted is not None and selectable:
                 try:
-                    response.add_untagged(await self._status_response(name, wanted))
+                    response.add_untagged(await self._status_response(entry.name, wanted))
                 except MailboxNotFound:  # deleted meanwhile by another session
                     continue
-        return response, updates
+        return response, await session.refresh(self._selected)
 
     async def _status_response(
         self, mailbox: str, attributes: Sequence[StatusAttribute]
@@ -350,6 +470,16 @@ class CaduceeConnectionState(ConnectionState):
             selected.hide_expunged = True
         changed_since = number_option(cmd.options, b"CHANGEDSINCE")
         attributes = list(cmd.attributes)
+        vanished: list[int] = []
+        if cmd.options.has(b"VANISHED"):
+            # RFC 7162 §3.2.6: UID FETCH only, with CHANGEDSINCE, once QRESYNC is enabled.
+            if not (cmd.uid and changed_since is not None and self.qresync):
+                return ResponseBad(
+                    cmd.tag, b"VANISHED needs UID FETCH, CHANGEDSINCE, QRESYNC."
+                ), None
+            vanished = await self._vanished(selected, changed_since, cmd.sequence_set)
+        if self.qresync and not any(a.value == b"UID" for a in attributes):
+            attributes.append(_UID)  # RFC 7162 §3.2.4: every FETCH names its UID
         if changed_since is not None or any(a.value == MODSEQ for a in attributes):
             self.enable_condstore()
         messages = selected.resolve(cmd.sequence_set)
@@ -396,8 +526,11 @@ class CaduceeConnectionState(ConnectionState):
             if session.must_audit(read):  # no thread hop for reads that need no event
                 await session.backend.run(session.audit_reads, read)
         need_structure, need_content = fetching.needs(attributes)
+        envelope = fetching.only_envelope(attributes)
+        if envelope:
+            need_structure = False  # the ENVELOPE records sealed at delivery (issue 15)
         loader = None
-        if need_structure or need_content:
+        if need_structure or need_content or envelope:
             loader = fetching.FetchLoader(
                 session.store,
                 session.principal,
@@ -407,8 +540,11 @@ class CaduceeConnectionState(ConnectionState):
                 structure=need_structure,
                 content=need_content,
                 inline=session.backend.inline_reads,
+                envelope=envelope,
             )
         response = StreamedOk(cmd.tag, b"FETCH completed.")
+        if vanished:
+            response.add_untagged(VanishedResponse(vanished, earlier=True))
         response.add_untagged(*selected.announcement())
         plan = fetching.FetchPlan(attributes, selected.session_flags, condstore=self.condstore)
         for index, (seq, message) in enumerate(messages):
@@ -466,7 +602,7 @@ class CaduceeConnectionState(ConnectionState):
                 values.append(StaticValue(_FLAGS, b"FLAGS", flags_list))
             elif not (self.condstore and message.uid in updated):
                 continue
-            if cmd.uid:
+            if cmd.uid or self.qresync:
                 values.append(StaticValue(_UID, b"UID", b"%d" % message.uid))
             if self.condstore:
                 values.append(modseq_value(message.modseq))

@@ -498,8 +498,8 @@ def test_h1_rfc5819_list_return_status(imap_gateway: ServedGateway) -> None:
             b'* LIST (\\HasNoChildren) "/" INBOX\r\n',
             b"OK LIST completed.\r\n",
         ]
-        # Only the STATUS return option is known (no LIST-EXTENDED): anything else is BAD.
-        refused = client.command('LIST "" "*" RETURN (SUBSCRIBED)')
+        # An unknown return option is a BAD (RFC 5258 §3.2; LIST-EXTENDED: test_list_extended).
+        refused = client.command('LIST "" "*" RETURN (IMAPTEST)')
         assert refused[-1].split(b" ", 2)[1] == b"BAD" and len(refused) == 1
     finally:
         client.close()
