@@ -146,6 +146,8 @@ class RecordDocument(Base):
     hidden_from_patient: Mapped[bool] = mapped_column(Boolean, default=False)
     hidden_from_representatives: Mapped[bool] = mapped_column(Boolean, default=False)
     hidden_from_professionals: Mapped[bool] = mapped_column(Boolean, default=False)
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+    """The patient pinned it (H2): their own marker for the list, no effect on access."""
 
     received_at: Mapped[datetime] = mapped_column(UtcDateTime())
     filed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

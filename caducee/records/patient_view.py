@@ -85,6 +85,8 @@ class ListQuery:
     words: str = ""
     sort: Sort = Sort.NEWEST
     page: int = 1
+    pinned_only: bool = False
+    """Only the documents the patient pinned (the app's "Voir mes documents épinglés")."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,8 @@ def list_documents(
         conditions.append(RecordDocument.type_code == query.type_code)
     if query.author:
         conditions.append(RecordDocument.author_national_id == query.author)
+    if query.pinned_only:
+        conditions.append(RecordDocument.pinned.is_(True))
     if query.since is not None:
         conditions.append(RecordDocument.document_date >= _day_start(query.since))
     if query.until is not None:
@@ -326,6 +330,16 @@ def set_professional_visibility(
         channel,
         rule="E5.hidden-from-professionals" if hidden else "E5.shown-to-professionals",
     )
+    return True
+
+
+def set_pinned(session: Session, account_id: int, public_id: str, pinned: bool) -> bool:
+    """H2: the patient pins a document of their own record, or unpins it; False if no such
+    document is in the list. A marker of the patient's, not an access right: no audit event."""
+    document = find_document(session, account_id, public_id)
+    if document is None:
+        return False
+    document.pinned = pinned
     return True
 
 

@@ -71,6 +71,7 @@ from caducee.records.patient_view import (
     is_withdrawn,
     list_documents,
     newer_version,
+    set_pinned,
     set_professional_visibility,
 )
 from caducee.records.service import Viewer
@@ -190,6 +191,7 @@ def _query(request: Request) -> ListQuery:
         words=params.get("q", "")[:100],
         sort=Sort(sort_value) if sort_value in Sort._value2member_map_ else Sort.NEWEST,
         page=int(raw_page) if raw_page.isdigit() and len(raw_page) < 7 else 1,
+        pinned_only=params.get("pinned") == "1",
     )
 
 
@@ -257,6 +259,7 @@ class DocumentPages:
             "to": query.until.isoformat() if query.until else "",
             "q": query.words,
             "sort": query.sort.value,
+            "pinned": "1" if query.pinned_only else "",
         }
         kept = {key: value for key, value in filters.items() if value}
 
@@ -270,7 +273,9 @@ class DocumentPages:
                 "listing": page,
                 "rows": [self._row(document, senders) for document in page.documents],
                 "filters": filters,
-                "filtered": any(kept.get(key) for key in ("type", "author", "from", "to", "q")),
+                "filtered": any(
+                    kept.get(key) for key in ("type", "author", "from", "to", "q", "pinned")
+                ),
                 "page_href": page_href,
                 "offered": offered,
                 "added": request.query_params.get("added") == "1",
@@ -294,6 +299,7 @@ class DocumentPages:
             "withdrawn": is_withdrawn(document),
             "superseded": is_superseded(document),
             "hidden": document.hidden_from_professionals,
+            "pinned": document.pinned,
             "own": document.message_id is None,
         }
 
@@ -457,6 +463,29 @@ class DocumentPages:
         changed = "hidden" if hidden else "shown"
         return RedirectResponse(
             f"/webmail/documents/{public_id}?changed={changed}#visibility", status_code=303
+        )
+
+    async def pin(self, request: Request) -> Response:
+        """H2: the patient pins a document of their own record or unpins it (the national
+        app's "Épingle ajoutée" / "Épingle retirée"); not for someone else's record."""
+        signed, form = await self.web._post(request)
+        public_id = _public_id(request)
+        acting = await acting_for(self.web, request, signed)
+        if acting.caregiver:
+            return refuse_caregiver(
+                self.web, request, signed, acting, f"/webmail/documents/{public_id}"
+            )
+        pinned = form.get("pinned") == "1"
+
+        def change() -> bool:
+            with self.gateway.database.transaction() as session:
+                return set_pinned(session, signed.account_id, public_id, pinned)
+
+        if not await run_in_threadpool(change):
+            raise _not_found()
+        changed = "pinned" if pinned else "unpinned"
+        return RedirectResponse(
+            f"/webmail/documents/{public_id}?changed={changed}#pin", status_code=303
         )
 
     # -- adding -------------------------------------------------------------------------------
@@ -650,6 +679,7 @@ def document_routes(web: Webmail) -> list[BaseRoute]:
         Route("/documents/{id}", pages.document, methods=["GET"]),
         Route("/documents/{id}/content", pages.content, methods=["GET"]),
         Route("/documents/{id}/visibility", pages.visibility, methods=["POST"]),
+        Route("/documents/{id}/pin", pages.pin, methods=["POST"]),
     ]
 
 
