@@ -37,6 +37,8 @@ from sqlalchemy import select
 
 from caducee.config import load_settings
 from caducee.gateway.runtime import Gateway, build_gateway
+from caducee.mailboxes.accounts.store import Account as AccountRow
+from caducee.mailboxes.accounts.store import Patient
 from caducee.mailboxes.relay.outbound import RELAY_JOB
 from caducee.storage.jobs import JobRow
 from tests.harness.identities import Identity, add_patient, valid_ins
@@ -385,6 +387,20 @@ class ServedGateway:
         finally:
             components.close()
         return created.address
+
+    def patient_ids(self, address: str) -> tuple[int, str]:
+        """The account id and INS of the patient space at ``address`` in this home."""
+        components = self.components()
+        try:
+            with components.database.reading() as session:
+                row = session.execute(
+                    select(AccountRow.id, Patient.ins)
+                    .join(Patient, Patient.account_id == AccountRow.id)
+                    .where(AccountRow.address == address)
+                ).one()
+            return int(row.id), str(row.ins)
+        finally:
+            components.close()
 
     def new_patient(self) -> Account:
         """A fresh patient space with an app password (tests never share mailboxes)."""

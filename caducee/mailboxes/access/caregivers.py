@@ -54,6 +54,7 @@ from caducee.mailboxes.access.profiles import Profile
 from caducee.mailboxes.access.rights import (
     Actor,
     RightsError,
+    audit_right_change,
     birth_date_of,
     record_is_open,
 )
@@ -67,7 +68,6 @@ from caducee.storage.audit import (
     AuditEvent,
     AuditHead,
     Result,
-    record_event,
 )
 from caducee.storage.db import Base, UtcDateTime, utcnow
 
@@ -186,18 +186,9 @@ def _audit(
     rule: str | None = None,
     at: datetime | None = None,
 ) -> None:
-    record_event(
-        session,
-        actor_kind=actor.kind,
-        actor_id=actor.id,
-        action=action.value,
-        object_type=_OBJECT,
-        object_id=object_id,
-        result=result.value,
-        rule=rule,
-        subject_account_id=helped_id,
-        channel=actor.channel,
-        at=at,
+    """F4: a delegation's change, the helped person as subject."""
+    audit_right_change(
+        session, actor, action, _OBJECT, object_id, helped_id, result, rule=rule, at=at
     )
 
 

@@ -154,7 +154,7 @@ class Actor:
         return cls(ActorKind.PATIENT.value, f"account:{account_id}", channel)
 
 
-def _audit(
+def audit_right_change(
     session: Session,
     actor: Actor,
     action: Action,
@@ -163,7 +163,10 @@ def _audit(
     patient_id: int,
     result: Result = Result.OK,
     rule: str | None = None,
+    at: datetime | None = None,
 ) -> None:
+    """F4: one event for a change of who may see or act for the patient (``patient_id`` is
+    the subject), in the caller's transaction."""
     record_event(
         session,
         actor_kind=actor.kind,
@@ -175,6 +178,7 @@ def _audit(
         rule=rule,
         subject_account_id=patient_id,
         channel=actor.channel,
+        at=at,
     )
 
 
@@ -297,12 +301,12 @@ def set_professional_status(
     )
     refusal = status_change_refusal(medecin_traitant=row.medecin_traitant, new_status=status)
     if refusal is not None:
-        _audit(
+        audit_right_change(
             session, actor, action, "professional", str(row.id), patient_id, Result.DENIED, refusal
         )
         raise RightsError(refusal, "the médecin traitant cannot be blocked")
     row.status = status.value
-    _audit(session, actor, action, "professional", str(row.id), patient_id)
+    audit_right_change(session, actor, action, "professional", str(row.id), patient_id)
     session.flush()
     return _view(row)
 
@@ -349,7 +353,9 @@ def set_medecin_traitant(
         other.medecin_traitant = False
     row.medecin_traitant = True
     row.status = ProfessionalStatus.AUTHORISED.value
-    _audit(session, actor, Action.MEDECIN_TRAITANT_SET, "professional", str(row.id), patient_id)
+    audit_right_change(
+        session, actor, Action.MEDECIN_TRAITANT_SET, "professional", str(row.id), patient_id
+    )
     session.flush()
     return _view(row)
 
@@ -366,7 +372,7 @@ def clear_medecin_traitant(session: Session, patient_id: int, actor: Actor) -> b
     )
     for row in rows:
         row.medecin_traitant = False
-        _audit(
+        audit_right_change(
             session, actor, Action.MEDECIN_TRAITANT_CLEAR, "professional", str(row.id), patient_id
         )
     session.flush()
@@ -484,7 +490,7 @@ def set_emergency_switches(
         if value == bool(getattr(before, attribute)):
             continue
         action = Action.EMERGENCY_ENABLE if value else Action.EMERGENCY_DISABLE
-        _audit(session, actor, action, "emergency", name, patient_id)
+        audit_right_change(session, actor, action, "emergency", name, patient_id)
     session.flush()
     return after
 
@@ -502,7 +508,7 @@ def set_emergency_access(session: Session, patient_id: int, enabled: bool, actor
     row.samu, row.break_glass, row.masked = after.samu, after.break_glass, after.masked
     row.updated_at = utcnow()
     action = Action.EMERGENCY_ENABLE if enabled else Action.EMERGENCY_DISABLE
-    _audit(session, actor, action, "record", str(patient_id), patient_id)
+    audit_right_change(session, actor, action, "record", str(patient_id), patient_id)
     session.flush()
 
 
@@ -603,7 +609,7 @@ def add_representative(
         LegalRepresentative(minor_account_id=minor_id, representative_account_id=representative_id)
     )
     session.flush()
-    _audit(
+    audit_right_change(
         session,
         actor,
         Action.REPRESENTATIVE_ADD,
@@ -629,7 +635,7 @@ def remove_representative(
     if row is None:
         return False
     session.delete(row)
-    _audit(
+    audit_right_change(
         session,
         actor,
         Action.REPRESENTATIVE_REMOVE,

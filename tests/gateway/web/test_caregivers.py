@@ -21,7 +21,6 @@ from playwright.sync_api import expect
 from sqlalchemy import select
 
 from caducee.mailboxes.access.caregivers import CaregivingDelegation, caregiver_verdict
-from caducee.mailboxes.accounts.store import Account, Patient
 from caducee.records.readers.cda import french_time
 from caducee.storage.audit import AuditEvent
 from tests.harness.browser import activated_patient, base_url, sign_in
@@ -38,17 +37,7 @@ def served(working_gateway: ServedGateway) -> ServedGateway:
 
 
 def _account(served: ServedGateway, address: str) -> tuple[int, str]:
-    components = served.components()
-    try:
-        with components.database.reading() as session:
-            row = session.execute(
-                select(Account.id, Patient.ins)
-                .join(Patient, Patient.account_id == Account.id)
-                .where(Account.address == address)
-            ).one()
-        return int(row.id), str(row.ins)
-    finally:
-        components.close()
+    return served.patient_ids(address)
 
 
 def _delegation(served: ServedGateway, helped: int) -> tuple[int, str] | None:

@@ -32,7 +32,6 @@ from caducee.mailboxes.access.rights import (
     emergency_access,
     set_emergency_access,
 )
-from caducee.mailboxes.accounts.store import Account, Patient
 from caducee.mailboxes.models import KnownProfessional
 from caducee.mailboxes.notifications.centre import CentreNotification
 from caducee.mailboxes.notifications.patients import NotificationSettings, preferences
@@ -51,17 +50,7 @@ def served(working_gateway: ServedGateway) -> ServedGateway:
 
 
 def _account(served: ServedGateway, address: str) -> tuple[int, str]:
-    components = served.components()
-    try:
-        with components.database.reading() as session:
-            row = session.execute(
-                select(Account.id, Patient.ins)
-                .join(Patient, Patient.account_id == Account.id)
-                .where(Account.address == address)
-            ).one()
-        return int(row.id), str(row.ins)
-    finally:
-        components.close()
+    return served.patient_ids(address)
 
 
 def _fhir_status(served: ServedGateway, ins: str) -> int:

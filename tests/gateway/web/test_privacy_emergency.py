@@ -17,10 +17,8 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import expect
-from sqlalchemy import select
 
 from caducee.mailboxes.access.rights import AccessSettings, emergency_settings
-from caducee.mailboxes.accounts.store import Account, Patient
 from caducee.policies.access import EmergencySwitches
 from tests.harness.browser import activated_patient, base_url, sign_in
 from tests.harness.served import ServedGateway
@@ -34,17 +32,7 @@ def served(working_gateway: ServedGateway) -> ServedGateway:
 
 
 def _patient(served: ServedGateway, address: str) -> tuple[int, str]:
-    components = served.components()
-    try:
-        with components.database.reading() as session:
-            row = session.execute(
-                select(Account.id, Patient.ins)
-                .join(Patient, Patient.account_id == Account.id)
-                .where(Account.address == address)
-            ).one()
-        return int(row.id), str(row.ins)
-    finally:
-        components.close()
+    return served.patient_ids(address)
 
 
 def _switches(served: ServedGateway, patient_id: int) -> EmergencySwitches:
