@@ -25,7 +25,7 @@ POST with the session's CSRF token.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
@@ -442,9 +442,17 @@ class DocumentPages:
             },
         )
 
-    async def visibility(self, request: Request) -> Response:
-        """E5: the patient hides a document from professionals; a caregiver may not (the
-        national app's rule: 403, the helped person's name)."""
+    async def _own_document_change(
+        self,
+        request: Request,
+        field: str,
+        change: Callable[[Session, int, str, bool], bool],
+        said: tuple[str, str],
+        anchor: str,
+    ) -> Response:
+        """A yes/no change the patient makes to a document of their own record (the form's
+        ``field`` is "1" for yes): a caregiver gets the national app's refusal (403, the
+        helped person's name), a document not in the patient's list a 404."""
         signed, form = await self.web._post(request)
         public_id = _public_id(request)
         acting = await acting_for(self.web, request, signed)
@@ -452,40 +460,30 @@ class DocumentPages:
             return refuse_caregiver(
                 self.web, request, signed, acting, f"/webmail/documents/{public_id}"
             )
-        hidden = form.get("hidden") == "1"
+        wanted = form.get(field) == "1"
 
-        def change() -> bool:
+        def write() -> bool:
             with self.gateway.database.transaction() as session:
-                return set_professional_visibility(session, signed.account_id, public_id, hidden)
+                return change(session, signed.account_id, public_id, wanted)
 
-        if not await run_in_threadpool(change):
+        if not await run_in_threadpool(write):
             raise _not_found()
-        changed = "hidden" if hidden else "shown"
+        changed = said[0] if wanted else said[1]
         return RedirectResponse(
-            f"/webmail/documents/{public_id}?changed={changed}#visibility", status_code=303
+            f"/webmail/documents/{public_id}?changed={changed}#{anchor}", status_code=303
+        )
+
+    async def visibility(self, request: Request) -> Response:
+        """E5: the patient hides a document from professionals, or shows it again."""
+        return await self._own_document_change(
+            request, "hidden", set_professional_visibility, ("hidden", "shown"), "visibility"
         )
 
     async def pin(self, request: Request) -> Response:
-        """H2: the patient pins a document of their own record or unpins it (the national
-        app's "Épingle ajoutée" / "Épingle retirée"); not for someone else's record."""
-        signed, form = await self.web._post(request)
-        public_id = _public_id(request)
-        acting = await acting_for(self.web, request, signed)
-        if acting.caregiver:
-            return refuse_caregiver(
-                self.web, request, signed, acting, f"/webmail/documents/{public_id}"
-            )
-        pinned = form.get("pinned") == "1"
-
-        def change() -> bool:
-            with self.gateway.database.transaction() as session:
-                return set_pinned(session, signed.account_id, public_id, pinned)
-
-        if not await run_in_threadpool(change):
-            raise _not_found()
-        changed = "pinned" if pinned else "unpinned"
-        return RedirectResponse(
-            f"/webmail/documents/{public_id}?changed={changed}#pin", status_code=303
+        """H2: the patient pins a document or unpins it (the national app's "Épingle
+        ajoutée" / "Épingle retirée")."""
+        return await self._own_document_change(
+            request, "pinned", set_pinned, ("pinned", "unpinned"), "pin"
         )
 
     # -- adding -------------------------------------------------------------------------------
