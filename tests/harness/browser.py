@@ -229,7 +229,15 @@ def chromium() -> Iterator[Any]:
 
 @pytest.fixture
 def browser_context(chromium: Any) -> Iterator[Any]:
-    """A fresh browser profile (no cookies) speaking French; closed after the test."""
+    """A fresh browser profile (no cookies) speaking French; closed after the test.
+
+    Actions and assertions wait up to 20 s for their condition (Playwright's assertions
+    default to 5 s, which a busy CI machine running two suites' gateways can exceed between a
+    form's POST and the page it redirects to); a passing condition returns at once.
+    """
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=20_000)
     context = chromium.new_context(locale="fr-FR")
     context.set_default_timeout(20_000)
     try:
