@@ -27,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -204,6 +205,21 @@ FolderKey = tuple[int, int]
 (SQLite reuses the largest rowid); its UIDVALIDITY never does."""
 
 
+@dataclass(frozen=True, slots=True)
+class FolderCopy:
+    """A held copy of a folder incarnation's messages at ``modseq`` (never modified)."""
+
+    folder_id: int
+    uid_validity: int
+    modseq: int
+    messages: list[ImapMessage]
+
+    @property
+    def identity(self) -> tuple[int, int, int]:
+        """(folder id, UIDVALIDITY, modseq): what the store needs to send only the changes."""
+        return self.folder_id, self.uid_validity, self.modseq
+
+
 class FolderSnapshots:
     """The last known content of recently selected folders, shared by this process's sessions.
 
@@ -220,24 +236,37 @@ class FolderSnapshots:
         self._folders: OrderedDict[FolderKey, tuple[int, list[ImapMessage]]] = OrderedDict()
         self._names: dict[tuple[int, str], FolderKey] = {}
 
-    def known(self, account_id: int, name: str) -> tuple[int, int, int] | None:
-        """(folder id, UIDVALIDITY, modseq) of the copy held for a name, if any."""
-        key = self._names.get((account_id, name))
-        if key is None or key not in self._folders:
-            return None
-        return key[0], key[1], self._folders[key][0]
+    def known(self, account_id: int, name: str) -> FolderCopy | None:
+        """The copy held for a name, if any: the base a SELECT asks the store's changes against.
 
-    def apply(self, account_id: int, name: str, changes: FolderChanges) -> list[ImapMessage]:
-        """The folder's messages after ``changes``, remembered for the next SELECT."""
+        The caller keeps this copy and gives it back to :meth:`apply`: another session may
+        replace or evict the entry while the store is asked, and a delta applied to any other
+        base would lose every message it does not mention (issue 15: a session shown a folder
+        without its unchanged messages).
+        """
+        key = self._names.get((account_id, name))
+        if key is None:
+            return None
+        held = self._folders.get(key)
+        if held is None:
+            return None
+        return FolderCopy(key[0], key[1], held[0], held[1])
+
+    def apply(
+        self, account_id: int, name: str, changes: FolderChanges, base: FolderCopy | None
+    ) -> list[ImapMessage]:
+        """The folder's messages after ``changes`` (read against ``base``, the copy
+        :meth:`known` gave), remembered for the next SELECT."""
         folder = changes.folder
         key = (folder.id, folder.uid_validity)
-        previous = self._folders.get(key)
-        if changes.since is None or previous is None or previous[0] != changes.since:
+        if changes.since is None:
             messages = [ImapMessage(entry) for entry in changes.entries]
+        elif base is None or base.identity != (*key, changes.since):
+            raise RuntimeError("folder changes read against a copy that was not given")
         elif not changes.entries and not changes.expunged:
-            messages = previous[1]
+            messages = base.messages
         else:
-            by_uid = {message.uid: message for message in previous[1]}
+            by_uid = {message.uid: message for message in base.messages}
             for uid in changes.expunged:
                 by_uid.pop(uid, None)
             for entry in changes.entries:
@@ -613,13 +642,14 @@ class ImapSession(SessionInterface):
         self, name: str, readonly: bool = False
     ) -> tuple[MailboxSnapshot, SelectedMailbox]:
         snapshots = self.backend.snapshots
+        base = snapshots.known(self.principal.account_id, name)
         selection = await self._call(
             name,
             self.store.select,
             self.principal,
             name,
             claim_recent=not readonly,
-            known=snapshots.known(self.principal.account_id, name),
+            known=None if base is None else base.identity,
         )
         folder = selection.changes.folder
         selected = CaduceeSelected(
@@ -631,7 +661,7 @@ class ImapSession(SessionInterface):
         )
         selected.folder_id = folder.id
         selected.uid_validity = folder.uid_validity
-        messages = snapshots.apply(self.principal.account_id, name, selection.changes)
+        messages = snapshots.apply(self.principal.account_id, name, selection.changes, base)
         if selection.recent_from is not None:
             for message in messages:
                 if message.uid >= selection.recent_from:

@@ -258,3 +258,47 @@ def test_h1_issue15_concurrent_sessions_keep_consistent_views(
     finally:
         for session in writers + readers:
             session.client.close()
+
+
+def test_h1_issue15_simultaneous_selects_after_a_change_show_the_whole_folder(
+    imap_gateway: ServedGateway,
+) -> None:
+    """SELECTs that start together, after another session changed the folder, each show
+    every message: a SELECT reads only the changes since the process's held copy of the
+    folder, and must apply them to that copy, not to a newer one another SELECT just put
+    in its place (a session then saw the folder without its unchanged messages)."""
+    account = new_professional(imap_gateway)
+    facts = Facts()
+    writer = Session(imap_gateway, account, "writer", facts)
+    for n in range(6):
+        body = _message(7, n)
+        writer.run(f"APPEND INBOX {{{len(body)}+}}\r\n".encode() + body)
+    writer.run("SELECT INBOX")
+    selectors = [Session(imap_gateway, account, f"selector{n}", facts) for n in range(4)]
+    try:
+        for round_ in range(12):
+            writer.run(f"STORE {round_ % 6 + 1} +FLAGS ($Tour{round_})")  # a newer modseq
+            start = threading.Barrier(len(selectors))
+            told: dict[str, list[bytes]] = {}
+
+            def select(
+                session: Session,
+                start: threading.Barrier = start,
+                told: dict[str, list[bytes]] = told,
+            ) -> None:
+                start.wait(timeout=30)
+                session.view = View(session.view.name, facts)
+                told[session.view.name] = session.run("SELECT INBOX")
+
+            threads = [threading.Thread(target=select, args=(s,)) for s in selectors]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=60)
+            for name, lines in told.items():
+                assert b"* 6 EXISTS\r\n" in lines, (round_, name, lines)
+            for session in selectors:
+                assert session.uid_list() == writer.uid_list(), session.view.name
+    finally:
+        for session in [writer, *selectors]:
+            session.client.close()
