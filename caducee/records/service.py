@@ -44,18 +44,19 @@ _BASIS = {
     Viewer.REPRESENTATIVE: Basis.REPRESENTATIVE,
     Viewer.CAREGIVER: Basis.CAREGIVER,
 }
-_FLAG_COLUMNS = {
+FLAG_COLUMNS = {
     DocumentFlag.HIDDEN_FROM_PATIENT: RecordDocument.hidden_from_patient,
     DocumentFlag.HIDDEN_FROM_REPRESENTATIVES: RecordDocument.hidden_from_representatives,
     DocumentFlag.HIDDEN_FROM_PROFESSIONALS: RecordDocument.hidden_from_professionals,
 }
+"""The column that holds each E5 flag: the one map every query over the flags uses."""
 
 
 def shown_to(viewer: Viewer) -> ColumnElement[bool]:
     """The documents whose flags do not hide them from ``viewer``: the E5 table's
     :func:`~caducee.policies.access.hidden_flags` for the viewer's basis, as SQL (so the
     query and the table cannot disagree)."""
-    return and_(*(_FLAG_COLUMNS[flag].is_(False) for flag in sorted(hidden_flags(_BASIS[viewer]))))
+    return and_(*(FLAG_COLUMNS[flag].is_(False) for flag in sorted(hidden_flags(_BASIS[viewer]))))
 
 
 @dataclass(frozen=True)

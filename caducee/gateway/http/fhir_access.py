@@ -59,6 +59,7 @@ from caducee.policies.access import (
 from caducee.records.models import DocumentState, RecordDocument
 from caducee.records.readers.cda import french_time
 from caducee.records.service import (
+    FLAG_COLUMNS,
     MAX_PAGE,
     DocumentQuery,
     _author_condition,
@@ -231,13 +232,6 @@ def access_facts(
     return AccessFacts(actor=Actor.OTHER, record_open=record_open)
 
 
-_FLAG_COLUMNS = {
-    DocumentFlag.HIDDEN_FROM_PATIENT: RecordDocument.hidden_from_patient,
-    DocumentFlag.HIDDEN_FROM_REPRESENTATIVES: RecordDocument.hidden_from_representatives,
-    DocumentFlag.HIDDEN_FROM_PROFESSIONALS: RecordDocument.hidden_from_professionals,
-}
-
-
 def visible_documents(
     record_id: int, basis: Basis, authors: frozenset[str] = frozenset()
 ) -> ColumnElement[bool]:
@@ -252,7 +246,7 @@ def visible_documents(
         RecordDocument.state == DocumentState.FILED.value,
     ]
     for flag in sorted(hidden_flags(basis)):
-        shown: ColumnElement[bool] = _FLAG_COLUMNS[flag].is_(False)
+        shown: ColumnElement[bool] = FLAG_COLUMNS[flag].is_(False)
         if flag in spared:
             shown = or_(shown, RecordDocument.author_national_id.in_(sorted(authors)))
         conditions.append(shown)
@@ -266,14 +260,7 @@ def is_author(document: RecordDocument, caller: Caller) -> bool:
 
 def document_flags(document: RecordDocument) -> frozenset[DocumentFlag]:
     """The E5 flags of a stored document, as the policy names them."""
-    flags = set()
-    if document.hidden_from_patient:
-        flags.add(DocumentFlag.HIDDEN_FROM_PATIENT)
-    if document.hidden_from_representatives:
-        flags.add(DocumentFlag.HIDDEN_FROM_REPRESENTATIVES)
-    if document.hidden_from_professionals:
-        flags.add(DocumentFlag.HIDDEN_FROM_PROFESSIONALS)
-    return frozenset(flags)
+    return frozenset(flag for flag, column in FLAG_COLUMNS.items() if getattr(document, column.key))
 
 
 # ---------------------------------------------------------------------------------------------
