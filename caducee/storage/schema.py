@@ -49,6 +49,11 @@ def head_revision() -> str:
 
 
 def current_revision(database: Database) -> str | None:
-    """The revision the database is at, or None for an empty database."""
-    with database.engine.connect() as connection:
+    """The revision the database is at, or None for an empty database.
+
+    Read on the read engine: on SQLite the write engine begins every transaction with
+    ``BEGIN IMMEDIATE``, so a readiness probe would queue behind a long import for the
+    write lock it does not need.
+    """
+    with database.read_engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()

@@ -219,6 +219,36 @@ def test_k3_readyz_is_503_problem_json_when_the_schema_is_behind(home_dir: Path)
         gateway.close()
 
 
+def test_k3_readyz_answers_while_an_import_holds_the_sqlite_write_lock(home_dir: Path) -> None:
+    """A readiness probe only reads: it must not queue behind a writer (a directory import
+    holds SQLite's write lock for seconds), or the orchestrator restarts a working node."""
+    import sqlite3
+
+    from starlette.testclient import TestClient
+
+    from caducee.config import load_settings
+    from caducee.gateway.http.app import build_http_app
+    from caducee.gateway.runtime import build_gateway
+
+    gateway = build_gateway(load_settings(home_dir))
+    try:
+        if gateway.database.dialect != "sqlite":
+            pytest.skip("PostgreSQL readers never take a write lock")
+        path = gateway.database.engine.url.database
+        assert path is not None
+        writer = sqlite3.connect(path, timeout=1, isolation_level=None)
+        try:
+            writer.execute("BEGIN IMMEDIATE")
+            response = TestClient(build_http_app(gateway)).get("/readyz")
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()
+        assert response.status_code == 200
+        assert response.json() == {"status": "ready"}
+    finally:
+        gateway.close()
+
+
 def test_k3_cli_help_lists_the_contract() -> None:
     result = subprocess.run(
         [*CADUCEE, "--help"], capture_output=True, text=True, timeout=30, env=os.environ

@@ -67,7 +67,7 @@ def build_http_app(gateway: Gateway, extra_routes: list[BaseRoute] | None = None
 
     def _ready() -> tuple[bool, str]:
         try:
-            with gateway.database.engine.connect() as connection:
+            with gateway.database.read_engine.connect() as connection:  # never a write lock
                 connection.execute(text("SELECT 1"))
             current = schema.current_revision(gateway.database)
         except Exception as error:  # any database failure means not ready
