@@ -507,6 +507,7 @@ class Webmail:
                 "sent": False,
                 "error": None,
                 "draft": "",
+                "acting": acting,
             },
             signed=signed,
         )

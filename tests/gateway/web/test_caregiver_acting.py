@@ -196,8 +196,13 @@ def test_f3_f4_e5_g2_a_caregiver_reads_and_replies_for_the_helped_person(
     assert refused.status == 403
     assert "Cette action est uniquement disponible pour WEBMAIL TEST." in refused.text()
 
-    # messaging: A's mailbox
+    # messaging: A's mailbox, said as such, with the caregiver's notice
     page.goto(base + "/webmail/conversations")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Messages de WEBMAIL TEST")
+    expect(page.locator(".address")).to_have_text(helped.address)
+    expect(page.get_by_role("note")).to_contain_text(
+        "En tant qu'aidant, certaines actions ne sont pas disponibles."
+    )
     row = page.locator(".conversation", has_text="Résultats de votre bilan")
     wait_until(
         lambda: page.reload() and row.count(),
@@ -209,6 +214,8 @@ def test_f3_f4_e5_g2_a_caregiver_reads_and_replies_for_the_helped_person(
     expect(page.get_by_role("heading", name="Résultats de votre bilan", level=1)).to_be_visible()
     expect(page.locator(".message .body")).to_contain_text("vos résultats.")
     wait_until(lambda: receipt_for(served, message_id), timeout=30, message="no read receipt (G2)")
+    expect(page.get_by_role("note").first).to_contain_text("En tant qu'aidant")
+    expect(page.get_by_role("link", name="Supprimer cette conversation")).to_have_count(0)
     conversation = page.url
     deleting = page.request.get(conversation + "/delete")
     assert deleting.status == 403
