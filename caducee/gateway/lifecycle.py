@@ -25,6 +25,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from caducee.gateway.notify.setup import email_sender, sms_sender
+from caducee.mailboxes.access.caregivers import purge_lapsed
 from caducee.mailboxes.accounts.dormant import IdlePolicy, IdleReport, sweep_idle
 from caducee.mailboxes.accounts.lifecycle import (
     OPEN_SPACE_JOB,
@@ -404,6 +405,15 @@ def run_trace_purge(gateway: Gateway) -> tuple[TracesPurged, int]:
     return purged, audit_removed
 
 
+def run_invitation_purge(gateway: Gateway) -> int:
+    """Delete caregiver invitations that lapsed unanswered (F3): every rule already ignores
+    them, so keeping who invited whom any longer would only keep personal data."""
+    with gateway.database.transaction() as session:
+        removed = purge_lapsed(session)
+    log.info("lapsed caregiver invitations purged", extra={"invitations": removed})
+    return removed
+
+
 def ensure_sweep(gateway: Gateway) -> bool:
     """Queue the periodic ``lifecycle-sweep`` unless one is already waiting; True if queued."""
     with gateway.database.transaction() as session:
@@ -419,13 +429,15 @@ def ensure_sweep(gateway: Gateway) -> bool:
 
 
 def sweep_handler(gateway: Gateway) -> JobHandler:
-    """``lifecycle-sweep``: openings and deletions due (safety net), dormant mailboxes; then
-    the next sweep after ``[lifecycle] sweep_interval_hours``."""
+    """``lifecycle-sweep``: openings and deletions due (safety net), dormant mailboxes, old
+    traces, lapsed caregiver invitations; then the next sweep after ``[lifecycle]
+    sweep_interval_hours``."""
 
     def handle(job: ClaimedJob) -> None:
         run_due(gateway)
         run_idle_sweep(gateway)
         run_trace_purge(gateway)
+        run_invitation_purge(gateway)
         interval = timedelta(hours=gateway.settings.lifecycle.sweep_interval_hours)
         with gateway.database.transaction() as session:
             if gateway.queue.complete(job, session):
