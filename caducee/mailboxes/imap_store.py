@@ -605,13 +605,6 @@ class ImapStore:
                     )
                     names.add(level)
 
-    def subscribe(self, principal: Principal, name: str, subscribed: bool) -> None:
-        with self.database.transaction() as session:
-            folder = self._by_name(session, principal, name)
-            session.execute(
-                update(_FOLDERS).where(_FOLDERS.c.id == folder.id).values(subscribed=subscribed)
-            )
-
     # -- selected folder ---------------------------------------------------------------
 
     def changes(
