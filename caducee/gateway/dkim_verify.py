@@ -58,11 +58,30 @@ def _aligned(signing_domain: str, sender_domain: str) -> bool:
     return sender_domain == signing_domain or sender_domain.endswith("." + signing_domain)
 
 
+def _verifier(message: bytes) -> dkim.DKIM:
+    """dkimpy's verifier for ``message``, without splitting the whole message into lines
+    when that changes nothing.
+
+    dkimpy finds the header block by splitting the entire message on line ends and joins the
+    body's lines back with CRLF: for a 1 MiB report that is most of the verification's CPU
+    (about 10 of 11 ms here; issue 19). When the message has no bare LF (what SMTP
+    delivers), that join gives back the body byte for byte, so only the header block goes
+    through dkimpy's parser and the body is handed over as it is. Anything else (a bare LF
+    anywhere, no blank line) takes dkimpy's own path.
+    """
+    end = message.find(b"\r\n\r\n")
+    if end < 0 or message.count(b"\n") != message.count(b"\r\n"):
+        return dkim.DKIM(message, minkey=1024)
+    verifier = dkim.DKIM(message[: end + 4], minkey=1024)
+    verifier.body = message[end + 4 :]
+    return verifier
+
+
 def verify(message: bytes, sender_domain: str, key_table: Mapping[str, str]) -> DkimOutcome:
     """Verify the message's DKIM signatures against the sender's domain."""
     lookup = key_lookup(key_table)
     try:
-        verifier = dkim.DKIM(message, minkey=1024)
+        verifier = _verifier(message)
         count = sum(1 for name, _ in verifier.headers if name.lower() == b"dkim-signature")
     except dkim.DKIMException:
         return DkimOutcome("permerror")
