@@ -140,7 +140,8 @@ def test_f2_unknown_professional_and_emergency_access(world: World) -> None:
     enabled = world.client.put(
         "/api/patient/emergency-access", json={"enabled": True}, auth=world.patient
     )
-    assert enabled.status_code == 200 and enabled.json() == {"enabled": True}
+    assert enabled.status_code == 200
+    assert enabled.json() == {"enabled": True, "samu": True, "break_glass": True, "masked": False}
     ids = world.ids
     found = world.found(world.search(headers=reason))
     assert found == {ids["n1"], ids["invisible"], ids["pdf"]}  # hidden ones stay hidden
@@ -279,6 +280,54 @@ def test_f1_patient_api_lists_sets_and_refuses(world: World) -> None:
     assert pro.status_code == 403
     nobody = world.client.get("/api/patient/professionals")
     assert nobody.status_code == 401
+
+
+def test_f2_the_patient_api_sets_each_emergency_switch(world: World) -> None:
+    """The three switches of the "Accès en cas d'urgence" screen, one at a time."""
+    url, patient = "/api/patient/emergency-access", world.patient
+
+    def put(body: dict[str, Any]) -> dict[str, Any]:
+        response = world.client.put(url, json=body, auth=patient)
+        assert response.status_code == 200, response.text
+        answer: dict[str, Any] = response.json()
+        assert world.client.get(url, auth=patient).json() == answer
+        return answer
+
+    off = {"enabled": False, "samu": False, "break_glass": False, "masked": False}
+    assert world.client.get(url, auth=patient).json() == off
+    assert put({"masked": True}) == off, "masked documents open only to an emergency access"
+    assert put({"samu": True}) == {**off, "enabled": True, "samu": True}
+    assert put({"masked": True}) == {**off, "enabled": True, "samu": True, "masked": True}
+    assert put({"break_glass": True, "samu": False}) == {
+        **off,
+        "enabled": True,
+        "break_glass": True,
+        "masked": True,
+    }
+    assert put({"break_glass": False}) == off, "no emergency access left: masked closes too"
+    for bad in ({"enabled": True, "samu": True}, {"samu": "yes"}, {"other": True}, {}):
+        refused = world.client.put(url, json=bad, auth=patient)
+        assert refused.status_code == 400, bad
+        assert refused.headers["content-type"].startswith("application/problem+json")
+    assert world.client.put(url, json={"samu": True}, auth=world.labo).status_code == 403
+    with world.database.reading() as session:
+        changes = [
+            (row.action, row.object_id)
+            for row in session.execute(
+                select(AuditEvent.action, AuditEvent.object_id)
+                .where(AuditEvent.subject_account_id == world.record.account_id)
+                .where(AuditEvent.object_type == "emergency")
+                .order_by(AuditEvent.position)
+            )
+        ]
+    assert changes == [
+        ("emergency-access.enable", "samu"),
+        ("emergency-access.enable", "masked"),
+        ("emergency-access.disable", "samu"),
+        ("emergency-access.enable", "break-glass"),
+        ("emergency-access.disable", "break-glass"),
+        ("emergency-access.disable", "masked"),
+    ]
 
 
 def test_e5_patient_hides_a_document_from_professionals(world: World) -> None:

@@ -13,7 +13,8 @@ POST    ``/professionals/{id}/block``               block one (refused for the m
 POST    ``/professionals/{id}/authorise``           authorise one again
 PUT     ``/medecin-traitant``                       ``{"professional": id}``: name the médecin
                                                     traitant (replaces the previous one)
-GET/PUT ``/emergency-access``                       ``{"enabled": bool}``: break-glass on/off
+GET/PUT ``/emergency-access``                       ``samu``, ``break_glass``, ``masked`` (F2
+                                                    switches), ``enabled``: both accesses
 GET     ``/documents/offered``                      documents offered under the ``patient-choice``
                                                     policy, waiting to be added (E1)
 POST    ``/documents/{id}/add``                     add one to the record (E1 patient-choice)
@@ -63,10 +64,12 @@ from caducee.mailboxes.access.rights import (
     Actor,
     RightsError,
     emergency_access,
+    emergency_settings,
     known_professionals,
     representatives_of,
     represented_by,
     set_emergency_access,
+    set_emergency_switches,
     set_medecin_traitant,
     set_professional_status,
 )
@@ -77,7 +80,7 @@ from caducee.mailboxes.notifications.patients import (
     preferences,
     update_preferences,
 )
-from caducee.policies.access import ProfessionalStatus, is_minor
+from caducee.policies.access import EmergencySwitches, ProfessionalStatus, is_minor
 from caducee.records.filing import (
     add_offered_document,
     offered_documents,
@@ -113,6 +116,13 @@ def _problem(error: ApiError) -> JSONResponse:
     if error.retry_after is not None:
         headers["Retry-After"] = str(error.retry_after)
     return JSONResponse(body, status_code=error.status, media_type=PROBLEM_JSON, headers=headers)
+
+
+_SWITCHES = ("samu", "break_glass", "masked")
+
+
+def _switches_json(switches: EmergencySwitches) -> dict[str, bool]:
+    return {"enabled": switches.any, **{name: getattr(switches, name) for name in _SWITCHES}}
 
 
 def _json(body: Any, status: int = 200) -> JSONResponse:
@@ -294,24 +304,49 @@ class PatientApi:
     # -- emergency access (F2) ---------------------------------------------------------------------
 
     async def emergency(self, request: Request) -> Response:
+        """F2: the emergency access switches of the national app's "Accès en cas d'urgence"
+        screen: ``samu`` (ETREAT), ``break_glass`` (BTG), ``masked`` (masked documents in an
+        emergency read), and ``enabled``, true when SAMU or break-glass is on.
+
+        PUT takes either ``{"enabled": bool}`` (both emergency accesses at once, as before
+        the three switches) or any of the three switches (the others keep their value);
+        masked documents only ever open to an emergency access, so ``masked`` stays off
+        while SAMU and break-glass both are.
+        """
         principal = await self._patient(request)
         patient_id = principal.account_id
-        if request.method == "PUT":
-            body = await self._body(request)
-            enabled = body.get("enabled")
-            if not isinstance(enabled, bool):
-                raise ApiError(400, "Bad request", "'enabled' must be true or false")
-            actor = Actor.patient(patient_id)
+        if request.method != "PUT":
+            current = await self._in_thread(
+                lambda session: emergency_settings(session, patient_id, self.access)
+            )
+            return _json(_switches_json(current))
+        body = await self._body(request)
+        unknown = set(body) - {"enabled", *_SWITCHES}
+        given = {name: body[name] for name in _SWITCHES if name in body}
+        if (
+            unknown
+            or ("enabled" in body) == bool(given)
+            or not all(
+                isinstance(value, bool) for value in (*given.values(), body.get("enabled", True))
+            )
+        ):
+            raise ApiError(
+                400,
+                "Bad request",
+                "give 'enabled', or any of 'samu', 'break_glass', 'masked', as true or false",
+            )
+        actor = Actor.patient(patient_id)
 
-            def change(session: Session) -> bool:
-                set_emergency_access(session, patient_id, enabled, actor)
-                return emergency_access(session, patient_id, self.access)
+        def change(session: Session) -> EmergencySwitches:
+            if "enabled" in body:
+                set_emergency_access(session, patient_id, body["enabled"], actor)
+            else:
+                current = emergency_settings(session, patient_id, self.access)
+                wanted = {name: given.get(name, getattr(current, name)) for name in _SWITCHES}
+                set_emergency_switches(session, patient_id, actor, settings=self.access, **wanted)
+            return emergency_settings(session, patient_id, self.access)
 
-            return _json({"enabled": await self._in_thread(change)})
-        value = await self._in_thread(
-            lambda session: emergency_access(session, patient_id, self.access)
-        )
-        return _json({"enabled": value})
+        return _json(_switches_json(await self._in_thread(change)))
 
     # -- document visibility (E5) ------------------------------------------------------------------
 
