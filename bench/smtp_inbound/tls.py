@@ -36,6 +36,7 @@ import ssl
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -193,22 +194,30 @@ async def _reply(reader: asyncio.StreamReader, expected: int) -> None:
         raise Refused(line.decode(errors="replace").strip())
 
 
-async def _send_one(
-    port: int, tls: ssl.SSLContext, sender: str, recipient: str, data: bytes
-) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+@dataclass(frozen=True)
+class Target:
+    """Where and how the load goes: a server's port, the client's TLS, the envelope."""
+
+    port: int
+    tls: ssl.SSLContext
+    sender: str
+    recipient: str
+
+
+async def _send_one(target: Target, data: bytes) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
     try:
         await _reply(reader, 220)
         writer.write(b"EHLO mta.labo-demo.mssante.fr\r\n")
         await _reply(reader, 250)
         writer.write(b"STARTTLS\r\n")
         await _reply(reader, 220)
-        await writer.start_tls(tls, server_hostname="localhost")
+        await writer.start_tls(target.tls, server_hostname="localhost")
         writer.write(b"EHLO mta.labo-demo.mssante.fr\r\n")
         await _reply(reader, 250)
-        writer.write(f"MAIL FROM:<{sender}> SIZE={len(data)}\r\n".encode())
+        writer.write(f"MAIL FROM:<{target.sender}> SIZE={len(data)}\r\n".encode())
         await _reply(reader, 250)
-        writer.write(f"RCPT TO:<{recipient}>\r\n".encode())
+        writer.write(f"RCPT TO:<{target.recipient}>\r\n".encode())
         await _reply(reader, 250)
         writer.write(b"DATA\r\n")
         await _reply(reader, 354)
@@ -241,39 +250,29 @@ class Load:
         return self.messages / self.seconds if self.seconds else 0.0
 
 
-async def _drive(
-    port: int,
-    tls: ssl.SSLContext,
-    sender: str,
-    recipient: str,
-    messages: list[bytes],
-    sessions: int,
-) -> None:
+async def _drive(target: Target, messages: list[bytes], sessions: int) -> None:
     queue = iter(_dot_stuffed(m) for m in messages)
 
     async def worker() -> None:
         for data in queue:
-            await _send_one(port, tls, sender, recipient, data)
+            await _send_one(target, data)
 
     await asyncio.gather(*(worker() for _ in range(sessions)))
 
 
 def drive(
-    port: int,
-    tls: ssl.SSLContext,
-    sender: str,
-    recipient: str,
+    target: Target,
     messages: list[bytes],
     sessions: int,
-    done: object = None,
+    done: Callable[[], bool] | None = None,
     timeout: float = 600,
 ) -> Load:
     """Send every message over ``sessions`` parallel connections, one message each; the
     clock stops when all are answered and, with ``done``, when ``done()`` holds."""
     cpu = time.process_time()
     start = time.monotonic()
-    asyncio.run(asyncio.wait_for(_drive(port, tls, sender, recipient, messages, sessions), timeout))
-    if callable(done):
+    asyncio.run(asyncio.wait_for(_drive(target, messages, sessions), timeout))
+    if done is not None:
         while not done():
             if time.monotonic() - start > timeout:
                 raise BenchError(f"not delivered after {timeout:.0f} s")
@@ -379,43 +378,22 @@ def main(argv: list[str]) -> int:
             )
         try:
             postfix.start()
+            to_postfix = Target(postfix_port, tls, peer.sender, POSTFIX_RECIPIENT)
             for line, (for_postfix, _) in zip(lines, sets, strict=True):
-                drive(
-                    postfix_port,
-                    tls,
-                    peer.sender,
-                    POSTFIX_RECIPIENT,
-                    for_postfix[:1],
-                    1,
-                    postfix.holds(postfix.delivered() + 1),
-                    60,
-                )
-                base = postfix.delivered()
-                line.postfix = drive(
-                    postfix_port,
-                    tls,
-                    peer.sender,
-                    POSTFIX_RECIPIENT,
-                    for_postfix[1:],
-                    args.sessions,
-                    postfix.holds(base + line.messages),
-                )
+                probe = postfix.holds(postfix.delivered() + 1)
+                drive(to_postfix, for_postfix[:1], 1, probe, 60)  # proves the set-up, warms up
+                all_in = postfix.holds(postfix.delivered() + line.messages)
+                line.postfix = drive(to_postfix, for_postfix[1:], args.sessions, all_in)
                 log(f"Postfix {line.label}: {line.postfix.rate:.1f} msg/s delivered")
         finally:
             postfix.stop()
         try:
             caducee.start()
+            to_caducee = Target(ports["smtp"], tls, peer.sender, caducee.patient)
             for line, (_, for_caducee) in zip(lines, sets, strict=True):
-                drive(ports["smtp"], tls, peer.sender, caducee.patient, for_caducee[:1], 1)
+                drive(to_caducee, for_caducee[:1], 1)
                 cpu = caducee.cpu_seconds()
-                line.caducee = drive(
-                    ports["smtp"],
-                    tls,
-                    peer.sender,
-                    caducee.patient,
-                    for_caducee[1:],
-                    args.sessions,
-                )
+                line.caducee = drive(to_caducee, for_caducee[1:], args.sessions)
                 line.caducee_cpu_ms = (caducee.cpu_seconds() - cpu) * 1000 / line.messages
                 log(f"Caducée {line.label}: {line.caducee.rate:.1f} msg/s acknowledged")
             stored = caducee.stored()
