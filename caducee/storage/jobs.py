@@ -9,6 +9,9 @@ that implies it was committed. Workers claim jobs with a lease:
 * SQLite: the claiming UPDATE runs in a ``BEGIN IMMEDIATE`` transaction, which
   serialises writers, so the same guarantee holds.
 
+One claim may lease a batch of jobs (``limit``), which a worker then runs in one
+transaction (:mod:`caducee.storage.worker`): on SQLite every write transaction is an
+fsync and a turn of the single writer lock the SMTP committer needs too (issue 19).
 A worker that dies leaves its jobs ``running`` until the lease expires, then
 they are claimed again. Completing checks that the lease is still held, so a
 worker that lost its lease cannot mark another worker's claim done. Failures
@@ -35,7 +38,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Self
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text, and_, or_, select, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Index,
+    Integer,
+    Select,
+    String,
+    Text,
+    and_,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from caducee.storage.db import Base, Database, UtcDateTime, table_of, utcnow
@@ -317,22 +332,32 @@ class JobQueue:
         )
 
     def claim(
-        self, worker: str, *, limit: int = 1, kinds: Sequence[str] | None = None
+        self,
+        worker: str,
+        *,
+        limit: int = 1,
+        kinds: Sequence[str] | None = None,
+        one_of: Sequence[str] = (),
+        session: Session | None = None,
     ) -> list[ClaimedJob]:
-        """Lease up to ``limit`` due jobs to ``worker``; never the same job to two workers."""
+        """Lease up to ``limit`` due jobs to ``worker``; never the same job to two workers.
+
+        ``kinds`` restricts the batch (None or empty: every kind). ``one_of`` adds at most one
+        due job of those kinds to the same claim: a worker batches the jobs that run together
+        in one transaction, but takes slow ones (the network, a PDF) one at a time, so that
+        another worker or node can take the next instead of it waiting behind this batch.
+        ``session``: claim in the caller's transaction (a worker claims its next batch in the
+        commit of the current one); the lease then exists when that transaction commits.
+        """
         now = utcnow()
-        due = or_(
-            and_(JobRow.state == READY, JobRow.next_attempt_at <= now),
-            and_(JobRow.state == RUNNING, JobRow.locked_until < now),
-        )
-        candidates = select(JobRow.id).where(due).order_by(JobRow.next_attempt_at).limit(limit)
-        if kinds:
-            candidates = candidates.where(JobRow.kind.in_([str(kind) for kind in kinds]))
-        if self.database.dialect == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True)
+        picks = [self._due(now, kinds, limit)]
+        if one_of:
+            picks.append(self._due(now, one_of, 1))
+        if session is None and not self._any_due(picks):
+            return []
         statement = (
             update(JobRow)
-            .where(JobRow.id.in_(candidates.scalar_subquery()))
+            .where(or_(*(JobRow.id.in_(pick.scalar_subquery()) for pick in picks)))
             .values(
                 state=RUNNING,
                 locked_by=worker,
@@ -343,14 +368,46 @@ class JobQueue:
             .returning(JobRow.id, JobRow.kind, JobRow.payload, JobRow.attempts, JobRow.max_attempts)
             .execution_options(synchronize_session=False)
         )
-        with self.database.transaction() as session:
+        if session is not None:
             rows = session.execute(statement).all()
+        else:
+            with self.database.transaction() as own:
+                rows = own.execute(statement).all()
         return [
             ClaimedJob(
                 id=r[0], kind=r[1], payload=r[2], attempts=r[3], max_attempts=r[4], worker=worker
             )
             for r in sorted(rows, key=lambda r: r[0])
         ]
+
+    def _any_due(self, picks: Sequence[Select[Any]]) -> bool:
+        """Whether a claim may find a job, asked without the write lock.
+
+        Workers are woken at every commit of the SMTP committer, most of them to find nothing;
+        on SQLite an empty claim still takes the one writer lock from the committer. A job
+        that becomes due just after this look is found at the next wake or poll, as a job
+        committed just after a claim always was.
+        """
+        if self.database.dialect != "sqlite":
+            return True  # no single writer to spare; SKIP LOCKED claims are cheap
+        with self.database.reading() as session:
+            return any(
+                session.execute(pick.with_only_columns(JobRow.id).limit(1)).first() is not None
+                for pick in picks
+            )
+
+    def _due(self, now: datetime, kinds: Sequence[str] | None, limit: int) -> Select[Any]:
+        """The ids of up to ``limit`` claimable jobs of ``kinds``, the longest due first."""
+        due = or_(
+            and_(JobRow.state == READY, JobRow.next_attempt_at <= now),
+            and_(JobRow.state == RUNNING, JobRow.locked_until < now),
+        )
+        candidates = select(JobRow.id).where(due).order_by(JobRow.next_attempt_at).limit(limit)
+        if kinds:
+            candidates = candidates.where(JobRow.kind.in_([str(kind) for kind in kinds]))
+        if self.database.dialect == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        return candidates
 
     def _held(self, job: ClaimedJob) -> Any:
         return and_(JobRow.id == job.id, JobRow.state == RUNNING, JobRow.locked_by == job.worker)
@@ -360,6 +417,12 @@ class JobQueue:
 
         Pass ``session`` to complete in the same transaction as the job's own
         database effects, which makes those effects happen exactly once.
+
+        Without it, on SQLite, a read comes first: most handlers complete their job in their
+        own transaction, and the worker's completion after them then has nothing to do;
+        looking without the write lock spares the single writer (the SMTP group committer) an
+        empty write transaction per job. A job no longer held cannot become held by this
+        claim again, so the read cannot miss a completion that was due.
         """
         now = utcnow()
         statement = (
@@ -370,11 +433,26 @@ class JobQueue:
         )
         if session is not None:
             return session.execute(statement).rowcount == 1  # type: ignore[attr-defined,no-any-return]
+        if self.database.dialect == "sqlite":
+            with self.database.reading() as reader:
+                if reader.scalar(select(JobRow.id).where(self._held(job))) is None:
+                    return False
         with self.database.transaction() as own:
             return own.execute(statement).rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
-    def fail(self, job: ClaimedJob, error: str, *, permanent: bool = False) -> str:
-        """Record a failure: retry later with back-off, or dead-letter. Returns the new state."""
+    def fail(
+        self,
+        job: ClaimedJob,
+        error: str,
+        *,
+        permanent: bool = False,
+        session: Session | None = None,
+    ) -> str:
+        """Record a failure: retry later with back-off, or dead-letter. Returns the new state.
+
+        Pass ``session`` to record it in a transaction shared with other jobs (a worker's
+        batch, after this job's own effects were rolled back to their savepoint).
+        """
         now = utcnow()
         dead = permanent or job.attempts >= job.max_attempts
         values: dict[str, Any] = {
@@ -388,14 +466,49 @@ class JobQueue:
             values["finished_at"] = now
         else:
             values["next_attempt_at"] = now + self.retry.delay(job.attempts)
-        with self.database.transaction() as session:
-            session.execute(
-                update(JobRow)
-                .where(self._held(job))
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
+        statement = (
+            update(JobRow)
+            .where(self._held(job))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if session is not None:
+            session.execute(statement)
+        else:
+            with self.database.transaction() as own:
+                own.execute(statement)
         return str(values["state"])
+
+    def release(self, jobs: Sequence[ClaimedJob]) -> int:
+        """Give back claimed jobs that were never started; return how many were still held.
+
+        They are due again at once, for any worker, and the attempt their claim counted is
+        taken back: nothing was tried. A worker does this with the rest of a batch when it
+        stops, or when running the batch's first jobs used up half of the lease (the later
+        ones would otherwise risk running after their lease passed to another worker).
+        """
+        if not jobs:
+            return 0
+        now = utcnow()
+        worker = jobs[0].worker
+        statement = (
+            update(JobRow)
+            .where(
+                JobRow.id.in_([job.id for job in jobs]),
+                JobRow.state == RUNNING,
+                JobRow.locked_by == worker,
+            )
+            .values(
+                state=READY,
+                attempts=JobRow.attempts - 1,
+                locked_by=None,
+                locked_until=None,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        with self.database.transaction() as session:
+            return int(session.execute(statement).rowcount)  # type: ignore[attr-defined]
 
     def counts(self) -> dict[str, int]:
         """How many jobs are in each state."""

@@ -15,19 +15,22 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from caducee.gateway.notify.email import SmarthostSender
 from caducee.gateway.notify.sms import FileSmsSender
 from caducee.jobs.followup import after_filing
 from caducee.mailboxes.delivery import NOTIFY_PATIENT_JOB
+from caducee.mailboxes.notifications.centre import CentreNotification
 from caducee.mailboxes.notifications.patients import (
     BatchState,
     Counts,
+    Event,
     NotificationBatch,
     NotificationSettings,
     build_email,
     make_notify_handler,
+    queue_notification,
     sms_text,
     update_preferences,
 )
@@ -163,10 +166,11 @@ def set_contact(record: Record, settings: NotificationSettings, **changes: Any) 
 
 
 def run_jobs(queue: JobQueue, handler: Any) -> int:
+    """Run every due job, in the worker's batches; return how many jobs ran."""
     pool = WorkerPool(queue, {NOTIFY_PATIENT_JOB: handler}, workers=1, poll_interval=0.1)
     ran = 0
-    while pool.run_once("test-notifier"):
-        ran += 1
+    while batch := pool.run_once("test-notifier"):
+        ran += batch
     return ran
 
 
@@ -333,6 +337,52 @@ def test_g1_failures_are_retried_without_sending_twice(
         notify = select(JobRow).where(JobRow.kind == NOTIFY_PATIENT_JOB)
         states = {row.state for row in session.scalars(notify)}
     assert states == {DONE}
+
+
+def test_g1_a_workers_batch_of_events_is_collected_in_one_transaction(
+    record: Record, tmp_path: Path
+) -> None:
+    """Issue 19: a burst of events costs one claim and one commit; a bad one fails alone."""
+    settings = notification_settings(tmp_path, window=120)
+    set_contact(record, settings, phone=None)
+    handler = make_notify_handler(record.database, record.queue, settings, email=FakeEmail())
+    with record.database.transaction() as session:
+        for _ in range(5):
+            queue_notification(session, record.queue, record.account_id, Event.NEW_MESSAGE)
+        session.add(
+            JobRow(
+                kind=NOTIFY_PATIENT_JOB,
+                payload={
+                    "event": "new-document",
+                    "account_id": record.account_id,
+                    "documents": "x",
+                },
+                max_attempts=3,
+                next_attempt_at=utcnow(),
+            )
+        )
+        queue_notification(
+            session, record.queue, record.account_id, Event.NEW_DOCUMENT, documents=2
+        )
+    commits: list[int] = []
+    listen = event.listens_for(record.database.engine, "commit")(lambda _c: commits.append(1))
+    pool = WorkerPool(record.queue, {NOTIFY_PATIENT_JOB: handler}, workers=1, poll_interval=0.1)
+    try:
+        assert pool.run_once("test-notifier") == 7
+    finally:
+        event.remove(record.database.engine, "commit", listen)
+    assert len(commits) == 2  # the claim; every event, the bad one's dead letter, completions
+    with record.database.reading() as session:
+        [batch] = session.scalars(select(NotificationBatch))
+        assert (batch.state, batch.new_messages, batch.new_documents) == ("open", 5, 1)
+        rows = session.scalars(select(JobRow).where(JobRow.kind == NOTIFY_PATIENT_JOB)).all()
+        assert sorted(row.state for row in rows) == [DEAD] + [DONE] * 6 + ["ready"]
+        [dead] = [row for row in rows if row.state == DEAD]
+        assert "documents" in (dead.last_error or "")
+        [waiting] = [row for row in rows if row.state == "ready"]
+        assert waiting.payload == {"event": "send-batch", "batch_id": batch.id}
+        lines = session.scalars(select(CentreNotification.kind)).all()
+        assert sorted(lines) == ["new-document"] + ["new-message"] * 5
 
 
 def test_g1_malformed_jobs_are_dead_lettered(record: Record, tmp_path: Path) -> None:

@@ -540,7 +540,13 @@ def _account_open(session: Session, account_id: int) -> bool:
 
 
 class Notifier:
-    """Collects events into batches and sends each batch once its window is over."""
+    """Collects events into batches and sends each batch once its window is over.
+
+    A :class:`~caducee.storage.worker.BatchHandler`: the worker collects a burst of events
+    (one per inbound message) in one transaction, each in its savepoint, instead of one
+    transaction and fsync per event (issue 19); sending, which waits on the smarthost, always
+    runs alone.
+    """
 
     def __init__(
         self,
@@ -563,14 +569,34 @@ class Notifier:
         return by_email or by_sms
 
     def handle(self, job: ClaimedJob) -> None:
-        try:
-            event = Event(str(job.payload["event"]))
-        except (KeyError, ValueError):
-            raise PermanentJobError("notify-patient job with an unknown event") from None
+        """Run one job alone, in its own transaction(s)."""
+        event = _event(job)
         if event is Event.SEND_BATCH:
             self.send(job, _int(job.payload, "batch_id"))
         else:
             self.collect(job, event, _int(job.payload, "account_id"))
+
+    __call__ = handle
+
+    def batch_key(self, job: ClaimedJob) -> int | None:
+        """The patient's account for an event to collect (it may share a worker's batch).
+
+        Collecting is database work only and locks the patient's open batch, hence the key.
+        Sending a batch talks to the smarthost: it never holds a shared transaction open (None),
+        nor does a job whose payload will not parse (its own path reports it).
+        """
+        try:
+            event = _event(job)
+            return None if event is Event.SEND_BATCH else _int(job.payload, "account_id")
+        except PermanentJobError:
+            return None
+
+    def run_in(self, job: ClaimedJob, session: Session) -> None:
+        """Collect one event in ``session`` (a worker's batch); the worker completes the job."""
+        event = _event(job)
+        if event is Event.SEND_BATCH:
+            raise PermanentJobError("a send-batch job cannot share a transaction")
+        self._collect_in(session, job, event, _int(job.payload, "account_id"))
 
     def _complete(self, job: ClaimedJob, session: Session) -> None:
         if not self.queue.complete(job, session):
@@ -579,58 +605,59 @@ class Notifier:
     def collect(self, job: ClaimedJob, event: Event, account_id: int) -> None:
         """Add one event to the patient's open batch (opening it, and queueing its sending)."""
         with self.database.transaction() as session:
-            if not _account_open(session, account_id):
-                self._complete(job, session)
-                return
-            count = job.payload.get("documents", 1)
-            add_to_centre(session, account_id, event.value, count if isinstance(count, int) else 1)
-            if not self.settings.enabled:
-                self._complete(job, session)
-                return
-            prefs = preferences(session, account_id, self.settings)
-            if not prefs.wants(event) or not self._reachable(prefs):
-                self._complete(job, session)
-                log.debug("notification not wanted", extra={"account_id": account_id})
-                return
-            now = utcnow()
-            created = session.execute(
-                upsert_insert(session, _BATCHES)
-                .values(
-                    account_id=account_id,
-                    state=BatchState.OPEN.value,
-                    opened_at=now,
-                    due_at=now + self.settings.window,
-                    new_messages=0,
-                    new_documents=0,
-                    record_accesses=0,
-                )
-                .on_conflict_do_nothing(
-                    index_elements=["account_id"],
-                    index_where=_BATCHES.c.state == BatchState.OPEN.value,
-                )
-                .returning(_BATCHES.c.id)
-            ).first()
-            batch_id = session.scalar(
-                select(_BATCHES.c.id)
-                .where(
-                    _BATCHES.c.account_id == account_id,
-                    _BATCHES.c.state == BatchState.OPEN.value,
-                )
-                .with_for_update()
-            )
-            assert batch_id is not None
-            counter = _BATCHES.c[_COUNTERS[event]]
-            session.execute(
-                update(_BATCHES).where(_BATCHES.c.id == batch_id).values({counter: counter + 1})
-            )
-            if created is not None:
-                self.queue.enqueue(
-                    session,
-                    NOTIFY_PATIENT_JOB,
-                    {"event": Event.SEND_BATCH.value, "batch_id": int(batch_id)},
-                    delay=self.settings.window,
-                )
+            self._collect_in(session, job, event, account_id)
             self._complete(job, session)
+
+    def _collect_in(self, session: Session, job: ClaimedJob, event: Event, account_id: int) -> None:
+        """The effects of collecting one event, in the caller's transaction (no completion)."""
+        if not _account_open(session, account_id):
+            return
+        count = job.payload.get("documents", 1)
+        add_to_centre(session, account_id, event.value, count if isinstance(count, int) else 1)
+        if not self.settings.enabled:
+            return
+        prefs = preferences(session, account_id, self.settings)
+        if not prefs.wants(event) or not self._reachable(prefs):
+            log.debug("notification not wanted", extra={"account_id": account_id})
+            return
+        now = utcnow()
+        created = session.execute(
+            upsert_insert(session, _BATCHES)
+            .values(
+                account_id=account_id,
+                state=BatchState.OPEN.value,
+                opened_at=now,
+                due_at=now + self.settings.window,
+                new_messages=0,
+                new_documents=0,
+                record_accesses=0,
+            )
+            .on_conflict_do_nothing(
+                index_elements=["account_id"],
+                index_where=_BATCHES.c.state == BatchState.OPEN.value,
+            )
+            .returning(_BATCHES.c.id)
+        ).first()
+        batch_id = session.scalar(
+            select(_BATCHES.c.id)
+            .where(
+                _BATCHES.c.account_id == account_id,
+                _BATCHES.c.state == BatchState.OPEN.value,
+            )
+            .with_for_update()
+        )
+        assert batch_id is not None
+        counter = _BATCHES.c[_COUNTERS[event]]
+        session.execute(
+            update(_BATCHES).where(_BATCHES.c.id == batch_id).values({counter: counter + 1})
+        )
+        if created is not None:
+            self.queue.enqueue(
+                session,
+                NOTIFY_PATIENT_JOB,
+                {"event": Event.SEND_BATCH.value, "batch_id": int(batch_id)},
+                delay=self.settings.window,
+            )
         log.info(
             "notification event grouped",
             extra={"account_id": account_id, "event": event.value, "batch_id": int(batch_id)},
@@ -692,6 +719,13 @@ class Notifier:
             session.execute(update(_BATCHES).where(_BATCHES.c.id == batch_id).values(**values))
 
 
+def _event(job: ClaimedJob) -> Event:
+    try:
+        return Event(str(job.payload["event"]))
+    except (KeyError, ValueError):
+        raise PermanentJobError("notify-patient job with an unknown event") from None
+
+
 def _int(payload: Mapping[str, Any], name: str) -> int:
     try:
         return int(payload[name])
@@ -707,5 +741,9 @@ def make_notify_handler(
     email: EmailSender | None = None,
     sms: SmsSender | None = None,
 ) -> JobHandler:
-    """The handler of ``notify-patient`` jobs (register it under :data:`NOTIFY_PATIENT_JOB`)."""
-    return Notifier(database, queue, settings, email=email, sms=sms).handle
+    """The handler of ``notify-patient`` jobs (register it under :data:`NOTIFY_PATIENT_JOB`).
+
+    The :class:`Notifier` itself: a :class:`~caducee.storage.worker.BatchHandler`, so a worker
+    collects a batch of events in one transaction (issue 19).
+    """
+    return Notifier(database, queue, settings, email=email, sms=sms)
