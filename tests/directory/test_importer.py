@@ -537,3 +537,159 @@ def test_k3_sqlite_import_finds_duplicates_and_removals_without_the_write_lock(
     ]
     assert scans == []
     assert any(s.startswith("DELETE FROM directory_entries") for s in under_lock)
+
+
+def _snapshot(database: Database) -> list[tuple[Any, ...]]:
+    table = cast(Table, DirectoryEntry.__table__)
+    skipped = {"id", "created_at", "updated_at"}
+    columns = [column for column in table.columns if column.name not in skipped]
+    with database.transaction() as session:
+        return [tuple(row) for row in session.execute(select(*columns).order_by(table.c.address))]
+
+
+def test_k3_first_load_straight_to_the_table_keeps_duplicates_refusals_and_counts(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """K3 on PostgreSQL's first load (rows copied into a new table, swapped in): a repeated
+    address keeps the line with the smallest digest whatever the order, a refused line
+    claims its key without beating a valid one, a hand-made mailbox is carried over or
+    taken over by the file's line, and the result, counts and reports are those of the
+    staged path."""
+    if database.dialect != "postgresql":
+        pytest.skip("the direct first load is PostgreSQL's")
+    lines = mss_lines(80)
+    first = per_line("dup@medecin.mssante.fr", 90, "UN", "Premier", postal_code="01000")
+    second = per_line("dup@medecin.mssante.fr", 90, "UN", "Premier", postal_code="02000")
+    refused = per_line("doc3@medecin.mssante.fr", 3, "FAUX", "Refus", rpps_value=wrong_key(rpps(3)))
+    lines = [first, lines[0], *lines[1:40], refused, lines[0], *lines[40:], second, "x|y"]
+    path = write_mss(tmp_path / "a.txt", lines)
+    table = cast(Table, DirectoryEntry.__table__)
+    loads: list[int] = []
+    first_load = importer._first_load
+
+    def counted(*arguments: Any) -> None:
+        loads.append(1)
+        first_load(*arguments)
+
+    monkeypatch.setattr(importer, "_first_load", counted)
+    results = []
+    for direct in (True, False):
+        monkeypatch.setattr(importer, "DIRECT_MIN_BYTES", 0 if direct else 1 << 40)
+        with database.transaction() as session:
+            for number, address in ((1, "doc1@medecin.mssante.fr"), (500, "main@cab.fr")):
+                entry = NewEntry(
+                    address=address,
+                    bal_type="PER",
+                    national_id="8" + rpps(number),
+                    family_name="ANCIEN",
+                )
+                add_entry(session, entry)
+        summary = import_file(database, path)
+        results.append((summary, _snapshot(database)))
+        with database.transaction() as session:
+            session.execute(table.delete())
+    (direct_summary, direct_rows), (staged_summary, staged_rows) = results
+    assert loads == [1]  # the first run only
+    assert direct_rows == staged_rows and len(direct_rows) == 83
+    names = ("read", "added", "changed", "rejected", "duplicates", "rejections", "duplicate_lines")
+    for name in names:
+        assert getattr(direct_summary, name) == getattr(staged_summary, name), name
+    assert (direct_summary.added, direct_summary.changed, direct_summary.duplicates) == (81, 1, 2)
+    assert direct_summary.rejected == 2
+    # The swapped-in table has the names, indexes and id sequence of the migration.
+    monkeypatch.setattr(importer, "DIRECT_MIN_BYTES", 0)
+    import_file(database, path)
+    with database.transaction() as session:
+        inspector = inspect(session.connection())
+        present = {index["name"] for index in inspector.get_indexes(table.name)}
+        assert {str(index.name) for index in table.indexes} <= present
+        assert inspector.get_pk_constraint(table.name)["name"] == "pk_directory_entries"
+        add_entry(
+            session,
+            NewEntry(
+                address="new@medecin.mssante.fr",
+                bal_type="PER",
+                national_id="8" + rpps(500),
+                family_name="NOUVEAU",
+            ),
+        )
+    again = import_file(database, path)
+    assert (again.unchanged, again.added, again.removed) == (82, 0, 0)
+    assert count(database, DirectoryEntry) == 83 and loads == [1, 1]
+
+
+def test_k3_first_load_gives_up_on_a_busy_table_changing_nothing(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """K3: the first load's swap waits only briefly for the table's readers (mail keeps
+    flowing); if they hold it throughout, the import fails and the directory is unchanged,
+    search indexes included; once they are gone, the same import succeeds."""
+    if database.dialect != "postgresql":
+        pytest.skip("the direct first load is PostgreSQL's")
+    monkeypatch.setattr(importer, "DIRECT_MIN_BYTES", 0)
+    monkeypatch.setattr(importer, "SWAP_LOCK_ATTEMPTS", 2)
+    path = write_mss(tmp_path / "a.txt", mss_lines(80))
+    table = cast(Table, DirectoryEntry.__table__)
+    with database.engine.connect() as reader:
+        reader.execute(select(func.count()).select_from(table))  # holds its lock until rollback
+        with pytest.raises(DirectoryImportError, match="stayed busy"):
+            import_file(database, path)
+        reader.rollback()
+    assert count(database, DirectoryEntry) == 0
+    with database.transaction() as session:
+        present = {index["name"] for index in inspect(session.connection()).get_indexes(table.name)}
+    assert {str(index.name) for index in table.indexes} <= present
+    assert import_file(database, path).added == 81
+
+
+def test_k3_first_load_never_loses_a_mailbox_added_meanwhile(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """K3: a mailbox added by hand while a first load runs is not overwritten by the swap:
+    the load gives up (nothing imported, the new mailbox kept), and the next import runs."""
+    if database.dialect != "postgresql":
+        pytest.skip("the direct first load is PostgreSQL's")
+    monkeypatch.setattr(importer, "DIRECT_MIN_BYTES", 0)
+    index_stage = importer._index_stage
+
+    def meanwhile(*arguments: Any) -> None:
+        with database.transaction() as session:  # another connection, committed at once
+            entry = NewEntry(address="main@cab.fr", bal_type="PER", national_id="8" + rpps(500))
+            add_entry(session, entry)
+        index_stage(*arguments)
+
+    monkeypatch.setattr(importer, "_index_stage", meanwhile)
+    path = write_mss(tmp_path / "a.txt", mss_lines(80))
+    with pytest.raises(DirectoryImportError, match="changed during the first load"):
+        import_file(database, path)
+    with database.transaction() as session:
+        assert find_by_address(session, "main@cab.fr") is not None
+    assert count(database, DirectoryEntry) == 1
+    monkeypatch.setattr(importer, "_index_stage", index_stage)
+    assert import_file(database, path).added == 81
+    assert count(database, DirectoryEntry) == 82
+
+
+def test_k3_bulk_load_takes_over_hand_made_mailboxes(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """K3: a bulk first load into a directory holding a few hand-made mailboxes takes over
+    the one the file lists (its line wins, counted as changed) and keeps the other."""
+    monkeypatch.setattr(importer, "BULK_MIN_ROWS", 3)
+    with database.transaction() as session:
+        for number, address in ((1, "doc1@medecin.mssante.fr"), (500, "main@cab.fr")):
+            entry = NewEntry(
+                address=address, bal_type="PER", national_id="8" + rpps(number), family_name="X"
+            )
+            add_entry(session, entry)
+    summary = import_file(database, write_mss(tmp_path / "v1.txt", mss_lines(9)))
+    assert (summary.read, summary.added, summary.changed, summary.unchanged) == (10, 9, 1, 0)
+    with database.transaction() as session:
+        taken = find_by_address(session, "doc1@medecin.mssante.fr")
+        kept = find_by_address(session, "main@cab.fr")
+        assert taken is not None and (taken.source, taken.family_name) == (
+            "mss_extraction",
+            "FAMILLE1",
+        )
+        assert kept is not None and kept.source == "manual"
+    assert count(database, DirectoryEntry) == 11
