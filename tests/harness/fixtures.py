@@ -17,7 +17,7 @@ import pytest
 from caducee.records.readers.cda import decode_base64_lenient
 from caducee.storage.blobs import BlobStore
 from caducee.storage.db import Database
-from caducee.storage.jobs import JobQueue
+from caducee.storage.jobs import JobQueue, RetryPolicy
 from caducee.storage.keyring import Keyring
 from tests.harness.browser import browser_context, chromium  # noqa: F401 - fixtures
 from tests.harness.identities import add_patient
@@ -75,6 +75,17 @@ def n1_pdf(n1_cda: bytes) -> bytes:
     pdf = decode_base64_lenient(match.group(1))
     assert pdf is not None and pdf.startswith(b"%PDF-")
     return pdf
+
+
+@pytest.fixture
+def queue(database: Database) -> JobQueue:
+    """A job queue with a 60 s lease, 3 attempts and back-off without jitter (10 s, 20 s…)."""
+    return JobQueue(
+        database,
+        lease_seconds=60,
+        max_attempts=3,
+        retry=RetryPolicy(base_seconds=10, max_seconds=100, jitter=0),
+    )
 
 
 @pytest.fixture

@@ -28,22 +28,11 @@ from caducee.storage.jobs import (
     ClaimedJob,
     JobQueue,
     JobRow,
-    RetryPolicy,
 )
 from caducee.storage.worker import BatchHandler, PermanentJobError, WorkerPool
 from tests.harness.waiting import wait_until
 
 BATCH_WORKER = Path(__file__).with_name("batch_worker.py")
-
-
-@pytest.fixture
-def queue(database: Database) -> JobQueue:
-    return JobQueue(
-        database,
-        lease_seconds=60,
-        max_attempts=3,
-        retry=RetryPolicy(base_seconds=10, max_seconds=100, jitter=0),
-    )
 
 
 class Effects:

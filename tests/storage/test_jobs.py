@@ -18,16 +18,6 @@ from caducee.storage.worker import PermanentJobError, WorkerPool
 DRAIN_WORKER = Path(__file__).with_name("drain_worker.py")
 
 
-@pytest.fixture
-def queue(database: Database) -> JobQueue:
-    return JobQueue(
-        database,
-        lease_seconds=60,
-        max_attempts=3,
-        retry=RetryPolicy(base_seconds=10, max_seconds=100, jitter=0),
-    )
-
-
 def test_b5_job_exists_only_if_its_transaction_commits(queue: JobQueue, database: Database) -> None:
     with pytest.raises(RuntimeError), database.transaction() as session:
         queue.enqueue(session, "k", {"message": 1})
