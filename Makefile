@@ -1,10 +1,10 @@
 # Caducée — the two commands: `make run` and `make test`.
 #
-#   make run    create .venv, install from requirements.txt, make a demo home in .caducee
+#   make run    create .venv, install from pylock.toml, make a demo home in .caducee
 #               (first time), serve it
 #   make test   install what the tests need, lint, type-check, run the suite on SQLite,
 #               then again on PostgreSQL when CADUCEE_TEST_DATABASE_URL is set
-#   make lock   refresh requirements.txt from the ranges in pyproject.toml (see README)
+#   make lock   refresh pylock.toml from the ranges in pyproject.toml (see README)
 #
 # PYTEST_ARGS passes options to both passes, e.g. PYTEST_ARGS="-m 'not slow'" locally.
 # PYTEST_WORKERS sets how many pytest-xdist workers run each pass (one per core by default;
@@ -24,11 +24,12 @@ LOCK_VENV := .venv-lock
 
 .PHONY: run test install lock lint typecheck pytest-sqlite pytest-postgresql system-packages clean
 
-$(INSTALLED): pyproject.toml requirements.txt
-	@echo "==> [1/3] Python environment in $(VENV)"
+$(INSTALLED): pyproject.toml pylock.toml scripts/pip-bootstrap.txt
+	@echo "==> [1/3] Python environment in $(VENV), with the pip that reads pylock.toml"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "==> [2/3] Locked dependencies from requirements.txt (a first install takes a minute or two)"
-	$(PIP) install --require-hashes --progress-bar on -r requirements.txt
+	$(PIP) install --quiet --require-hashes -r scripts/pip-bootstrap.txt
+	@echo "==> [2/3] Locked dependencies from pylock.toml (a first install takes a minute or two)"
+	$(PIP) install --progress-bar on -r pylock.toml
 	@echo "==> [3/3] Caducée itself (editable)"
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
@@ -43,13 +44,14 @@ run: install
 	@echo "==> Starting the gateway (Ctrl+C stops it)"
 	exec $(BIN)/caducee serve --home $(HOME_DIR)
 
+# --isolated and PyPI's index: the lock names PyPI's files, not a local mirror's.
 lock:
-	@test -x $(LOCK_VENV)/bin/pip-compile || { \
-		$(PYTHON) -m venv $(LOCK_VENV) && \
-		$(LOCK_VENV)/bin/pip install --quiet --disable-pip-version-check 'pip-tools>=7.4,<8'; }
-	$(LOCK_VENV)/bin/pip-compile --upgrade --extra=test --all-build-deps --allow-unsafe \
-		--generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
-		--output-file=requirements.txt pyproject.toml
+	@test -x $(LOCK_VENV)/bin/python || $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		--require-hashes -r scripts/pip-bootstrap.txt
+	$(LOCK_VENV)/bin/python scripts/direct-requirements.py > $(LOCK_VENV)/direct-requirements.txt
+	$(LOCK_VENV)/bin/python -m pip lock --isolated --index-url https://pypi.org/simple \
+		-r $(LOCK_VENV)/direct-requirements.txt -o pylock.toml
 
 system-packages:
 	@echo "==> Debian packages the tests drive (tests/debian-packages.txt)"
