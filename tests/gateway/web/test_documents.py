@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -119,6 +120,21 @@ def _upload(page: Any, title: str, name: str, data: bytes, mime: str) -> None:
     page.get_by_role("button", name="Ajouter à mes documents").click()
 
 
+def _wait_for_preview(page: Any) -> None:
+    """Wait until Chromium's PDF viewer has loaded in the preview: the state in which a page
+    that put buttons under the preview lost their clicks (checked against that page).
+
+    Polled with Playwright's own wait: the synchronous API learns of new frames only while
+    one of its calls runs, so a plain sleep between checks would never see the frame.
+    """
+    deadline = time.monotonic() + 20
+    while not (viewer := [f for f in page.frames if f.url.startswith("chrome-extension://")]):
+        assert time.monotonic() < deadline, "the PDF preview never showed"
+        page.wait_for_timeout(100)
+    viewer[0].wait_for_load_state("load")
+    viewer[0].wait_for_load_state("networkidle")
+
+
 def _patient_page(served: ServedGateway, browser_context: Any) -> tuple[Any, WebPatient]:
     patient = activated_patient(served)
     page = browser_context.new_page()
@@ -184,9 +200,10 @@ def test_e5_h4a_add_mask_and_the_professionals_fhir_search_follows(
 
     rows.filter(has_text="Ordonnance de mars").get_by_role("link").click()
     expect(page.get_by_text("Ce document est visible par les professionnels")).to_be_visible()
-    # With the keyboard: once Chromium's PDF viewer has loaded in the preview frame, a mouse
-    # click on the page's own buttons is lost (headless Chromium 156; the keys are not).
-    page.get_by_role("button", name="Le masquer aux professionnels de santé").press("Enter")
+    # Chromium's PDF viewer loaded first: a button placed under its frame lost its clicks
+    # once the page scrolled, so the preview comes last on the page (checked with the mouse).
+    _wait_for_preview(page)
+    page.get_by_role("button", name="Le masquer aux professionnels de santé").click()
     expect(page.get_by_role("status")).to_have_text("Modification prise en compte")
     expect(page.get_by_text("Ce document est masqué aux professionnels de santé.")).to_be_visible()
     found = _professional_search(served, ins)
@@ -198,7 +215,8 @@ def test_e5_h4a_add_mask_and_the_professionals_fhir_search_follows(
     )
 
     page.locator(".document", has_text="Ordonnance de mars").get_by_role("link").click()
-    page.get_by_role("button", name="Le rendre visible aux professionnels de santé").press("Enter")
+    _wait_for_preview(page)
+    page.get_by_role("button", name="Le rendre visible aux professionnels de santé").click()
     expect(page.get_by_role("status")).to_have_text("Modification prise en compte")
     assert public_id in _professional_search(served, ins)
 

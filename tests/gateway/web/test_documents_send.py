@@ -102,9 +102,7 @@ def test_h2_a_masked_record_document_is_sent_to_a_professional_who_reads_it_over
     page, patient = _written_to(served, browser_context)
     public_id = _own_document(served, patient.address, "Compte rendu", REPORT, masked=True)
     page.goto(base_url(served) + f"/webmail/documents/{public_id}")
-    # With the keyboard: a mouse click on the page is lost once the PDF preview has loaded
-    # (headless Chromium, see test_documents.py).
-    page.get_by_role("link", name="Envoyer à un professionnel de santé").press("Enter")
+    page.get_by_role("link", name="Envoyer à un professionnel de santé").click()
     expect(page.get_by_role("heading", name="Nouveau message", level=1)).to_be_visible()
     subject = page.get_by_label("Objet")
     expect(subject).to_have_value(re.compile(r"^Document de "))
