@@ -152,16 +152,24 @@ def _author_condition(alternatives: Sequence[str]) -> ColumnElement[bool]:
     return RecordDocument.author_national_id.in_(sorted(ids))
 
 
+def query_conditions(query: DocumentQuery) -> list[ColumnElement[bool]]:
+    """What ``query`` asks of a document (status, type, date, author), whoever searches.
+
+    Who may see which documents is the caller's part: the patient's view (:func:`visible`)
+    or a professional's access verdict; both searches add these same conditions to it.
+    """
+    conditions: list[ColumnElement[bool]] = [RecordDocument.status.in_(query.statuses)]
+    conditions += [_type_condition(alternatives) for alternatives in query.types]
+    conditions += [_date_condition(wanted) for wanted in query.dates]
+    conditions += [_author_condition(alternatives) for alternatives in query.authors]
+    return conditions
+
+
 def search_documents(
     session: Session, account_id: int, query: DocumentQuery, viewer: Viewer = Viewer.PATIENT
 ) -> SearchPage:
     """The page of ``query`` over the record of ``account_id``, newest first."""
-    conditions: list[ColumnElement[bool]] = [visible(account_id, viewer)]
-    conditions.append(RecordDocument.status.in_(query.statuses))
-    conditions += [_type_condition(alternatives) for alternatives in query.types]
-    conditions += [_date_condition(wanted) for wanted in query.dates]
-    conditions += [_author_condition(alternatives) for alternatives in query.authors]
-    where = and_(*conditions)
+    where = and_(visible(account_id, viewer), *query_conditions(query))
     total = int(session.scalar(select(func.count()).select_from(RecordDocument).where(where)) or 0)
     documents = tuple(
         session.scalars(

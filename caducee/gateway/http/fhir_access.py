@@ -62,9 +62,7 @@ from caducee.records.service import (
     FLAG_COLUMNS,
     MAX_PAGE,
     DocumentQuery,
-    _author_condition,
-    _date_condition,
-    _type_condition,
+    query_conditions,
     read_content,
     replaced_versions,
 )
@@ -411,14 +409,10 @@ class RecordReader:
             outcome.verdict = verdict
             if not verdict.allowed or verdict.basis is None:
                 return outcome
-            conditions: list[ColumnElement[bool]] = [
+            where = and_(
                 visible_documents(record_id, verdict.basis, caller.author_ids),
-                RecordDocument.status.in_(query.statuses),
-            ]
-            conditions += [_type_condition(alternatives) for alternatives in query.types]
-            conditions += [_date_condition(wanted) for wanted in query.dates]
-            conditions += [_author_condition(alternatives) for alternatives in query.authors]
-            where = and_(*conditions)
+                *query_conditions(query),
+            )
             outcome.total = int(
                 session.scalar(select(func.count()).select_from(RecordDocument).where(where)) or 0
             )
