@@ -25,14 +25,19 @@ whole columns and release the GIL:
   which both give the same row, and a test compares them line by line.
 - **Name folding** (:func:`caducee.directory.normalise.fold`) runs once per
   distinct value (dictionary encoding), not once per line: a million lines
-  hold far fewer distinct names, departments or routing lines.
+  hold far fewer distinct names, departments or routing lines. ASCII names and
+  names accented with Latin-1 letters (most French names) are folded by
+  kernels (lower case, NFKD, marks dropped); ``fold`` itself only folds the
+  rest, and a test compares both on every Latin letter.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from typing import IO, Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
@@ -76,7 +81,11 @@ class Block:
     one binary column per field of the layout, on demand, so that the lines of
     a re-import seen before are never split. ``odd`` lists the other lines as
     (number, bytes), bytes None for a line longer than the limit: the
-    row-by-row path reads them.
+    row-by-row path reads them. ``py_lines`` are the same lines as ``lines``,
+    as Python bytes (the digests are computed on them: converting once here
+    instead of again there). ``wide_spaces`` is False when no line of the block
+    holds a non-ASCII whitespace character, so that stripping the fields needs
+    no more than the ASCII kernel (:func:`strip_column`).
     """
 
     numbers: pa.Array
@@ -84,6 +93,8 @@ class Block:
     odd: list[tuple[int, bytes | None]]
     width: int = 0
     clean: pa.Array | None = None
+    py_lines: list[bytes] = dataclasses.field(default_factory=list)
+    wide_spaces: bool = True
 
     def fields(self, mask: pa.Array | None = None) -> pa.RecordBatch:
         """The fields of the lines where ``mask`` is true (all lines without a mask)."""
@@ -157,8 +168,16 @@ def read_blocks(
 
     ``first_line`` is the number of the first line read. Lines of a file that
     is not UTF-8 (an old Windows code page) all go to the row-by-row path.
+
+    The checks of a line's shape cost more than its split into fields did when
+    they ran as kernels over every line (counting separators, looking for a
+    lone ``\\r`` or a NUL: 1.6 s of CPU per million lines): a ``\\r`` or a NUL
+    is first looked for in the whole block (one ``memchr``), and separators are
+    counted by ``bytes.count`` over the lines as Python bytes, which the digests
+    need anyway.
     """
     number = first_line
+    expected = layout.width - 1
     for data, count in _chunks(stream, max_line):
         if data is None:
             no_lines = pa.array([], pa.binary())
@@ -170,21 +189,22 @@ def read_blocks(
         lines = pc.split_pattern(pa.array([data], pa.binary()), b"\n").flatten()
         numbers = pa.array(range(number, number + count), pa.int64())
         number += count
-        lines = pc.if_else(pc.ends_with(lines, "\r"), pc.binary_slice(lines, 0, -1), lines)
-        separators = pc.count_substring(lines, "|")
-        trailing = pc.and_(pc.equal(separators, layout.width), pc.ends_with(lines, "|"))
-        good = pc.and_(
-            pc.or_(pc.equal(separators, layout.width - 1), trailing),
-            pc.less_equal(pc.binary_length(lines), max_line),
-        )
-        # A lone "\r" would end a line for the CSV reader; a NUL is refused.
-        good = pc.and_(good, pc.invert(pc.match_substring(lines, "\r")))
-        good = pc.and_(good, pc.invert(pc.match_substring(lines, "\x00")))
-        # Lines of a file in a Windows code page all take the row-by-row path.
-        good = pc.and_(good, _utf8_valid(lines)) if utf8 else pa.array([False] * len(lines))
-        odd_rows = pc.indices_nonzero(pc.invert(good))
+        carriage = b"\r" in data
+        if carriage:
+            lines = pc.if_else(pc.ends_with(lines, "\r"), pc.binary_slice(lines, 0, -1), lines)
+        py_lines: list[bytes] = lines.to_pylist()
+        separators = list(map(bytes.count, py_lines, repeat(b"|")))
+        good: pa.Array | None = None
+        trailing: pa.Array | None = None
+        if separators.count(expected) != len(separators):
+            counted = pa.array(separators, pa.int32())
+            trailing = pc.and_(pc.equal(counted, layout.width), pc.ends_with(lines, "|"))
+            good = pc.or_(pc.equal(counted, expected), trailing)
+        for check in _shape_checks(lines, data, max_line, carriage=carriage, utf8=utf8):
+            good = check if good is None else pc.and_(good, check)
         odd: list[tuple[int, bytes | None]] = []
-        if len(odd_rows):
+        if good is not None and not pc.all(good).as_py():
+            odd_rows = pc.indices_nonzero(pc.invert(good))
             odd = [
                 (line_number, raw if len(raw) <= max_line else None)
                 for line_number, raw in zip(
@@ -193,13 +213,42 @@ def read_blocks(
                     strict=True,
                 )
             ]
-            lines, numbers, trailing = (
-                pc.filter(lines, good),
-                pc.filter(numbers, good),
-                pc.filter(trailing, good),
-            )
-        clean = pc.if_else(trailing, pc.binary_slice(lines, 0, -1), lines)
-        yield Block(numbers, lines, odd, layout.width, clean)
+            lines, numbers = pc.filter(lines, good), pc.filter(numbers, good)
+            py_lines = [raw for raw, kept in zip(py_lines, good.to_pylist(), strict=True) if kept]
+            if trailing is not None:
+                trailing = pc.filter(trailing, good)
+        clean = lines
+        if trailing is not None and pc.any(trailing).as_py():
+            clean = pc.if_else(trailing, pc.binary_slice(lines, 0, -1), lines)
+        wide = any(lead in data for lead in _WIDE_SPACE_LEADS)
+        yield Block(numbers, lines, odd, layout.width, clean, py_lines, wide)
+
+
+# The lead bytes of the UTF-8 encodings of the non-ASCII characters that Python's
+# str.isspace() accepts (U+0085, U+00A0, U+1680, U+2000–U+200A, U+2028, U+2029,
+# U+202F, U+205F, U+3000): a block holding none of them has no value that
+# str.strip() would strip beyond ASCII. (One byte each: a search for one byte
+# is a memchr, for a longer needle it cost 4 ms per block.)
+_WIDE_SPACE_LEADS = b"\xc2\xe1\xe2\xe3"
+
+
+def _shape_checks(
+    lines: pa.Array, data: bytes, max_line: int, *, carriage: bool, utf8: bool
+) -> Iterator[pa.Array]:
+    """Masks of the lines that pass each check a plainly well-formed line must pass.
+
+    Only the checks the block needs: none for a ``\\r`` or a NUL the block
+    does not hold at all.
+    """
+    if len(data) > max_line:
+        yield pc.less_equal(pc.binary_length(lines), max_line)
+    # A lone "\r" would end a line for the CSV reader; a NUL is refused.
+    if carriage and data.count(b"\r") != data.count(b"\r\n"):
+        yield pc.invert(pc.match_substring(lines, "\r"))
+    if b"\x00" in data:
+        yield pc.invert(pc.match_substring(lines, "\x00"))
+    # Lines of a file in a Windows code page all take the row-by-row path.
+    yield _utf8_valid(lines) if utf8 else pa.array([False] * len(lines))
 
 
 def _utf8_valid(lines: pa.Array) -> pa.Array:
@@ -249,24 +298,42 @@ def _patch(
 _UNICODE_SPACE_AT_ENDS = r"^[\p{Z}\x{85}]|[\p{Z}\x{85}]$"
 
 
-def strip_column(column: pa.Array) -> pa.Array:
-    """``value.strip() or None`` of every value (a binary column of valid UTF-8)."""
-    return _strip_text(pc.cast(column, pa.string()))
+def strip_column(column: pa.Array, *, wide_spaces: bool = True) -> pa.Array:
+    """``value.strip() or None`` of every value (a binary column of valid UTF-8).
+
+    The column is taken as text as it is (a view, not a cast that would check
+    the UTF-8 again: the lines were checked whole). ``wide_spaces=False`` says
+    that no value holds a non-ASCII whitespace character (see :class:`Block`).
+    """
+    return _strip_text(column.view(pa.string()), wide_spaces=wide_spaces)
 
 
-def _strip_text(text: pa.Array) -> pa.Array:
+def _strip_text(text: pa.Array, *, wide_spaces: bool = True) -> pa.Array:
     """``value.strip() or None``: the kernel trims Python's ASCII whitespace, and the rare
     value that still starts or ends with Unicode whitespace is stripped by Python itself."""
     stripped = pc.ascii_trim(text, STR_SPACES)
-    wide = pc.invert(pc.fill_null(pc.string_is_ascii(stripped), True))
-    if pc.any(wide).as_py():
-        ends = pc.match_substring_regex(pc.filter(stripped, wide), _UNICODE_SPACE_AT_ENDS)
-        stripped = _patch(
-            stripped,
-            pc.replace_with_mask(wide, wide, ends),
-            lambda value: value.strip(),
-        )
-    return pc.if_else(pc.equal(pc.binary_length(stripped), 0), None, stripped)
+    if wide_spaces:
+        wide = pc.invert(pc.fill_null(pc.string_is_ascii(stripped), True))
+        if pc.any(wide).as_py():
+            ends = pc.match_substring_regex(pc.filter(stripped, wide), _UNICODE_SPACE_AT_ENDS)
+            stripped = _patch(
+                stripped,
+                pc.replace_with_mask(wide, wide, ends),
+                lambda value: value.strip(),
+            )
+    return _empty_to_null(stripped)
+
+
+def _empty_to_null(text: pa.Array) -> pa.Array:
+    """The empty values as None: the same offsets and data with a new validity bitmap.
+
+    (``if_else`` would copy every value of every field of every line.)
+    """
+    kept = pc.fill_null(pc.not_equal(pc.binary_length(text), 0), False)
+    buffers = text.buffers()
+    if text.offset or kept.offset or len(buffers) != 3:  # not a plain array: the kernel
+        return pc.if_else(kept, text, None)
+    return pa.Array.from_buffers(text.type, len(text), [kept.buffers()[1], buffers[1], buffers[2]])
 
 
 def _on_distinct(values: pa.Array, kernel: Callable[[pa.Array], pa.Array]) -> pa.Array:
@@ -280,16 +347,42 @@ def _fold(column: pa.Array) -> pa.Array:
     return _on_distinct(column, _fold_values)
 
 
+# Values of these characters only (ASCII and the Latin-1 letters that decompose
+# into an ASCII letter and combining marks) fold with kernels: lower case, NFKD,
+# marks dropped, then as ASCII. Others (œ, ß, æ, ø, ð, þ, other scripts) go
+# through fold() itself.
+_LATIN_DECOMPOSABLE = (
+    "^[\\x{00}-\\x{7F}\\x{C0}-\\x{C5}\\x{C7}-\\x{CF}\\x{D1}-\\x{D6}\\x{D9}-\\x{DD}"
+    "\\x{E0}-\\x{E5}\\x{E7}-\\x{EF}\\x{F1}-\\x{F6}\\x{F9}-\\x{FD}\\x{FF}]*$"
+)
+_COMBINING_MARKS = "[\\x{300}-\\x{36F}]+"
+
+
 def _fold_values(column: pa.Array) -> pa.Array:
-    """:func:`fold` of every value: a kernel for ASCII, Python for the rest.
+    """:func:`fold` of every value: kernels for ASCII and accented Latin letters, Python else.
 
     For ASCII, ``fold`` lower-cases and turns every run of non-alphanumerics
-    into one space, trimmed: the same three kernels here.
+    into one space, trimmed: the same three kernels here. An accented French
+    name (é, è, ç, ï...) first loses its accents by kernels too (NFKD, marks
+    dropped), as ``fold`` does; folding them in Python was 1.4 s of CPU per
+    million lines.
     """
     text = pc.fill_null(column, "")
+    ascii_ = pc.string_is_ascii(text)
+    latin = pc.and_(pc.invert(ascii_), pc.match_substring_regex(text, _LATIN_DECOMPOSABLE))
+    if pc.any(latin).as_py():
+        bare = pc.replace_substring_regex(
+            pc.utf8_normalize(pc.utf8_lower(pc.filter(text, latin)), "NFKD"), _COMBINING_MARKS, ""
+        )
+        text = pc.replace_with_mask(text, latin, bare)
+        ascii_ = pc.or_(ascii_, latin)
     folded = pc.ascii_lower(text)
-    folded = pc.ascii_trim(pc.replace_substring_regex(folded, "[^a-z0-9]+", " "), " ")
-    return _patch(folded, pc.invert(pc.string_is_ascii(text)), fold, text)
+    # A value of one word (letters and digits only) is folded once lower-cased.
+    worded = pc.invert(pc.fill_null(pc.ascii_is_alnum(folded), False))
+    if pc.any(worded).as_py():
+        spaced = pc.replace_substring_regex(pc.filter(folded, worded), "[^a-z0-9]+", " ")
+        folded = pc.replace_with_mask(folded, worded, pc.ascii_trim(spaced, " "))
+    return _patch(folded, pc.invert(ascii_), fold, text)
 
 
 def _join(separator: str, *parts: pa.Array) -> pa.Array:
@@ -312,13 +405,20 @@ def _join_words(*parts: pa.Array) -> pa.Array:
 
 
 def _luhn(ids: pa.Array, length: int) -> pa.Array:
-    """Luhn validity of ``ids``, which are all ``length`` decimal digits."""
+    """Luhn validity of ``ids``, which are all ``length`` decimal digits.
+
+    On the number as an integer (digits by division), not on ``length``
+    slices of the text: a third of the cost.
+    """
+    number = pc.cast(ids, pa.int64())
     total: pa.Array | None = None
-    for index in range(length):
-        digit = pc.cast(pc.utf8_slice_codeunits(ids, index, index + 1), pa.int16())
-        if (length - 1 - index) % 2:  # doubled: 2d, minus 9 when over 9
+    for position in range(length):  # from the right: the key, then every other digit doubled
+        quotient = pc.divide(number, 10)
+        digit = pc.subtract(number, pc.multiply(quotient, 10))
+        number = quotient
+        if position % 2:  # doubled: 2d, minus 9 when over 9
             digit = pc.subtract(
-                pc.multiply(digit, 2), pc.multiply(pc.cast(pc.greater(digit, 4), pa.int16()), 9)
+                pc.multiply(digit, 2), pc.multiply(pc.cast(pc.greater(digit, 4), pa.int64()), 9)
             )
         total = digit if total is None else pc.add(total, digit)
     assert total is not None

@@ -15,11 +15,13 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy import inspect, select, text
 
-from caducee.directory import importer
+from caducee.directory import columnar, importer
 from caducee.directory.columnar import map_mss_block, read_blocks, strip_column
 from caducee.directory.formats import MSS_HEADER, RowError, map_mss_row, read_header, split_row
+from caducee.directory.identifiers import luhn_valid
 from caducee.directory.importer import import_file
 from caducee.directory.models import DirectoryEntry
+from caducee.directory.normalise import fold
 from caducee.storage.db import Database
 
 from .samples import adeli, mss_line, org_line, per_line, rpps, with_key, write_mss, wrong_key
@@ -258,3 +260,70 @@ def test_k3_a_search_index_left_dropped_is_built_again(database: Database, tmp_p
             for index in inspect(session.connection()).get_indexes("directory_entries")
         }
     assert "ix_directory_entries_name_key" in present
+
+
+def test_k3_columnar_folding_agrees_with_fold_on_every_latin_letter() -> None:
+    """A3 search keys: the kernels that fold ASCII and accented Latin names give exactly
+    :func:`fold`'s key, and the values they cannot fold (œ, ß, ø, other scripts, Unicode
+    spaces) are folded by :func:`fold` itself."""
+    singles = [chr(code) for code in range(1, 0x250)]
+    names = [
+        "LEFÈVRE",
+        "Éloïse-Marie",
+        "D'ARC  Jeanne",
+        "ŒUVRE",
+        "straße",
+        "Ørsted",
+        "Þór Ðóra",
+        "ÀÉÎÕÜ àéîõü ÿ",
+        "Ñúñez\u00a0Ç",
+        "e\u0301cole",
+        "Ελένη",
+        "ﬁlle",
+        "  ",
+        "",
+    ]
+    mixed = [f"{names[index % len(names)]}{char}x {char}" for index, char in enumerate(singles)]
+    values = [*singles, *names, *mixed]
+    folded = columnar._fold_values(pa.array([*values, None], pa.string())).to_pylist()
+    assert folded == [fold(value) for value in values] + [""]
+
+
+def test_k3_columnar_luhn_agrees_with_the_reference() -> None:
+    """A3 RPPS and ADELI keys: the integer Luhn kernel accepts exactly what
+    :func:`luhn_valid` accepts."""
+    numbers = [f"{value:011d}" for value in range(10**10, 10**10 + 3000, 7)]
+    numbers += [rpps(index) for index in range(200)] + [
+        wrong_key(rpps(index)) for index in range(50)
+    ]
+    shorter = [f"{value:09d}" for value in range(0, 3000, 3)] + [
+        adeli(index) for index in range(50)
+    ]
+    for ids, length in ((numbers, 11), (shorter, 9)):
+        flags = columnar._luhn(pa.array(ids, pa.string()), length).to_pylist()
+        assert flags == [luhn_valid(value) for value in ids]
+        assert any(flags) and not all(flags)
+
+
+def test_k3_blocks_check_lone_carriage_returns_nuls_and_wide_spaces() -> None:
+    """K3 rejection report: in a file with CRLF line ends, a lone "\\r" inside a line still
+    sends it to the row-by-row path (as a NUL does); a block with a non-ASCII space is
+    marked so, and its fields are stripped of it as str.strip() would."""
+    good = per_line("doc1@x.fr", 1, "UN", "Premier")
+    spaced = per_line("doc2@x.fr", 2, "\u00a0DEUX\u2003", "Second")
+    lines = [good, good.replace("UN", "U\rN"), spaced, good.replace("UN", "U\x00N"), good]
+    data = ("\r\n".join(lines) + "\r\n").encode()
+    [block] = list(read_blocks(io.BytesIO(data), LAYOUT, 2, 65536, utf8=True))
+    assert block.numbers.to_pylist() == [2, 4, 6]
+    assert [number for number, _raw in block.odd] == [3, 5]
+    assert (
+        block.py_lines == block.lines.to_pylist() == [good.encode(), spaced.encode(), good.encode()]
+    )
+    assert block.wide_spaces
+    fields = block.fields()
+    family = fields.column(LAYOUT.positions["family_name"])
+    assert strip_column(family, wide_spaces=True).to_pylist() == ["UN", "DEUX", "UN"]
+    [plain] = list(
+        read_blocks(io.BytesIO(f"{good}\n{good}\n".encode()), LAYOUT, 2, 65536, utf8=True)
+    )
+    assert not plain.wide_spaces and plain.numbers.to_pylist() == [2, 3]

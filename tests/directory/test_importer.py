@@ -618,6 +618,36 @@ def test_k3_first_load_straight_to_the_table_keeps_duplicates_refusals_and_count
     assert count(database, DirectoryEntry) == 83 and loads == [1, 1]
 
 
+def test_k3_first_load_stamps_every_row_and_keeps_the_column_defaults(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """K3 on PostgreSQL's first load: the values common to every row (source, red list,
+    creation and update times) are the load table's defaults while it fills; every row
+    gets them, and the table swapped in has the column defaults of the migration again."""
+    if database.dialect != "postgresql":
+        pytest.skip("the direct first load is PostgreSQL's")
+    monkeypatch.setattr(importer, "DIRECT_MIN_BYTES", 0)
+    table = cast(Table, DirectoryEntry.__table__)
+
+    def defaults() -> dict[str, Any]:
+        with database.transaction() as session:
+            columns = inspect(session.connection()).get_columns(table.name)
+        return {column["name"]: column["default"] for column in columns}
+
+    before = defaults()
+    now = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    lines = mss_lines(30)
+    summary = import_file(database, write_mss(tmp_path / "a.txt", lines), now=now)
+    assert summary.added == len(lines)
+    assert defaults() == before
+    with database.transaction() as session:
+        rows = session.execute(
+            select(table.c.source, table.c.red_list, table.c.created_at, table.c.updated_at)
+        ).all()
+    assert len(rows) == len(lines)
+    assert set(rows) == {("mss_extraction", False, now, now)}
+
+
 def test_k3_first_load_gives_up_on_a_busy_table_changing_nothing(
     database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
