@@ -4,6 +4,7 @@ Run as root from the repository root::
 
     .venv/bin/python bench/smtp_inbound/run.py [--messages-small 3000] [--messages-large 300]
         [--sizes small,large] [--sessions 20] [--no-append]
+        [--setups sqlite,postgresql,postgresql:2]
 
 Both servers run on the loopback, one after the other (never at the same time), and are
 driven by Postfix's own load generator ``smtp-source`` with the same options:
@@ -24,6 +25,10 @@ driven by Postfix's own load generator ``smtp-source`` with the same options:
 Two message sizes: 4 KiB (``smtp-source -l 4096``) and ~1 MiB (a multipart/mixed message with
 a PDF attachment, sent with ``smtp-source -F``). The table is printed and, unless
 ``--no-append``, appended as a section of ``bench/RESULTS.md``.
+
+``--setups`` runs Caducée several times against the same Postfix figure: on its SQLite file
+(the default) or on PostgreSQL (a fresh schema per setup, dropped at the end), with
+``[smtp] processes = N`` SMTP processes sharing the port (SO_REUSEPORT).
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 from latency import LatencyResult  # bench/smtp_inbound/latency.py, beside this script
 from latency import measure as measure_latency
@@ -67,6 +74,7 @@ SMALL_PAYLOAD = 4096
 PDF_RAW_BYTES = 750 * 1024
 POLL_SECONDS = 0.02
 TARGET_RATIO = 1.0
+DEFAULT_POSTGRESQL_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 class BenchError(Exception):
@@ -255,6 +263,172 @@ class Size:
     name: str  # "small" or "large"
     label: str
     messages: int
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How Caducée runs: its database engine and its number of SMTP processes."""
+
+    engine: str  # "sqlite" or "postgresql"
+    processes: int
+
+    @property
+    def label(self) -> str:
+        word = "process" if self.processes == 1 else "processes"
+        engine = "SQLite" if self.engine == "sqlite" else "PostgreSQL"
+        return f"{engine}, {self.processes} SMTP {word}"
+
+    @property
+    def slug(self) -> str:
+        return f"{self.engine}-{self.processes}"
+
+
+DEFAULT_SETUP = Setup("sqlite", 1)
+
+
+def parse_setups(text: str) -> list[Setup]:
+    """``sqlite,postgresql:2`` → setups; ``ENGINE[:PROCESSES]``, processes 1 by default."""
+    setups = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        engine, _, count = item.partition(":")
+        if engine not in {"sqlite", "postgresql"}:
+            raise ValueError(f"unknown engine {engine!r} (sqlite or postgresql)")
+        processes = int(count) if count else 1
+        if not 1 <= processes <= 64:
+            raise ValueError(f"processes must be 1 to 64, got {processes}")
+        setups.append(Setup(engine, processes))
+    if not setups:
+        raise ValueError("no setup given")
+    if len(set(setups)) != len(setups):
+        raise ValueError("a setup is listed twice")
+    return setups
+
+
+class PgSchema:
+    """A throw-away PostgreSQL schema for one Caducée home, dropped by :meth:`drop`.
+
+    psycopg comes from the Caducée virtualenv this script runs in; it is imported only when
+    a PostgreSQL setup is asked for, so a SQLite-only run needs nothing but the standard
+    library.
+    """
+
+    def __init__(self, base_url: str, name: str) -> None:
+        self.base_url = base_url
+        self.name = name
+        self.created = False
+
+    @property
+    def url(self) -> str:
+        separator = "&" if "?" in self.base_url else "?"
+        return f"{self.base_url}{separator}options={quote(f'-csearch_path={self.name}')}"
+
+    def _connect(self) -> Any:
+        import psycopg  # the venv's driver (see the class docstring)
+
+        return psycopg.connect(self.base_url, autocommit=True, connect_timeout=10)
+
+    def create(self) -> None:
+        with self._connect() as connection:
+            connection.execute(f'CREATE SCHEMA "{self.name}"')
+        self.created = True
+
+    def drop(self) -> None:
+        if not self.created:
+            return
+        with self._connect() as connection:
+            connection.execute(f'DROP SCHEMA IF EXISTS "{self.name}" CASCADE')
+        self.created = False
+
+    def scalar(self, query: str) -> int:
+        with self._connect() as connection:
+            connection.execute(f'SET search_path TO "{self.name}"')
+            row = connection.execute(query).fetchone()
+        return int(row[0]) if row else 0
+
+
+def _stat_ticks(pid: int | str) -> tuple[int, int] | None:
+    """(parent pid, user + system ticks of all threads) of a process, None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+def process_tree(root: int) -> set[int]:
+    """``root`` and its descendants still running."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat_ticks(entry.name)) is not None:
+            parents[int(entry.name)] = stat[0]
+    tree = {root}
+    grew = True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return tree
+
+
+def _local_ports(pids: set[int]) -> set[int]:
+    """Local TCP ports of the sockets the processes ``pids`` hold open (IPv4 and IPv6)."""
+    inodes: set[str] = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if len(fields) > 9 and fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def postgres_backend_ticks(client_root: int) -> dict[int, int]:
+    """CPU ticks of each PostgreSQL backend serving a connection of ``client_root``'s tree.
+
+    On PostgreSQL part of the work per message moves from the gateway's processes into the
+    database server's backends: the figure per message is printed beside the gateway's so
+    that the comparison with SQLite (in-process) stays honest. A backend is recognised by
+    its process title (``postgres: … 127.0.0.1(<client port>) …``) and the client port
+    being one of the gateway's sockets, so that another user of the same server (another
+    test run) is not counted. Backends that exit during the load are not counted (the
+    gateway's pools keep their connections).
+    """
+    ports = _local_ports(process_tree(client_root))
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        at = title.find("(")
+        close = title.find(")", at)
+        if at < 0 or close < 0 or not title[at + 1 : close].isdigit():
+            continue
+        if int(title[at + 1 : close]) in ports and (stat := _stat_ticks(entry.name)) is not None:
+            ticks[int(entry.name)] = stat[1]
+    return ticks
+
+
+def postgres_cpu_delta(before: dict[int, int], after: dict[int, int]) -> float:
+    """Seconds of CPU the backends used between two :func:`postgres_backend_ticks`."""
+    ticks = sum(value - before.get(pid, 0) for pid, value in after.items())
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -497,6 +671,16 @@ class Postfix:
             return 0
 
 
+def process_tree_cpu_seconds(root: int) -> float:
+    """CPU time (user + system, all threads) of ``root`` and its descendants still running.
+
+    With ``[smtp] processes`` above 1, ``caducee serve`` starts SMTP worker processes that
+    share the port: their CPU belongs to the figure as much as the main process's.
+    """
+    ticks = (_stat_ticks(pid) for pid in process_tree(root))
+    return sum(stat[1] for stat in ticks if stat is not None) / os.sysconf("SC_CLK_TCK")
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -522,6 +706,8 @@ class Caducee:
     ports: dict[str, int]
     workers: int | None = None  # None: the product's default ([queue] workers)
     profile: Path | None = None  # write a sampling profile of the server there
+    setup: Setup = DEFAULT_SETUP
+    pg: PgSchema | None = None  # the setup's PostgreSQL schema (None: the home's SQLite file)
     process: subprocess.Popen[bytes] | None = None
     patient: str = ""
     patient_password: str = ""
@@ -546,13 +732,23 @@ class Caducee:
         )
         if self.workers is not None:
             env["CADUCEE_QUEUE__WORKERS"] = str(self.workers)
+        if self.pg is not None:
+            env["CADUCEE_DATABASE__URL"] = self.pg.url
+        if self.setup.processes != 1:
+            env["CADUCEE_SMTP__PROCESSES"] = str(self.setup.processes)
         for name in LISTENERS:
             env[f"CADUCEE_LISTENERS__{name.upper()}"] = str(self.ports[name])
         return env
 
     def init(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        run([self.binary, "init", "--demo", "--home", str(self.home)], timeout=300)
+        if self.pg is not None and not self.pg.created:
+            self.pg.create()
+        run(
+            [self.binary, "init", "--demo", "--home", str(self.home)],
+            timeout=300,
+            env=self.environment(),
+        )
         credentials = json.loads((self.home / "demo" / "credentials.json").read_text())
         self.patient = credentials["patient"]["address"]
         self.patient_password = credentials["patient"]["password"]
@@ -586,7 +782,11 @@ class Caducee:
             log("caducee serve: the schema changed since init; running init again, once")
             self.reinitialised = True
             self.stop()
-            run([self.binary, "init", "--demo", "--home", str(self.home)], timeout=300)
+            run(
+                [self.binary, "init", "--demo", "--home", str(self.home)],
+                timeout=300,
+                env=self.environment(),
+            )
             self._serve()
 
     def alive(self) -> bool:
@@ -632,11 +832,13 @@ class Caducee:
         """
         if self.process is None:
             return 0.0
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_tree_cpu_seconds(self.process.pid)
+
+    def postgres_ticks(self) -> dict[int, int]:
+        """CPU ticks of the PostgreSQL backends serving this server (empty on SQLite)."""
+        if self.pg is None or self.process is None:
+            return {}
+        return postgres_backend_ticks(self.process.pid)
 
     def stored(self) -> int:
         """Inbound message rows in the home's SQLite database (read-only).
@@ -645,9 +847,12 @@ class Caducee:
         message with a PDF waits for its filing job before it shows in the INBOX (E3), while
         its message row is written in the transaction that precedes the ``250``.
         """
+        query = "SELECT count(*) FROM messages WHERE direction = 'inbound'"
+        if self.pg is not None:
+            return self.pg.scalar(query)
         url = f"file:{self.home / 'caducee.db'}?mode=ro"
         with contextlib.closing(sqlite3.connect(url, uri=True, timeout=60)) as db:
-            row = db.execute("SELECT count(*) FROM messages WHERE direction = 'inbound'").fetchone()
+            row = db.execute(query).fetchone()
         return int(row[0])
 
     def jobs_due(self) -> int:
@@ -656,6 +861,11 @@ class Caducee:
         A ``send-batch`` notification waits for its grouping window (minutes) and the
         lifecycle sweep for its period: neither is due during a run, so neither counts.
         """
+        if self.pg is not None:
+            return self.pg.scalar(
+                "SELECT count(*) FROM jobs WHERE state = 'running'"
+                " OR (state = 'ready' AND next_attempt_at <= now())"
+            )
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
         url = f"file:{self.home / 'caducee.db'}?mode=ro"
         with contextlib.closing(sqlite3.connect(url, uri=True, timeout=60)) as db:
@@ -693,6 +903,7 @@ class Caducee:
 class Row:
     size: Size
     wire_bytes: int | None  # None: smtp-source -l (4096-byte body + its own 4 header lines)
+    setup: Setup = DEFAULT_SETUP
     postfix: LoadResult | None = None
     caducee: LoadResult | None = None
     caducee_stored: int | None = None
@@ -701,6 +912,7 @@ class Row:
     jobs_left: int | None = None  # jobs due or running when the load ended
     drain_seconds: float | None = None  # from the end of the load until no job was due
     caducee_cpu_drained_ms: float | None = None  # CPU per message, load and drain together
+    postgres_cpu_ms: float | None = None  # PostgreSQL's processes, per message, during the load
 
     @property
     def ratio(self) -> float | None:
@@ -795,7 +1007,10 @@ def bench_caducee(
     latency_messages: int = 0,
 ) -> None:
     caducee.start()
-    log(f"caducee serve ready, SMTP on 127.0.0.1:{caducee.ports['smtp']} ({caducee.home})")
+    log(
+        f"caducee serve ready ({caducee.setup.label}), SMTP on "
+        f"127.0.0.1:{caducee.ports['smtp']} ({caducee.home})"
+    )
     expected = 0
     for row in rows:
         size = row.size
@@ -826,6 +1041,7 @@ def bench_caducee(
         expected += 1
         log(f"Caducée, {size.label}: {size.messages} messages, {source.sessions} sessions")
         cpu_before = caducee.cpu_seconds()
+        pg_before = caducee.postgres_ticks()
         try:
             row.caducee = source.drive(
                 port=caducee.ports["smtp"],
@@ -843,10 +1059,15 @@ def bench_caducee(
                 f"{error}\n--- caducee serve ({state}) stderr\n{caducee.log_tail()}"
             ) from None
         row.caducee_cpu_ms = (caducee.cpu_seconds() - cpu_before) * 1000 / size.messages
+        if caducee.pg is not None:
+            pg_seconds = postgres_cpu_delta(pg_before, caducee.postgres_ticks())
+            row.postgres_cpu_ms = pg_seconds * 1000 / size.messages
         expected += size.messages
+        pg_cpu = row.postgres_cpu_ms
+        pg_text = f" (+ PostgreSQL {pg_cpu:.1f} ms)" if pg_cpu is not None else ""
         log(
             f"  acknowledged (250 after commit): {row.caducee.rate:.1f} msg/s "
-            f"({row.caducee.seconds:.2f} s), {row.caducee_cpu_ms:.1f} ms CPU per message"
+            f"({row.caducee.seconds:.2f} s), {row.caducee_cpu_ms:.1f} ms CPU per message{pg_text}"
         )
         drain(caducee, row, cpu_before, timeout)
         stored = caducee.stored()
@@ -939,29 +1160,34 @@ def table(rows: list[Row]) -> list[str]:
         "| Caducée msg/s (acknowledged after commit) | Caducée/Postfix | target ≥ 1.0 |",
         "|---|---:|---:|---:|---:|---|",
     ]
+    labelled = any(row.setup != DEFAULT_SETUP for row in rows)
     for row in rows:
+        label = f"{row.size.label} ({row.setup.label})" if labelled else row.size.label
         postfix = f"{row.postfix.rate:.1f}" if row.postfix else "—"
         caducee = f"{row.caducee.rate:.1f}" if row.caducee else "—"
         ratio = row.ratio
         ratio_text = f"{ratio:.2f}" if ratio is not None else "—"
         met = "—" if ratio is None else ("met" if ratio >= TARGET_RATIO else "not met")
         lines.append(
-            f"| {row.size.label} | {row.size.messages} | {postfix} | {caducee} "
-            f"| {ratio_text} | {met} |"
+            f"| {label} | {row.size.messages} | {postfix} | {caducee} | {ratio_text} | {met} |"
         )
     return lines
 
 
 def details(rows: list[Row]) -> list[str]:
     lines = []
+    labelled = any(row.setup != DEFAULT_SETUP for row in rows)
+    seen_postfix: set[str] = set()
     for row in rows:
         wire = (
             f"{row.wire_bytes} bytes on the wire"
             if row.wire_bytes is not None
             else f"`-l {SMALL_PAYLOAD}` body + From/To/Date/Message-Id"
         )
-        parts = [f"{row.size.label} ({wire})"]
-        if row.postfix:
+        setup = f", {row.setup.label}" if labelled else ""
+        parts = [f"{row.size.label} ({wire}){setup}"]
+        if row.postfix and row.size.name not in seen_postfix:
+            seen_postfix.add(row.size.name)
             parts.append(
                 f"Postfix {row.postfix.seconds:.2f} s to the last Maildir file, "
                 f"smtp-source done after {row.postfix.ack_seconds:.2f} s "
@@ -976,6 +1202,8 @@ def details(rows: list[Row]) -> list[str]:
             parts.append(f"Caducée {row.caducee.seconds:.2f} s{stored}")
             if row.caducee_cpu_ms is not None:
                 parts.append(f"Caducée CPU {row.caducee_cpu_ms:.1f} ms per message")
+            if row.postgres_cpu_ms is not None:
+                parts.append(f"PostgreSQL CPU {row.postgres_cpu_ms:.1f} ms per message")
             if row.caducee_cpu_drained_ms is not None and row.drain_seconds is not None:
                 parts.append(
                     f"{row.jobs_left} jobs due at the last 250, drained in "
@@ -1010,7 +1238,8 @@ def report(
         "- Postfix: fresh instance in a temporary folder, virtual domain into one Maildir; "
         "figure = messages delivered to `Maildir/new` per second (Postfix answers 250 before "
         "delivery)",
-        "- Caducée: fresh `caducee init --demo` home (SQLite), `ALLOW_PLAINTEXT=true`, "
+        f"- Caducée: fresh `caducee init --demo` home ({setups_text(args.setup_list)}), "
+        "`ALLOW_PLAINTEXT=true`, "
         f"`REQUIRE_DKIM=false`, {workers_text(args.workers)}; figure = messages acknowledged "
         "per second (250 only after the durable commit), count checked in the messages table",
         f"- Command: `{' '.join(['.venv/bin/python', 'bench/smtp_inbound/run.py', *args.argv])}`",
@@ -1022,6 +1251,17 @@ def report(
     if notes:
         lines += ["", *[f"- {note}" for note in notes]]
     return "\n".join(lines) + "\n"
+
+
+def setups_text(setups: list[Setup]) -> str:
+    """Where Caducée's rows lived and how many SMTP processes served, for the section."""
+    if setups == [DEFAULT_SETUP]:
+        return "SQLite"
+    texts = []
+    for setup in setups:
+        where = "SQLite file" if setup.engine == "sqlite" else "PostgreSQL, a fresh schema"
+        texts.append(f"{where}, `[smtp] processes = {setup.processes}`")
+    return "; then ".join(texts)
 
 
 def workers_text(workers: int | None) -> str:
@@ -1047,6 +1287,16 @@ def append_results(section: str) -> None:
             prefix = "" if ending.endswith("\n\n") else ("\n" if ending.endswith("\n") else "\n\n")
         results.seek(0, os.SEEK_END)
         results.write(prefix + section)
+
+
+def profile_path(profile: Path | None, setup: Setup, setups: int) -> Path | None:
+    """Where the sampler writes this setup's profile (one file per setup when several)."""
+    if profile is None:
+        return None
+    profile = profile.resolve()
+    if setups == 1:
+        return profile
+    return profile.with_name(f"{profile.stem}-{setup.slug}{profile.suffix}")
 
 
 def caducee_binary(explicit: str | None) -> str:
@@ -1096,8 +1346,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=None,
         help="write a sampling profile of caducee serve to this file (sample.py)",
     )
+    parser.add_argument(
+        "--setups",
+        default="sqlite:1",
+        help="Caducée setups, each ENGINE[:SMTP PROCESSES], run in turn against the same "
+        "Postfix figure, e.g. sqlite,postgresql,postgresql:2 (sqlite:1)",
+    )
+    parser.add_argument(
+        "--postgresql-url",
+        default=DEFAULT_POSTGRESQL_URL,
+        help=f"PostgreSQL of the postgresql setups; each gets a fresh schema, dropped at the "
+        f"end ({DEFAULT_POSTGRESQL_URL})",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
+    try:
+        args.setup_list = parse_setups(args.setups)
+    except ValueError as error:
+        parser.error(f"--setups: {error}")
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in {"small", "large"}]
     if unknown or not sizes:
@@ -1145,78 +1411,109 @@ def bench(args: argparse.Namespace) -> int:
     root.chmod(0o755)  # Postfix's unprivileged processes must traverse it
     ports = free_ports(len(LISTENERS) + 1)
     postfix = Postfix(postfix_bin, root / "postfix", ports[0])
-    caducee = Caducee(
-        caducee_bin,
-        root / "caducee",
-        dict(zip(LISTENERS, ports[1:], strict=True)),
-        workers=args.workers,
-        profile=args.profile.resolve() if args.profile else None,
-    )
+    run_id = f"{os.getpid()}_{int(time.time())}"
+    servers = [
+        Caducee(
+            caducee_bin,
+            root / f"caducee-{setup.slug}" if setup != DEFAULT_SETUP else root / "caducee",
+            dict(zip(LISTENERS, ports[1:], strict=True)),
+            workers=args.workers,
+            profile=profile_path(args.profile, setup, len(args.setup_list)),
+            setup=setup,
+            pg=PgSchema(args.postgresql_url, f"caducee_bench_{run_id}_{setup.processes}")
+            if setup.engine == "postgresql"
+            else None,
+        )
+        for setup in args.setup_list
+    ]
     source = SmtpSource(smtp_source_bin, args.sessions, root)
     notes: list[str] = []
-    exit_status: int | None = None
+    exit_statuses: dict[Setup, int | None] = {}
+    problems: dict[Setup, list[str]] = {}
+    rows: list[Row] = []
     try:
         log(f"work folder {root}")
         pdf = minimal_pdf(PDF_RAW_BYTES)
         files: dict[str, Path] = {"postfix-large": root / "postfix-large.eml"}
         files["postfix-large"].write_bytes(large_message(POSTFIX_SENDER, POSTFIX_RECIPIENT, pdf))
-        rows = []
+        postfix_rows = []
         for name in args.size_list:
             size = sizes[name]
             wire = None if name == "small" else wire_size(files["postfix-large"])
-            rows.append(Row(size, wire))
+            postfix_rows.append(Row(size, wire))
         try:
-            bench_postfix(source, postfix, rows, files, args.timeout)
+            bench_postfix(source, postfix, postfix_rows, files, args.timeout)
         finally:
             postfix.stop()
         log("Postfix stopped")
-        # The home is made just before serving it: the product code may change meanwhile
-        # (other engineers edit it), and init and serve must agree on the schema.
-        log("caducee init --demo ...")
-        caducee.init()
-        files["caducee-large"] = root / "caducee-large.eml"
-        files["caducee-large"].write_bytes(large_message(caducee.sender, caducee.patient, pdf))
-        for row in rows:
-            if row.wire_bytes is not None:
-                row.wire_bytes = wire_size(files["caducee-large"])
-        try:
-            bench_caducee(source, caducee, rows, files, args.timeout, args.latency_messages)
-        finally:
-            exit_status = caducee.stop()
-        log(f"caducee serve stopped (exit {exit_status})")
+        for caducee in servers:
+            setup_rows = [
+                Row(row.size, row.wire_bytes, caducee.setup, postfix=row.postfix)
+                for row in postfix_rows
+            ]
+            rows += setup_rows
+            # The home is made just before serving it: the product code may change meanwhile
+            # (other engineers edit it), and init and serve must agree on the schema.
+            log(f"caducee init --demo ({caducee.setup.label}) ...")
+            caducee.init()
+            files["caducee-large"] = caducee.root / "caducee-large.eml"
+            files["caducee-large"].write_bytes(large_message(caducee.sender, caducee.patient, pdf))
+            for row in setup_rows:
+                if row.wire_bytes is not None:
+                    row.wire_bytes = wire_size(files["caducee-large"])
+            try:
+                bench_caducee(
+                    source, caducee, setup_rows, files, args.timeout, args.latency_messages
+                )
+            finally:
+                exit_statuses[caducee.setup] = caducee.stop()
+            log(f"caducee serve stopped (exit {exit_statuses[caducee.setup]})")
     finally:
         with contextlib.suppress(Exception):
             postfix.stop()
-        with contextlib.suppress(Exception):
-            caducee.stop()
-        problems = caducee.log_problems()
-        if problems:
-            print(
-                f"\ncaducee serve logged {len(problems)} warning/error line(s); last ones:\n"
-                + "\n".join(problems[-10:]),
-                file=sys.stderr,
-            )
+        for caducee in servers:
+            with contextlib.suppress(Exception):
+                caducee.stop()
+            if caducee.pg is not None:
+                try:
+                    caducee.pg.drop()
+                except Exception as error:  # report it; do not hide the run's own error
+                    log(f"could not drop PostgreSQL schema {caducee.pg.name}: {error}")
+            problems[caducee.setup] = caducee.log_problems()
+            if problems[caducee.setup]:
+                print(
+                    f"\ncaducee serve ({caducee.setup.label}) logged "
+                    f"{len(problems[caducee.setup])} warning/error line(s); last ones:\n"
+                    + "\n".join(problems[caducee.setup][-10:]),
+                    file=sys.stderr,
+                )
         if args.keep:
             log(f"kept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
 
-    if problems:
-        notes.append(
-            f"caducee serve logged {len(problems)} warning/error line(s), last: "
-            f"`{problems[-1][:300]}`"
-        )
-    if caducee.reinitialised:
-        notes.append(
-            "the Caducée code changed during the run (schema moved between init and serve); "
-            "the home was initialised again before serving"
-        )
-    if exit_status not in (0, None):
-        notes.append(f"caducee serve exited {exit_status} on SIGTERM")
+    for caducee in servers:
+        setup = caducee.setup
+        found = problems.get(setup, [])
+        prefix = "" if setup == DEFAULT_SETUP else f"{setup.label}: "
+        if found:
+            notes.append(
+                f"{prefix}caducee serve logged {len(found)} warning/error line(s), last: "
+                f"`{found[-1][:300]}`"
+            )
+        if caducee.reinitialised:
+            notes.append(
+                f"{prefix}the Caducée code changed during the run (schema moved between init "
+                "and serve); the home was initialised again before serving"
+            )
+        status = exit_statuses.get(setup)
+        if status not in (0, None):
+            notes.append(f"{prefix}caducee serve exited {status} on SIGTERM")
     for row in rows:
         if row.caducee is not None and row.caducee_stored != row.size.messages:
             notes.append(
-                f"{row.size.label}: Caducée acknowledged {row.size.messages} messages but "
+                f"{row.size.label} ({row.setup.label}): Caducée acknowledged "
+                f"{row.size.messages} messages but "
                 f"the database holds {row.caducee_stored} new inbound messages"
             )
     section = report(rows, args, info, version, commit, notes)
