@@ -28,9 +28,10 @@ from caducee.gateway.smtp.mail import judge_sender, local_domains, sender_facts,
 from caducee.gateway.smtp.protocol import CaduceeEnvelope, CaduceeSession
 from caducee.gateway.smtp.rcpt import judge_recipient, resolve_recipient
 from caducee.mailboxes.delivery import Envelope as DeliveryEnvelope
-from caducee.mailboxes.delivery import RecipientRole
+from caducee.mailboxes.delivery import Recipient, RecipientRole
 from caducee.mailboxes.imap_cache import seal_structure
 from caducee.mailboxes.relay.outbound import sent_by
+from caducee.policies.inbound import RecipientFacts
 from caducee.policies.limits import DATA_READ_CHAIN, DataReadFacts
 from caducee.policies.verdict import Verdict, first_refusal
 from caducee.storage.blobs import BlobStore, SealedBlob
@@ -161,15 +162,20 @@ class InboundHandler:
             return _refuse("RCPT", too_many, envelope)
         sender = _sender(envelope)
 
-        def lookup() -> tuple[Any, Any]:
+        def lookup() -> tuple[RecipientFacts, Recipient | None]:
             with self.context.database.reading() as db:
                 return resolve_recipient(db, self.settings, address, sender)
 
-        facts, recipient = await asyncio.to_thread(lookup)
+        # An acceptance of the last second is reused without a thread hop or a query
+        # (issue 19; the bound is RECIPIENT_CACHE_SECONDS). Refusals are always looked up.
+        cached = self.context.recipients.get(address, sender)
+        facts, recipient = cached if cached is not None else await asyncio.to_thread(lookup)
         verdict = judge_recipient(facts)
         if verdict is not None:
             return _refuse("RCPT", verdict, envelope)
         assert recipient is not None
+        if cached is None:
+            self.context.recipients.put(address, sender, facts, recipient)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         envelope.resolved.append(recipient)
@@ -242,7 +248,17 @@ class InboundHandler:
             )
             return aligned, outcome, report, about_sent
 
-        aligned, dkim, report, about_sent = await asyncio.to_thread(examine)
+        # A thread only for what may block or take long: a database lookup (a report's
+        # original, a From that is not the envelope sender) or a DKIM verification. Otherwise
+        # ``examine`` is a few comparisons, cheaper than the hop (issue 19).
+        blocking = (
+            report_needed
+            or (sender_parts is not None and headers.dkim_signed)
+            or (bool(sender) and any(a != sender.lower() for a in headers.from_addresses))
+        )
+        aligned, dkim, report, about_sent = (
+            await asyncio.to_thread(examine) if blocking else examine()
+        )
         facts = data_stage.content_facts(
             size=len(content),
             size_limit=settings.smtp.max_message_bytes,
