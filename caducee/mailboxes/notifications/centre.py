@@ -17,10 +17,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, delete, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from caducee.storage.db import Base, UtcDateTime, utcnow
+from caducee.storage.db import Base, UtcDateTime, table_of, utcnow
 
 BIG_ID = BigInteger().with_variant(Integer, "sqlite")
 PAGE_SIZE = 20
@@ -51,12 +62,17 @@ class CentreNotification(Base):
     read_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
+_CENTRE = table_of(CentreNotification)
+
+
 def add_to_centre(session: Session, account_id: int, kind: str, count: int = 1) -> None:
     """Record one event (``new-message``, ``new-document``, ``record-access``) for the patient."""
     if kind not in KINDS:
         return
-    session.add(
-        CentreNotification(
+    # A Core insert, not session.add: it runs for every inbound message (a worker's
+    # notification job), where the ORM's unit of work cost more than the row (issue 19).
+    session.execute(
+        insert(_CENTRE).values(
             account_id=account_id, kind=kind, count=max(1, min(count, 10_000)), created_at=utcnow()
         )
     )

@@ -207,6 +207,32 @@ class NotificationBatch(Base):
 
 
 _BATCHES = table_of(NotificationBatch)
+_CONTACTS = table_of(PatientContact)
+_OPEN_BATCH: dict[str, Any] = {}
+"""The open-batch insert of each dialect, built once (see :func:`_open_batch`)."""
+
+
+def _open_batch(session: Session) -> Any:
+    """Insert the patient's open batch unless one is open, returning its id when it inserted.
+
+    Built once per dialect, values bound at execution: built per event, SQLAlchemy coerced
+    every value and computed a new cache key each time, for every inbound message (issue 19).
+    """
+    dialect = session.get_bind().dialect.name
+    statement = _OPEN_BATCH.get(dialect)
+    if statement is None:
+        statement = (
+            upsert_insert(session, _BATCHES)
+            .on_conflict_do_nothing(
+                index_elements=["account_id"],
+                index_where=_BATCHES.c.state == BatchState.OPEN.value,
+            )
+            .returning(_BATCHES.c.id)
+        )
+        _OPEN_BATCH[dialect] = statement
+    return statement
+
+
 _COUNTERS = {
     Event.NEW_MESSAGE: "new_messages",
     Event.NEW_DOCUMENT: "new_documents",
@@ -259,7 +285,10 @@ class Preferences:
 
 def preferences(session: Session, account_id: int, settings: NotificationSettings) -> Preferences:
     """The patient's choices, with the operator's defaults where they made none."""
-    row = session.get(PatientContact, account_id)
+    # Core, not session.get: read for every inbound message's notification job (issue 19).
+    row = session.execute(
+        select(_CONTACTS).where(_CONTACTS.c.account_id == account_id)
+    ).one_or_none()
 
     def pick(value: bool | None, default: bool) -> bool:
         return default if value is None else bool(value)
@@ -622,21 +651,16 @@ class Notifier:
             return
         now = utcnow()
         created = session.execute(
-            upsert_insert(session, _BATCHES)
-            .values(
-                account_id=account_id,
-                state=BatchState.OPEN.value,
-                opened_at=now,
-                due_at=now + self.settings.window,
-                new_messages=0,
-                new_documents=0,
-                record_accesses=0,
-            )
-            .on_conflict_do_nothing(
-                index_elements=["account_id"],
-                index_where=_BATCHES.c.state == BatchState.OPEN.value,
-            )
-            .returning(_BATCHES.c.id)
+            _open_batch(session),
+            {
+                "account_id": account_id,
+                "state": BatchState.OPEN.value,
+                "opened_at": now,
+                "due_at": now + self.settings.window,
+                "new_messages": 0,
+                "new_documents": 0,
+                "record_accesses": 0,
+            },
         ).first()
         batch_id = session.scalar(
             select(_BATCHES.c.id)
