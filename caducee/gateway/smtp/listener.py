@@ -1,12 +1,12 @@
 """Open the SMTP sockets and stop them gracefully.
 
-One asyncio server per port (SO_REUSEPORT, so several processes can share
-it); each connection gets a fresh protocol object. The operators' port asks
-for client certificates verified against the current trust anchors and CRL (its TLS
-context is rebuilt when either changes); the submission ports authenticate users
-(AUTH only over TLS: after STARTTLS on one, implicit TLS on the other) and ask
-for an optional client certificate verified the same way, for APP mailboxes'
-``AUTH EXTERNAL`` (C1); persons without one keep using passwords. On
+One asyncio server per port (SO_REUSEPORT when ``[smtp] processes`` is above 1, so
+that this gateway's processes share it, and only then); each connection gets a fresh
+protocol object. The operators' port asks for client certificates verified against the
+current trust anchors and CRL (its TLS context is rebuilt when either changes); the
+submission ports authenticate users (AUTH only over TLS: after STARTTLS on one, implicit
+TLS on the other) and ask for an optional client certificate verified the same way, for
+APP mailboxes' ``AUTH EXTERNAL`` (C1); persons without one keep using passwords. On
 shutdown a socket stops accepting, sessions in the middle of storing a message
 finish and get their reply, then the remaining sessions are closed.
 
@@ -116,7 +116,10 @@ class SmtpListener:
             self.port,
             ssl=self.implicit_tls(),
             reuse_address=True,
-            reuse_port=True,
+            # Shared only when this gateway runs several SMTP processes: otherwise a second
+            # gateway started by mistake on the same port (same user) would silently take
+            # part of the mail instead of failing to start.
+            reuse_port=self.context.settings.smtp.processes > 1,
         )
         log.info("smtp listening", extra={"port": self.port, "listener": self.name})
 
