@@ -9,21 +9,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import smtplib
 import socket
-import threading
-from collections.abc import Iterable, Iterator
 
-import pytest
-
-from caducee.gateway.smtp.context import SmtpContext, TrustCache
-from caducee.gateway.smtp.listener import OperatorListener
 from caducee.mailboxes.accounts.store import find_account
-from caducee.mailboxes.delivery import MailDelivery
-from caducee.storage.group_commit import GroupCommitter
-from tests.harness.served import ServedGateway, free_port
+from tests.harness.served import ServedGateway
 from tests.harness.waiting import wait_until
+
+from .in_process import InProcessOperators
 
 
 def _recv_reply(sock: socket.socket) -> bytes:
@@ -50,55 +43,6 @@ def test_j3_multiline_ehlo_reply_arrives_in_one_read(gateway: ServedGateway) -> 
         assert lines[-1].startswith(b"250 "), first
         sock.sendall(b"QUIT\r\n")
         assert _recv_reply(sock).startswith(b"221 ")
-
-
-class InProcessOperators:
-    """The operators' port on the served home, in this process, its loop in a thread."""
-
-    def __init__(self, gateway: ServedGateway) -> None:
-        self.components = gateway.components()
-        self.told: list[list[int]] = []
-        self.committer = GroupCommitter(self.components.database)
-        self.port = free_port()
-        self.loop = asyncio.new_event_loop()
-        self.context = SmtpContext(
-            settings=self.components.settings,
-            database=self.components.database,
-            blobs=self.components.blobs,
-            queue=self.components.queue,
-            trust=TrustCache(self.components.database),
-            committer=self.committer,
-            delivery=MailDelivery(self.components.blobs, self.components.queue),
-            on_delivered=self._record,
-        )
-        self.listener = OperatorListener(self.context, "127.0.0.1", self.port)
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def _record(self, accounts: Iterable[int]) -> None:
-        self.told.append(sorted(accounts))
-
-    def start(self) -> None:
-        self.committer.start()
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.listener.start(), self.loop).result(30)
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.listener.stop(5), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-        self.committer.stop()
-        self.components.close()
-
-
-@pytest.fixture
-def operators(gateway: ServedGateway) -> Iterator[InProcessOperators]:
-    served = InProcessOperators(gateway)
-    served.start()
-    try:
-        yield served
-    finally:
-        served.close()
 
 
 def _send(gateway: ServedGateway, port: int, to: str, raw: bytes) -> None:

@@ -11,23 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from collections.abc import Iterator
-
-import pytest
 
 from caducee.gateway.smtp.listener import OperatorListener
-from tests.gateway.smtp.test_accept_path import InProcessOperators
 from tests.harness.served import ServedGateway
 
-
-@pytest.fixture
-def operators(gateway: ServedGateway) -> Iterator[InProcessOperators]:
-    served = InProcessOperators(gateway)
-    served.start()
-    try:
-        yield served
-    finally:
-        served.close()
+from .in_process import InProcessOperators
 
 
 def _second_listener_on(operators: InProcessOperators, processes: int) -> OSError | None:
