@@ -15,20 +15,13 @@ from caducee.directory.identifiers import ins_key
 from caducee.gateway.smtp.rcpt import RECIPIENT_CACHE_SECONDS, AcceptedRecipients
 from caducee.mailboxes.accounts.store import Account as AccountRow
 from caducee.mailboxes.delivery import Recipient, RecipientRole
-from caducee.policies.inbound import PatientState, RecipientFacts, RecipientKind
 from tests.harness.served import ServedGateway
 from tests.harness.waiting import wait_until
+from tests.policies.test_smtp_rules_table import TO_PATIENT
 
 from .transcript import Transcript
 
-FACTS = RecipientFacts(
-    kind=RecipientKind.PATIENT,
-    ins_key_valid=True,
-    patient_state=PatientState.ACTIVE,
-    null_sender=False,
-    sender_is_patient=False,
-    sender_bal_type="PER",
-)
+FACTS = TO_PATIENT  # an accepted patient recipient, as the rule table's tests build it
 RECIPIENT = Recipient("p@patient.example", 7, RecipientRole.PATIENT)
 
 
