@@ -151,6 +151,8 @@ class ImapSettings(_Section):
     login_timeout_seconds: int = Field(default=120, ge=5)
     idle_timeout_seconds: int = Field(default=1800, ge=5)
     max_session_seconds: int = Field(default=86400, ge=10)
+    change_poll_seconds: float = Field(default=0.25, gt=0, le=3600)
+    change_safety_poll_seconds: float = Field(default=5.0, gt=0, le=3600)
 
 
 class HttpSettings(_Section):

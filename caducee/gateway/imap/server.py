@@ -466,8 +466,6 @@ class ImapListeners:
         self,
         gateway: Gateway,
         *,
-        poll_interval: float = 0.25,
-        safety_poll_interval: float = 5.0,
         workers: int = 8,
     ) -> None:
         settings = gateway.settings
@@ -484,8 +482,8 @@ class ImapListeners:
             self.store,
             self.events.notify,
             self.events.watched,
-            poll_interval=poll_interval,
-            safety_poll_interval=safety_poll_interval,
+            poll_interval=settings.imap.change_poll_seconds,
+            safety_poll_interval=settings.imap.change_safety_poll_seconds,
         )
         tls = server_context(settings)
         host = settings.listeners.host
