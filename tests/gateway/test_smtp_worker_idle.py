@@ -25,11 +25,7 @@ from typing import Any
 
 import pytest
 
-from caducee.gateway.commands.serve import (
-    WAKE_IDS_PER_LINE,
-    WAKE_MAX_PENDING,
-    _WakeSender,
-)
+from caducee.gateway.worker_wakeups import WAKE_IDS_PER_LINE, WAKE_MAX_PENDING, WakeSender
 from tests.gateway.imap.transcript import ImapTranscript
 from tests.harness.served import Account, ServedGateway, prepare_demo
 from tests.harness.waiting import wait_until
@@ -194,7 +190,7 @@ def test_k2_a_main_process_that_does_not_read_never_blocks_the_worker() -> None:
     async def scenario() -> bytes:
         read_fd, write_fd = os.pipe()
         loop = asyncio.get_running_loop()
-        sender = _WakeSender(loop)
+        sender = WakeSender(loop)
         await loop.connect_write_pipe(lambda: sender, os.fdopen(write_fd, "wb", buffering=0))
         for batch in range(2_000):  # 100 000 accounts, ~600 KB: beyond the pipe and the buffer
             sender.send(range(batch * 50, batch * 50 + 50))

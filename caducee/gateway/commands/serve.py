@@ -15,10 +15,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -44,6 +43,7 @@ from caducee.gateway.smtp.context import SmtpContext, TrustCache
 from caducee.gateway.smtp.listener import OperatorListener, SubmissionListener
 from caducee.gateway.tls import TLS12_CIPHERS
 from caducee.gateway.web import webmail_routes
+from caducee.gateway.worker_wakeups import WakeSender, relay_wake_ups
 from caducee.mailboxes.delivery import NOTIFY_PATIENT_JOB, MailDelivery
 from caducee.mailboxes.relay.outbound import RELAY_JOB
 from caducee.storage import schema
@@ -123,122 +123,10 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
-WAKE_BUFFER_BYTES = 64 * 1024
-"""Wake-up bytes a worker lets wait for a slow main process before it coalesces them."""
-WAKE_MAX_PENDING = 10_000
-"""Distinct accounts a worker remembers while the main process does not read; more are dropped
-(the main process's folder poll still finds them)."""
-WAKE_IDS_PER_LINE = 1000
-"""Account ids per line of the channel: a line stays far below the reader's 64 KiB limit."""
-
-
-class _WakeSender(asyncio.Protocol):
-    """SMTP worker side of the wake-up channel: account ids that got mail, to the main process.
-
-    The channel is the worker's stdout pipe, which the main process reads (account ids in
-    decimal, space-separated, one batch a line: no content, no address). Writing never blocks
-    an SMTP reply: the pipe is non-blocking (an asyncio write transport); while the main
-    process does not keep up, ids are coalesced in a bounded set and sent when the pipe drains,
-    and beyond that bound they are dropped — the main process's folder poll (SQLite) or NOTIFY
-    (PostgreSQL) still wakes the sessions, only later.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.transport: asyncio.WriteTransport | None = None
-        self.pending: set[int] = set()
-        self.paused = False
-
-    @classmethod
-    async def open(cls) -> _WakeSender | None:
-        """The channel on this process's stdout; ``print`` goes to stderr from now on."""
-        loop = asyncio.get_running_loop()
-        sender = cls(loop)
-        channel = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
-        try:
-            await loop.connect_write_pipe(lambda: sender, channel)
-        except ValueError:  # stdout is not a pipe: not started by a main process
-            channel.close()
-            return None
-        sys.stdout.flush()
-        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # nothing else writes on the channel
-        return sender
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.set_write_buffer_limits(high=WAKE_BUFFER_BYTES)
-        self.transport = transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None  # the main process is gone: nobody to wake
-
-    def pause_writing(self) -> None:
-        self.paused = True
-
-    def resume_writing(self) -> None:
-        self.paused = False
-        self._flush()
-
-    def send(self, account_ids: Iterable[int]) -> None:
-        """The post-commit hook of SMTP delivery in a worker (thread-safe, never blocks)."""
-        ids = list(account_ids)
-        if not ids:
-            return
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
-            self._add(ids)
-        elif not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self._add, ids)
-
-    def _add(self, ids: list[int]) -> None:
-        if self.transport is None:
-            return
-        room = WAKE_MAX_PENDING - len(self.pending)
-        self.pending.update(ids[: max(room, 0)])
-        if not self.paused:
-            self._flush()
-
-    def _flush(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing() or not self.pending:
-            return
-        ids = sorted(self.pending)
-        self.pending.clear()
-        lines = (
-            " ".join(map(str, ids[start : start + WAKE_IDS_PER_LINE])) + "\n"
-            for start in range(0, len(ids), WAKE_IDS_PER_LINE)
-        )
-        transport.write("".join(lines).encode("ascii"))
-
-    def close(self) -> None:
-        """Send what is pending and close the channel (the main process sees end of file)."""
-        self._flush()
-        if self.transport is not None:
-            self.transport.close()
-
-
-async def _relay_wake_ups(child: asyncio.subprocess.Process, imap: ImapListeners | None) -> None:
-    """Main side of the channel: wake the IDLE sessions of the ids a worker reports, until EOF."""
-    assert child.stdout is not None
-    while True:
-        try:
-            line = await child.stdout.readline()
-        except ValueError:  # an overlong line (not one of ours): skipped, the poll covers it
-            continue
-        if not line:
-            return
-        ids = [int(word) for word in line.split() if word.isdigit()]
-        if ids and imap is not None:
-            imap.notify_new_mail(ids)
-
-
 async def _spawn_smtp_workers(settings: Settings) -> list[asyncio.subprocess.Process]:
     """Extra processes sharing the SMTP ports (SO_REUSEPORT): one core each.
 
-    Their stdout is a pipe to this process: the wake-up channel (:class:`_WakeSender`).
+    Their stdout is a pipe to this process: the wake-up channel (:class:`WakeSender`).
     """
     children = []
     for _ in range(settings.smtp.processes - 1):
@@ -388,14 +276,14 @@ async def serve(gateway: Gateway, role: str = ROLE_MAIN) -> None:
     # A worker's deliveries wake the main process's IDLE sessions at commit too. Also on
     # PostgreSQL, where NOTIFY would wake them some 60-80 ms later: one code path, and the
     # duplicate wake-up costs what the main process's own deliveries already cost (hook + NOTIFY).
-    wake_sender = None if main else await _WakeSender.open()
+    wake_sender = None if main else await WakeSender.open()
     if wake_sender is not None:
         smtp_context.on_delivered = wake_sender.send
     for service in services:
         await service.start()
     children = await _spawn_smtp_workers(settings) if main else []
     relays = [
-        asyncio.create_task(_relay_wake_ups(child, imap), name="smtp-worker-wake-ups")
+        asyncio.create_task(relay_wake_ups(child, imap), name="smtp-worker-wake-ups")
         for child in children
     ]
     http = _http_server(gateway) if main else None
