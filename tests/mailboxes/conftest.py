@@ -288,3 +288,4 @@ def world(
             parent_id=parent_id,
             today=today,
         )
+    gateway.close()  # its identity service's poller, before the schema goes

@@ -160,6 +160,7 @@ def world(
             professional=httpx.BasicAuth("claire.martin@hopital.mssante.fr", professional_password),
         )
         yield world
+    gateway.close()  # its identity service's poller, before the schema goes
     database.dispose()
 
 
