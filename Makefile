@@ -1,10 +1,10 @@
 # Caducée — the two commands: `make run` and `make test`.
 #
-#   make run    create .venv, install from pylock.toml, make a demo home in .caducee
+#   make run    create .venv, install from uv.lock, make a demo home in .caducee
 #               (first time), serve it
 #   make test   install what the tests need, lint, type-check, run the suite on SQLite,
 #               then again on PostgreSQL when CADUCEE_TEST_DATABASE_URL is set
-#   make lock   refresh pylock.toml from the ranges in pyproject.toml (see README)
+#   make lock   refresh uv.lock from the ranges in pyproject.toml (see README)
 #
 # PYTEST_ARGS passes options to both passes, e.g. PYTEST_ARGS="-m 'not slow'" locally.
 # PYTEST_WORKERS sets how many pytest-xdist workers run each pass (one per core by default;
@@ -19,19 +19,24 @@ INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 PYTEST_WORKERS ?= auto
 PYTEST := $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
-PIP := $(BIN)/python -m pip --disable-pip-version-check
-LOCK_VENV := .venv-lock
+TOOLS := .venv-tools
+UV := $(TOOLS)/bin/uv
+# The machine's own Python, never one uv would download.
+UV_PYTHON := --no-python-downloads --python $(PYTHON)
 
 .PHONY: run test install lock lint typecheck pytest-sqlite pytest-postgresql system-packages clean
 
-$(INSTALLED): pyproject.toml pylock.toml scripts/pip-bootstrap.txt
-	@echo "==> [1/3] Python environment in $(VENV), with the pip that reads pylock.toml"
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --require-hashes -r scripts/pip-bootstrap.txt
-	@echo "==> [2/3] Locked dependencies from pylock.toml (a first install takes a minute or two)"
-	$(PIP) install --progress-bar on -r pylock.toml
-	@echo "==> [3/3] Caducée itself (editable)"
-	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+$(UV): scripts/uv-bootstrap.txt
+	@echo "==> [1/2] uv, pinned by hash, in $(TOOLS)"
+	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check \
+		--require-hashes -r scripts/uv-bootstrap.txt
+	@touch $@
+
+# --locked: refuse to install when uv.lock no longer matches pyproject.toml.
+$(INSTALLED): pyproject.toml uv.lock $(UV)
+	@echo "==> [2/2] $(VENV) from uv.lock, Caducée itself editable (a first install takes a minute)"
+	$(UV) sync --locked --extra test $(UV_PYTHON)
 	@touch $@
 	@echo "==> Installed."
 
@@ -44,14 +49,8 @@ run: install
 	@echo "==> Starting the gateway (Ctrl+C stops it)"
 	exec $(BIN)/caducee serve --home $(HOME_DIR)
 
-# --isolated and PyPI's index: the lock names PyPI's files, not a local mirror's.
-lock:
-	@test -x $(LOCK_VENV)/bin/python || $(PYTHON) -m venv $(LOCK_VENV)
-	$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
-		--require-hashes -r scripts/pip-bootstrap.txt
-	$(LOCK_VENV)/bin/python scripts/direct-requirements.py > $(LOCK_VENV)/direct-requirements.txt
-	$(LOCK_VENV)/bin/python -m pip lock --isolated --index-url https://pypi.org/simple \
-		-r $(LOCK_VENV)/direct-requirements.txt -o pylock.toml
+lock: $(UV)
+	$(UV) lock --upgrade $(UV_PYTHON)
 
 system-packages:
 	@echo "==> Debian packages the tests drive (tests/debian-packages.txt)"
@@ -82,4 +81,4 @@ pytest-postgresql: install
 test: install system-packages lint typecheck pytest-sqlite pytest-postgresql
 
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis
