@@ -48,7 +48,7 @@ from caducee.mailboxes.models import (
 from caducee.storage.blobs import BlobStore, SealedBlob
 from caducee.storage.db import table_of, utcnow
 from caducee.storage.jobs import FileDocuments, JobKind, JobQueue, NotifyPatient
-from caducee.storage.upsert import upsert_insert
+from caducee.storage.upsert import PreparedUpsert
 
 FILE_DOCUMENTS_JOB = JobKind.FILE_DOCUMENTS.value
 NOTIFY_PATIENT_JOB = JobKind.NOTIFY_PATIENT.value
@@ -510,31 +510,19 @@ def join_patient_reply(
     return int(conversation_id)
 
 
-_CONTACT_UPSERTS: dict[str, Any] = {}
-"""The contact upsert of each dialect, built once (see :func:`_contact_upsert`)."""
+def _on_contact_conflict(insert: Any) -> Any:
+    """A known professional's row takes the values the insert carried (``excluded``)."""
+    return insert.on_conflict_do_update(
+        index_elements=["patient_account_id", "professional_address"],
+        set_={
+            name: getattr(insert.excluded, name)
+            for name in ("reply_address", "last_message_at", "can_reply", "ended_at")
+        },
+    )
 
 
-def _contact_upsert(session: Session) -> Any:
-    """``INSERT … ON CONFLICT DO UPDATE`` of a known professional, its values bound at execution.
-
-    Built once per dialect: building it per message with ``.values(...)`` made SQLAlchemy
-    coerce every value and compute a fresh cache key each time, 28 % of the group
-    committer's CPU (issue 19). On conflict the row takes the values the insert carried
-    (``excluded``), which are the ones the update used to set.
-    """
-    dialect = session.get_bind().dialect.name
-    statement = _CONTACT_UPSERTS.get(dialect)
-    if statement is None:
-        insert = upsert_insert(session, _CONTACTS)
-        statement = insert.on_conflict_do_update(
-            index_elements=["patient_account_id", "professional_address"],
-            set_={
-                name: getattr(insert.excluded, name)
-                for name in ("reply_address", "last_message_at", "can_reply", "ended_at")
-            },
-        )
-        _CONTACT_UPSERTS[dialect] = statement
-    return statement
+_CONTACT_UPSERT = PreparedUpsert(_CONTACTS, _on_contact_conflict)
+"""D2's upsert of a known professional, run for every message to a patient."""
 
 
 def _record_contact(
@@ -542,7 +530,7 @@ def _record_contact(
 ) -> None:
     """D2: the professional becomes (or stays) known; D3: [FIN] ends, any other message restores."""
     session.connection().execute(
-        _contact_upsert(session),
+        _CONTACT_UPSERT(session),
         {
             "patient_account_id": patient.account_id,
             "professional_address": envelope.envelope_from,

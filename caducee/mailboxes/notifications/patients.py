@@ -58,7 +58,7 @@ from caducee.mailboxes.notifications.centre import add_to_centre
 from caducee.storage.audit import Action, record_event
 from caducee.storage.db import Base, Database, UtcDateTime, table_of, utcnow
 from caducee.storage.jobs import ClaimedJob, JobQueue
-from caducee.storage.upsert import upsert_insert
+from caducee.storage.upsert import PreparedUpsert
 from caducee.storage.worker import JobHandler, PermanentJobError
 
 log = logging.getLogger("caducee.notifications")
@@ -208,29 +208,14 @@ class NotificationBatch(Base):
 
 _BATCHES = table_of(NotificationBatch)
 _CONTACTS = table_of(PatientContact)
-_OPEN_BATCH: dict[str, Any] = {}
-"""The open-batch insert of each dialect, built once (see :func:`_open_batch`)."""
-
-
-def _open_batch(session: Session) -> Any:
-    """Insert the patient's open batch unless one is open, returning its id when it inserted.
-
-    Built once per dialect, values bound at execution: built per event, SQLAlchemy coerced
-    every value and computed a new cache key each time, for every inbound message (issue 19).
-    """
-    dialect = session.get_bind().dialect.name
-    statement = _OPEN_BATCH.get(dialect)
-    if statement is None:
-        statement = (
-            upsert_insert(session, _BATCHES)
-            .on_conflict_do_nothing(
-                index_elements=["account_id"],
-                index_where=_BATCHES.c.state == BatchState.OPEN.value,
-            )
-            .returning(_BATCHES.c.id)
-        )
-        _OPEN_BATCH[dialect] = statement
-    return statement
+_OPEN_BATCH = PreparedUpsert(
+    _BATCHES,
+    lambda insert: insert.on_conflict_do_nothing(
+        index_elements=["account_id"],
+        index_where=_BATCHES.c.state == BatchState.OPEN.value,
+    ).returning(_BATCHES.c.id),
+)
+"""Open the patient's batch unless one is open, returning its id when it inserted."""
 
 
 _COUNTERS = {
@@ -651,7 +636,7 @@ class Notifier:
             return
         now = utcnow()
         created = session.execute(
-            _open_batch(session),
+            _OPEN_BATCH(session),
             {
                 "account_id": account_id,
                 "state": BatchState.OPEN.value,
