@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 
 from caducee.gateway.cli import main as caducee_main
 from caducee.storage import schema
-from caducee.storage.db import Database, normalise_url
+from caducee.storage.db import Database, database_files, normalise_url
 from caducee.storage.keyring import Keyring
 from tests.harness.paths import SAMPLES
 
@@ -107,10 +107,12 @@ def _migrated_template(
 def database_url(_migrated_template: str, tmp_path: Path) -> str:
     """A database at the head revision with every table empty."""
     if _migrated_template.startswith("sqlite"):
-        source = Path(_migrated_template.removeprefix("sqlite:///"))
-        target = tmp_path / "caducee.db"
-        shutil.copyfile(source, target)
-        return f"sqlite:///{target}"
+        target = f"sqlite:///{tmp_path / 'caducee.db'}"
+        for source, copy in zip(
+            database_files(_migrated_template), database_files(target), strict=True
+        ):
+            shutil.copyfile(source, copy)
+        return target
     database = Database(_migrated_template)
     with database.engine.begin() as connection:
         names = [

@@ -966,7 +966,8 @@ def import_file(
             parallel = path.stat().st_size >= PARALLEL_MIN_BYTES
         except OSError:
             parallel = False  # open_extraction reports the problem
-    with database.engine.connect() as connection:
+    # On SQLite, the directory file alone: the main file's write lock (mail) is never held.
+    with database.directory_engine.connect() as connection:
         # The kind is only known from the header: read it first (cheaply).
         with open_extraction(path) as stream:
             kind = _header(_read_lines(stream), path)[0].kind

@@ -418,10 +418,9 @@ def test_bulk_load_path_gives_the_same_result(
     summary = import_file(database, write_mss(tmp_path / "v1.txt", lines))
     assert (summary.read, summary.added) == (10, 10)
     table = cast(Table, DirectoryEntry.__table__)
-    with database.transaction() as session:
-        indexes = {index.name for index in table.indexes}
-        inspector = inspect(session.connection())
-        present = {index["name"] for index in inspector.get_indexes("directory_entries")}
+    indexes = {index.name for index in table.indexes}
+    inspector = inspect(database.directory_engine)  # on SQLite, the directory's own file
+    present = {index["name"] for index in inspector.get_indexes("directory_entries")}
     assert indexes <= present  # rebuilt
     again = import_file(database, write_mss(tmp_path / "v1.txt", lines))
     assert (again.unchanged, again.added) == (10, 0)
@@ -500,9 +499,10 @@ def test_a_new_header_layout_maps_every_line_again(
 def test_k3_sqlite_import_finds_duplicates_and_removals_without_the_write_lock(
     database: Database, tmp_path: Path
 ) -> None:
-    """Mail is delivered into the same SQLite file during an import: the scans over the
-    whole file (keys claimed twice, rows the file no longer lists, counts) are plain reads;
-    only the short writes take the write lock (``BEGIN IMMEDIATE``)."""
+    """The directory file's other writers (an administrator's edit) wait for an import only
+    briefly: the scans over the whole file (keys claimed twice, rows the file no longer
+    lists, counts) are plain reads; only the short writes take the write lock
+    (``BEGIN IMMEDIATE`` on the importer's engine, which opens the directory file)."""
     if database.dialect != "sqlite":
         pytest.skip("PostgreSQL readers never take a write lock")
     lines = mss_lines(4)
@@ -523,14 +523,15 @@ def test_k3_sqlite_import_finds_duplicates_and_removals_without_the_write_lock(
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.set_trace_callback(trace)
 
-    database.engine.dispose()
-    event.listen(database.engine, "connect", on_connect)
+    engine = database.directory_engine
+    engine.dispose()
+    event.listen(engine, "connect", on_connect)
     try:
         repeated = [*lines[1:], lines[1]]  # one line fewer, one line twice
         summary = import_file(database, write_mss(tmp_path / "v2.txt", repeated))
     finally:
-        event.remove(database.engine, "connect", on_connect)
-        database.engine.dispose()
+        event.remove(engine, "connect", on_connect)
+        engine.dispose()
     assert (summary.duplicates, summary.removed) == (1, 1)
     scans = [
         s for s in under_lock if s.startswith("SELECT") and ("HAVING" in s or "NOT (EXISTS" in s)

@@ -22,7 +22,8 @@ def _ours(item: Any, name: str | None, type_: str, reflected: bool, compare_to: 
 
 def test_migration_matches_the_models(database: Database) -> None:
     assert DirectoryEntry.__tablename__ in TABLES and Practitioner.__tablename__ in TABLES
-    with database.engine.connect() as connection:
+    # On SQLite the directory's own file (its "main"); on PostgreSQL the one engine.
+    with database.directory_engine.connect() as connection:
         context = MigrationContext.configure(
             connection, opts={"compare_type": True, "include_object": _ours}
         )
@@ -37,6 +38,6 @@ def test_migration_downgrades_and_upgrades_again(fresh_database_url: str) -> Non
         schema.downgrade(database, "0001_foundation")
         assert not TABLES & set(inspect(database.engine).get_table_names())
         schema.upgrade(database)
-        assert set(inspect(database.engine).get_table_names()) >= TABLES
+        assert set(inspect(database.directory_engine).get_table_names()) >= TABLES
     finally:
         database.dispose()

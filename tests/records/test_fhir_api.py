@@ -29,7 +29,7 @@ from caducee.records.filing import set_hidden_from_professionals
 from caducee.records.models import DocumentState, RecordDocument, VersionStatus
 from caducee.storage import schema
 from caducee.storage.blobs import BlobStore
-from caducee.storage.db import Database
+from caducee.storage.db import Database, database_files
 from caducee.storage.jobs import JobQueue
 from caducee.storage.keyring import Keyring
 from tests.harness.reports import (
@@ -93,9 +93,10 @@ def _database_url(tmp: Path, pg_schemas: Any, template: str) -> str:
         schema.upgrade(database)
         database.dispose()
         return url
-    target = tmp / "api.db"
-    shutil.copyfile(Path(template.removeprefix("sqlite:///")), target)
-    return f"sqlite:///{target}"
+    target = f"sqlite:///{tmp / 'api.db'}"
+    for source, copy in zip(database_files(template), database_files(target), strict=True):
+        shutil.copyfile(source, copy)
+    return target
 
 
 @pytest.fixture(scope="module")
