@@ -56,7 +56,7 @@ from email.message import EmailMessage, Message
 from email.utils import parsedate_to_datetime
 from typing import Any, cast
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from caducee.config import Settings
@@ -184,6 +184,27 @@ def _sha1(data: bytes) -> str:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+RECORD_LOCK_SPACE = 0x4534 << 48
+"""The high bits of the patients' record locks among PostgreSQL advisory lock keys ("E4")."""
+
+
+def lock_record(session: Session, account_id: int) -> None:
+    """Make the other filings of this patient's record wait for this transaction's end.
+
+    What a document is depends on what the record already holds (E4: a duplicate, a conflict,
+    a newer version of a set): two job workers filing the same report for one patient at once
+    each saw none and both filed it, and the later commit failed on the record's unique
+    ``(account_id, dedupe_key)`` (seen in the two-process bench, then retried). On PostgreSQL
+    a transaction-scoped advisory lock per patient serialises them; other patients' filings
+    and every reader go on. On SQLite the write transaction already holds the only write lock.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    if not 0 <= account_id < 1 << 48:
+        raise ValueError(f"account id out of the record lock space: {account_id}")
+    session.execute(select(func.pg_advisory_xact_lock(RECORD_LOCK_SPACE | account_id)))
 
 
 def dedupe_key(document_uid: str | None, sha256: str) -> str:
@@ -647,6 +668,8 @@ class Filing:
         read = [read_one(a, self.limits) for a in attachments[:MAX_ATTACHMENTS]]
         found = [document for item in read for document in item.documents]
         verdicts = self._verdicts(mailbox, found)
+        # What the record holds decides each document's fate: from here on, alone.
+        lock_record(self.session, mailbox.account_id)
         order = sorted(range(len(found)), key=lambda i: (not found[i].structured, i))
         for index in order:
             state = self._store(mailbox, context, found[index], verdicts[index])

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
-from caducee.records.filing import add_offered_document, set_hidden_from_professionals
+from caducee.jobs.filing import make_filing_handler
+from caducee.mailboxes.delivery import FILE_DOCUMENTS_JOB
+from caducee.records.filing import (
+    add_offered_document,
+    lock_record,
+    set_hidden_from_professionals,
+)
 from caducee.records.models import DocumentState, RecordDocument, VersionStatus
 from caducee.storage.blobs import BlobStore
 from caducee.storage.db import Database, utcnow
-from caducee.storage.jobs import DONE, JobQueue, JobRow
+from caducee.storage.jobs import DONE, ClaimedJob, JobQueue, JobRow
 from tests.harness.reports import (
     DIRECT_XDM_SAMPLES,
     HPRIM_SAMPLE,
@@ -39,6 +46,7 @@ from tests.harness.reports import (
     without_birthplace,
     xdm_part,
 )
+from tests.harness.waiting import wait_until
 
 
 def _states(documents: list[RecordDocument]) -> list[str]:
@@ -334,6 +342,64 @@ def test_e4_same_pdf_mailed_twice_filed_once_by_content_hash(record: Record, n1_
     record.mail([pdf_part(n1_pdf, "a.pdf")], subject="Un")
     record.mail([pdf_part(n1_pdf, "b.pdf")], subject="Deux")
     assert _states(record.documents()) == [DocumentState.FILED, DocumentState.DUPLICATE]
+
+
+def _waiting_on_record_locks(database: Database) -> int:
+    with database.reading() as session:
+        return int(
+            session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                    "WHERE l.locktype = 'advisory' AND NOT l.granted "
+                    "AND d.datname = current_database()"
+                )
+            )
+            or 0
+        )
+
+
+def test_e4_two_workers_filing_one_report_at_once_file_it_once(
+    record: Record, n1_pdf: bytes
+) -> None:
+    """Two job workers file the same report for one patient at the same moment (two mails,
+    two jobs): one is filed, the other is its duplicate, and neither attempt fails."""
+    if record.database.dialect != "postgresql":
+        pytest.skip("SQLite runs one writer at a time: there is no race to show")
+    first = record.deliver(build_mail([pdf_part(n1_pdf, "a.pdf")], subject="Un"))
+    second = record.deliver(build_mail([pdf_part(n1_pdf, "b.pdf")], subject="Deux"))
+    jobs = record.queue.claim("test-worker", limit=10, kinds=[FILE_DOCUMENTS_JOB])
+    assert len(jobs) == 2
+    handler = make_filing_handler(
+        record.database, record.blobs, record.queue, record.settings, follow_up=False
+    )
+    failures: list[BaseException] = []
+
+    def run(job: ClaimedJob) -> None:
+        try:
+            handler(job)
+        except BaseException as error:  # reported by the assertion below
+            failures.append(error)
+
+    workers = [threading.Thread(target=run, args=(job,)) for job in jobs]
+    # Something else filing for this patient (a transaction holding its record) makes both
+    # workers reach the record at the same time, as two workers of a burst do.
+    with record.database.transaction() as session:
+        lock_record(session, record.account_id)
+        for worker in workers:
+            worker.start()
+        wait_until(
+            lambda: _waiting_on_record_locks(record.database) == 2,
+            timeout=30,
+            message="the two filings did not wait for the patient's record",
+        )
+    for worker in workers:
+        worker.join(timeout=30)
+    assert failures == []
+    states = sorted(d.state for m in (first, second) for d in record.documents(m))
+    assert states == sorted([DocumentState.FILED.value, DocumentState.DUPLICATE.value])
+    with record.database.reading() as session:
+        done = session.scalars(select(JobRow.state).where(JobRow.id.in_([j.id for j in jobs])))
+        assert set(done) == {DONE}
 
 
 def test_e4_rplc_replacement_supersedes_version_1(record: Record) -> None:
