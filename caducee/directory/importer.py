@@ -1871,32 +1871,34 @@ def _bulk_apply(
     Inserting a million rows into six B-tree indexes in file order costs a
     random index update per row and index; inserting in key order (the unique
     address index then only grows at its end) and building each index once,
-    by sorting, is several times faster. Every step is a transaction of its
-    own (SQLite has one writer: the gateway's writes wait at most one batch,
-    or one index build); the rows show up batch by batch, as in the batched
-    path. An index that an interrupted load did not build again is built by
-    the next import (:func:`_ensure_indexes`).
+    by sorting, is several times faster.
+
+    All of it is one transaction, as PostgreSQL's first load is: the gateway's
+    lookups and searches read the directory as it was, with its indexes, until
+    the commit, and a load that fails leaves it unchanged. The directory has a
+    SQLite file of its own (:func:`caducee.storage.db.directory_file`), so
+    this transaction's write lock, held for the whole load, is never the one
+    mail is committed under; only an administrator's edit of the directory
+    waits for it. An index that an older, interrupted load left dropped is
+    built by the next import (:func:`_ensure_indexes`).
 
     ``fresh``: the table holds only a few rows (hand-made mailboxes). The
-    staged lines of their keys are applied first (update or take over), in
-    one short transaction that finds them through the staging key index; then
-    every other staged row is new and each batch only inserts (see
-    :func:`_apply_rows`).
+    staged lines of their keys are applied first (update or take over),
+    through the staging key index; then every other staged row is new and each
+    batch only inserts (see :func:`_apply_rows`).
     """
     indexes = _search_indexes(target)
     log.info("directory import: bulk load", extra={"table": target.table.name})
     key = stage.c[target.key]
-    if fresh:
-        with connection.begin():
-            present = key.in_(select(target.table.c[target.key]))
-            _apply_rows(connection, stage, target, summary, now, present, ordered=False)
-    with connection.begin():
-        for index in indexes:
-            index.drop(connection)
     try:
-        after: str | None = None
-        while True:
-            with connection.begin():
+        with connection.begin():
+            if fresh:
+                present = key.in_(select(target.table.c[target.key]))
+                _apply_rows(connection, stage, target, summary, now, present, ordered=False)
+            for index in indexes:
+                index.drop(connection)
+            after: str | None = None
+            while True:
                 lower = true() if after is None else key > after
                 upper: str | None = connection.execute(
                     select(key).where(lower).order_by(key).offset(batch_size - 1).limit(1)
@@ -1905,11 +1907,10 @@ def _bulk_apply(
                 _apply_rows(
                     connection, stage, target, summary, now, in_batch, ordered=True, fresh=fresh
                 )
-            if upper is None:
-                break
-            after = upper
-        for index in indexes:
-            with connection.begin():
+                if upper is None:
+                    break
+                after = upper
+            for index in indexes:
                 index.create(connection)
     finally:
         _ensure_indexes(connection, target)

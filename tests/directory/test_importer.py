@@ -426,6 +426,40 @@ def test_bulk_load_path_gives_the_same_result(
     assert (again.unchanged, again.added) == (10, 0)
 
 
+def test_k3_sqlite_first_load_is_seen_whole_or_not_at_all(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first load on SQLite shows nothing of itself until it is complete: the gateway's
+    lookups read the directory as it was (and with its search indexes) between batches."""
+    if database.dialect != "sqlite":
+        pytest.skip("PostgreSQL's first load is a swap, tested with the direct path")
+    monkeypatch.setattr(importer, "BULK_MIN_ROWS", 3)
+    monkeypatch.setattr(importer, "BULK_BATCH_SIZE", 4)
+    seen_between_batches: list[tuple[int, int]] = []
+    apply_rows = importer._apply_rows
+
+    def looked_at(*arguments: Any, **options: Any) -> None:
+        apply_rows(*arguments, **options)
+        with database.reading() as session:  # as the gateway's lookups read
+            rows = session.scalar(select(func.count()).select_from(DirectoryEntry))
+            indexes = session.execute(
+                select(func.count()).select_from(
+                    func.pragma_index_list("directory_entries").table_valued("name")
+                )
+            ).scalar_one()
+        seen_between_batches.append((int(rows or 0), int(indexes)))
+
+    monkeypatch.setattr(importer, "_apply_rows", looked_at)
+    lines = mss_lines(11)
+    summary = import_file(database, write_mss(tmp_path / "v1.txt", lines), batch_size=4)
+    assert summary.added == 12
+    assert len(seen_between_batches) >= 3  # several batches ran
+    table = cast(Table, DirectoryEntry.__table__)
+    every_index = len(table.indexes) + 1  # and the unique address
+    assert set(seen_between_batches) == {(0, every_index)}
+    assert count(database, DirectoryEntry) == 12
+
+
 def test_parsing_in_a_child_process_gives_the_same_result(
     database: Database, ps_sample: Path, ps_lines: list[str], tmp_path: Path
 ) -> None:
