@@ -56,7 +56,7 @@ from email.message import EmailMessage, Message
 from email.utils import parsedate_to_datetime
 from typing import Any, cast
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Integer, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from caducee.config import Settings
@@ -186,25 +186,31 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-RECORD_LOCK_SPACE = 0x4534 << 48
-"""The high bits of the patients' record locks among PostgreSQL advisory lock keys ("E4")."""
-
-
 def lock_record(session: Session, account_id: int) -> None:
     """Make the other filings of this patient's record wait for this transaction's end.
 
     What a document is depends on what the record already holds (E4: a duplicate, a conflict,
     a newer version of a set): two job workers filing the same report for one patient at once
     each saw none and both filed it, and the later commit failed on the record's unique
-    ``(account_id, dedupe_key)`` (seen in the two-process bench, then retried). On PostgreSQL
-    a transaction-scoped advisory lock per patient serialises them; other patients' filings
-    and every reader go on. On SQLite the write transaction already holds the only write lock.
+    ``(account_id, dedupe_key)`` (seen in the two-process bench, then retried). The patient's
+    own file and an offered document the patient adds are decided the same way and take the
+    same lock. On PostgreSQL a transaction-scoped advisory lock per patient serialises them
+    (taking it again in the same transaction is free); other patients' filings and every
+    reader go on. Advisory locks belong to the whole database, so the key is the schema's
+    hash and the account id: homes that share a database in separate schemas never wait for
+    each other. On SQLite the write transaction already holds the only write lock.
     """
     if session.get_bind().dialect.name != "postgresql":
         return
-    if not 0 <= account_id < 1 << 48:
-        raise ValueError(f"account id out of the record lock space: {account_id}")
-    session.execute(select(func.pg_advisory_xact_lock(RECORD_LOCK_SPACE | account_id)))
+    if not 0 <= account_id < 1 << 31:
+        raise ValueError(f"account id out of the record lock's range: {account_id}")
+    session.execute(
+        select(
+            func.pg_advisory_xact_lock(
+                func.hashtext(func.current_schema()), literal(account_id, Integer)
+            )
+        )
+    )
 
 
 def dedupe_key(document_uid: str | None, sha256: str) -> str:
@@ -504,6 +510,7 @@ def add_offered_document(
     session: Session, account_id: int, public_id: str
 ) -> RecordDocument | None:
     """Policy ``patient-choice``: the patient adds an offered document to their record."""
+    lock_record(session, account_id)  # versions are decided against what the record holds
     document = session.scalar(
         select(RecordDocument).where(
             RecordDocument.account_id == account_id,

@@ -32,6 +32,7 @@ from caducee.records.filing import (
     add_offered_document,
     dedupe_key,
     known_document,
+    lock_record,
     set_hidden_from_professionals,
 )
 from caducee.records.model import DEFAULT_LIMITS, Problem, ReaderLimits, SourceFormat
@@ -416,6 +417,7 @@ def add_own_file(
         return OwnFileRefusal.FORMAT
     document = result.documents[0]
     sha256 = hashlib.sha256(document.content).hexdigest()
+    lock_record(session, account_id)  # a filing job of the same content waits, or we do
     known = known_document(session, account_id, None, sha256)
     if known is not None and known[1].state == DocumentState.OFFERED.value:
         # the same file was offered from a message (E1 patient-choice): adding it is choosing it

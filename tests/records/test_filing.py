@@ -344,15 +344,17 @@ def test_e4_same_pdf_mailed_twice_filed_once_by_content_hash(record: Record, n1_
     assert _states(record.documents()) == [DocumentState.FILED, DocumentState.DUPLICATE]
 
 
-def _waiting_on_record_locks(database: Database) -> int:
+def _waiting_on_record_lock(database: Database, account_id: int) -> int:
+    """How many transactions wait for this patient's record lock (in this schema)."""
     with database.reading() as session:
         return int(
             session.scalar(
                 text(
-                    "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
-                    "WHERE l.locktype = 'advisory' AND NOT l.granted "
-                    "AND d.datname = current_database()"
-                )
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                    "AND objsubid = 2 AND objid::text::bigint = :account "
+                    "AND classid::text::bigint = hashtext(current_schema())::bigint & 4294967295"
+                ),
+                {"account": account_id},
             )
             or 0
         )
@@ -388,7 +390,7 @@ def test_e4_two_workers_filing_one_report_at_once_file_it_once(
         for worker in workers:
             worker.start()
         wait_until(
-            lambda: _waiting_on_record_locks(record.database) == 2,
+            lambda: _waiting_on_record_lock(record.database, record.account_id) == 2,
             timeout=30,
             message="the two filings did not wait for the patient's record",
         )

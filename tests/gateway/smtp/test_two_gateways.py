@@ -149,12 +149,28 @@ def _send(gateway: ServedGateway, who: str, to: str, subject: str) -> dict[str, 
             return dict(refused.recipients)
 
 
+def _warnings(*gateways: ServedGateway) -> str:
+    """The last warnings and errors each gateway logged: what a failed wait shows."""
+    lines = []
+    for gateway in gateways:
+        logged = [
+            line
+            for line in gateway.log().splitlines()
+            if '"level": "warning"' in line or '"level": "error"' in line
+        ]
+        lines.append(f"{gateway.home.name}: " + ("\n".join(logged[-20:]) or "(none)"))
+    return "\n".join(lines)
+
+
 def _wait_for(gateway: ServedGateway, address: str, subject: str) -> dict[str, Any]:
     def arrived() -> dict[str, Any] | None:
         return next((m for m in gateway.mailbox(address) if m["subject"] == subject), None)
 
     return wait_until(
-        arrived, timeout=60, interval=0.5, message=f"{subject!r} did not reach {address}"
+        arrived,
+        timeout=60,
+        interval=0.5,
+        message=lambda: f"{subject!r} did not reach {address}\n{_warnings(gateway)}",
     )
 
 
@@ -224,7 +240,10 @@ def test_e3_g3_integration_error_904_reaches_the_sender_on_the_other_operator(
         return next((s for s in subjects if s.startswith("[KO Intégration système !][904]")), None)
 
     subject = wait_until(
-        receipt_subject, timeout=90, interval=0.5, message="no 904 receipt reached B's sender"
+        receipt_subject,
+        timeout=90,
+        interval=0.5,
+        message=lambda: f"no 904 receipt reached B's sender\n{_warnings(a, b)}",
     )
     receipt = _raw_message(b, subject)
     assert receipt.get_content_type() == "multipart/report"
