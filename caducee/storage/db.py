@@ -9,7 +9,6 @@ tables declares them on :class:`Base`; Alembic migrations in
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -145,6 +144,11 @@ def _begin_immediate(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+_HAS_WRITE_INTENT = (
+    "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = 'write_intent'"
+)
+
+
 def _begin_writing_main(conn: Any) -> None:
     """Take the main file's write lock at BEGIN, and not the attached directory's.
 
@@ -152,18 +156,22 @@ def _begin_writing_main(conn: Any) -> None:
     for a directory import again. A deferred ``BEGIN`` whose first statement
     writes to the main file (a ``DELETE`` that matches nothing) takes that
     lock at once, with the same busy handling, and the directory's only if the
-    transaction writes to it. A home not yet migrated to the table falls back
-    to ``BEGIN IMMEDIATE``.
+    transaction writes to it. A home not yet migrated to the table (revision
+    0029) begins ``IMMEDIATE``. The statements go through SQLAlchemy, so a
+    writer kept waiting past ``busy_timeout`` gets its ``OperationalError``,
+    as callers that retry expect.
     """
     driver = conn.connection.driver_connection
-    driver.execute("BEGIN")
+    if driver.execute(_HAS_WRITE_INTENT).fetchone() is None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return
+    conn.exec_driver_sql("BEGIN")
     try:
-        driver.execute(_TOUCH_WRITE_INTENT)
-    except sqlite3.OperationalError as error:
-        driver.execute("ROLLBACK")
-        if "no such table" not in str(error):
-            raise
-        driver.execute("BEGIN IMMEDIATE")
+        conn.exec_driver_sql(_TOUCH_WRITE_INTENT)
+    except BaseException:
+        if driver.in_transaction:
+            driver.execute("ROLLBACK")
+        raise
 
 
 def _sqlite_engine(url: str, *, begin: Any, attach_directory: Path | None) -> Engine:
