@@ -161,7 +161,8 @@ def world(
             professional=httpx.BasicAuth("claire.martin@hopital.mssante.fr", professional_password),
         )
         yield world
-    gateway.close()  # its identity service's poller, before the schema goes
+    authenticator.close()  # the pollers of both identity services, before the schema goes
+    gateway.close()
     database.dispose()
 
 
@@ -461,17 +462,20 @@ def test_f2_credentials_checked_once_then_cached(world: World) -> None:
     app = build_http_app(
         world.gateway, extra_routes=fhir_routes(world.gateway, authenticators=[authenticator])
     )
-    with TestClient(app) as client:
-        for _ in range(3):
+    try:
+        with TestClient(app) as client:
+            for _ in range(3):
+                assert client.get("/fhir/DocumentReference", auth=world.auth).status_code == 200
+            assert authenticator.checks == 1
+            now = 61.0
             assert client.get("/fhir/DocumentReference", auth=world.auth).status_code == 200
-        assert authenticator.checks == 1
-        now = 61.0
-        assert client.get("/fhir/DocumentReference", auth=world.auth).status_code == 200
-        assert authenticator.checks == 2
-        wrong = httpx.BasicAuth(world.record.address, "wrong")
-        for _ in range(2):
-            assert client.get("/fhir/DocumentReference", auth=wrong).status_code == 401
-        assert authenticator.checks == 4  # failures are never cached
+            assert authenticator.checks == 2
+            wrong = httpx.BasicAuth(world.record.address, "wrong")
+            for _ in range(2):
+                assert client.get("/fhir/DocumentReference", auth=wrong).status_code == 401
+            assert authenticator.checks == 4  # failures are never cached
+    finally:
+        authenticator.close()
 
 
 class _Throttling:

@@ -107,7 +107,8 @@ class BasicAuthenticator:
     """HTTP Basic against the app passwords of hosted accounts, through the identity service.
 
     ``identity`` is the process's shared service (:attr:`caducee.gateway.runtime.Gateway.identity`);
-    without it (tests), a service of its own with a ``ttl_seconds`` cache on ``clock``.
+    without it (tests), a service of its own with a ``ttl_seconds`` cache on ``clock``, which
+    :meth:`close` stops (its shared-failures poller would otherwise outlive the database).
     """
 
     def __init__(
@@ -119,6 +120,7 @@ class BasicAuthenticator:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.database = database
+        self._own_identity = identity is None
         if identity is None:
             defaults = Settings()
             cache = {"credential_cache_seconds": ttl_seconds}
@@ -127,6 +129,11 @@ class BasicAuthenticator:
             )
             identity = IdentityService(settings, database, clock=clock)
         self.identity = identity
+
+    def close(self) -> None:
+        """Stop the identity service made here; a shared one is its owner's to close."""
+        if self._own_identity:
+            self.identity.close()
 
     @property
     def checks(self) -> int:
