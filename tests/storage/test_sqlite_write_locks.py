@@ -9,6 +9,8 @@ waiting past ``busy_timeout`` must get.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,40 +34,41 @@ def _short_wait(connection: Connection) -> None:
     driver.execute("PRAGMA busy_timeout=100")
 
 
-def test_k2_a_writer_kept_waiting_gets_sqlalchemy_s_error_and_keeps_no_transaction(
-    database: Database,
-) -> None:
-    main, _ = _sqlite_files(database)
-    holder = sqlite3.connect(main, isolation_level=None)
+@contextmanager
+def _write_locked(path: Path) -> Iterator[sqlite3.Connection]:
+    """Another connection holding ``path``'s write lock (``ROLLBACK`` on it releases it)."""
+    holder = sqlite3.connect(path, isolation_level=None)
     try:
         holder.execute("BEGIN IMMEDIATE")
-        with database.engine.connect() as connection:
-            _short_wait(connection)
-            with pytest.raises(OperationalError, match="locked"):
-                connection.begin()
-            holder.execute("ROLLBACK")
-            with connection.begin():  # the failed BEGIN left nothing open behind it
-                connection.execute(text("DELETE FROM write_intent"))
+        yield holder
     finally:
         if holder.in_transaction:
             holder.execute("ROLLBACK")
         holder.close()
 
 
+def test_k2_a_writer_kept_waiting_gets_sqlalchemy_s_error_and_keeps_no_transaction(
+    database: Database,
+) -> None:
+    main, _ = _sqlite_files(database)
+    with _write_locked(main) as holder, database.engine.connect() as connection:
+        _short_wait(connection)
+        with pytest.raises(OperationalError, match="locked"):
+            connection.begin()
+        holder.execute("ROLLBACK")
+        with connection.begin():  # the failed BEGIN left nothing open behind it
+            connection.execute(text("DELETE FROM write_intent"))
+
+
 def test_k2_a_write_transaction_locks_the_directory_file_only_to_write_there(
     database: Database,
 ) -> None:
     _, directory = _sqlite_files(database)
-    importing = sqlite3.connect(directory, isolation_level=None)
-    try:
-        importing.execute("BEGIN IMMEDIATE")  # as a directory import holds it
-        with database.engine.connect() as connection:
-            _short_wait(connection)
-            with connection.begin():  # reads the directory, writes the main file
-                connection.execute(text("SELECT count(*) FROM directory_entries")).scalar()
-                connection.execute(text("DELETE FROM write_intent"))
-            with pytest.raises(OperationalError, match="locked"), connection.begin():
-                connection.execute(text("UPDATE directory_entries SET hosted = hosted"))
-    finally:
-        importing.execute("ROLLBACK")
-        importing.close()
+    # as a directory import holds it
+    with _write_locked(directory), database.engine.connect() as connection:
+        _short_wait(connection)
+        with connection.begin():  # reads the directory, writes the main file
+            connection.execute(text("SELECT count(*) FROM directory_entries")).scalar()
+            connection.execute(text("DELETE FROM write_intent"))
+        with pytest.raises(OperationalError, match="locked"), connection.begin():
+            connection.execute(text("UPDATE directory_entries SET hosted = hosted"))
