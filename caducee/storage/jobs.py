@@ -47,6 +47,7 @@ from sqlalchemy import (
     String,
     Text,
     and_,
+    bindparam,
     or_,
     select,
     update,
@@ -141,6 +142,17 @@ def _parse_field(kind: str, name: str, hint: Any, value: Any) -> Any:
     raise MalformedPayloadError(f"{kind} job payload: {name} is missing or not a valid value")
 
 
+_FIELD_TYPES: dict[type[JobPayload], dict[str, Any]] = {}
+
+
+def _field_types(payload_type: type[JobPayload]) -> dict[str, Any]:
+    """The resolved field types of a payload class: resolved once, checked for every job."""
+    hints = _FIELD_TYPES.get(payload_type)
+    if hints is None:
+        hints = _FIELD_TYPES[payload_type] = typing.get_type_hints(payload_type)
+    return hints
+
+
 @dataclass(frozen=True)
 class JobPayload:
     """The typed payload of one job kind; subclasses name their :attr:`kind`."""
@@ -162,7 +174,7 @@ class JobPayload:
         """Parse a stored payload; :class:`MalformedPayloadError` when it does not fit."""
         if not isinstance(payload, Mapping):
             raise MalformedPayloadError(f"{cls.kind} job payload is not an object")
-        hints = typing.get_type_hints(cls)
+        hints = _field_types(cls)
         values: dict[str, Any] = {}
         for item in dataclasses.fields(cls):
             optional = item.default is not dataclasses.MISSING
@@ -267,6 +279,40 @@ class RetryPolicy:
         return timedelta(seconds=max(0.0, raw + random.uniform(-spread, spread)))  # noqa: S311
 
 
+_JOBS = table_of(JobRow)
+_COMPLETE = (
+    update(_JOBS)
+    .where(
+        _JOBS.c.id == bindparam("job_id"),
+        _JOBS.c.state == RUNNING,
+        _JOBS.c.locked_by == bindparam("worker"),
+    )
+    .values(
+        state=DONE,
+        finished_at=bindparam("now"),
+        updated_at=bindparam("now"),
+        locked_by=None,
+        locked_until=None,
+    )
+)
+"""Mark a held job done. Built once: it runs for every job, most of them one per inbound
+message (issue 19); built per call on the ORM entity, its expression, cache key and the ORM's bulk
+update path cost more than the row."""
+
+_ANY_DUE = (
+    select(_JOBS.c.id)
+    .where(
+        or_(
+            and_(_JOBS.c.state == READY, _JOBS.c.next_attempt_at <= bindparam("now")),
+            and_(_JOBS.c.state == RUNNING, _JOBS.c.locked_until < bindparam("now")),
+        )
+    )
+    .limit(1)
+)
+"""Any job a claim could lease now (the same condition as :meth:`JobQueue._due`)."""
+_ANY_DUE_OF = _ANY_DUE.where(_JOBS.c.kind.in_(bindparam("kinds", expanding=True)))
+
+
 class JobQueue:
     """Enqueue, claim, complete and fail jobs; inspect and repair the queue."""
 
@@ -353,7 +399,7 @@ class JobQueue:
         picks = [self._due(now, kinds, limit)]
         if one_of:
             picks.append(self._due(now, one_of, 1))
-        if session is None and not self._any_due(picks):
+        if session is None and not self._any_due(now, [*(kinds or ()), *one_of] if kinds else None):
             return []
         statement = (
             update(JobRow)
@@ -380,21 +426,23 @@ class JobQueue:
             for r in sorted(rows, key=lambda r: r[0])
         ]
 
-    def _any_due(self, picks: Sequence[Select[Any]]) -> bool:
-        """Whether a claim may find a job, asked without the write lock.
+    def _any_due(self, now: datetime, kinds: Sequence[str] | None) -> bool:
+        """Whether a claim of ``kinds`` (None: every kind) may find a job, asked without the
+        write lock.
 
         Workers are woken at every commit of the SMTP committer, most of them to find nothing;
         on SQLite an empty claim still takes the one writer lock from the committer. A job
         that becomes due just after this look is found at the next wake or poll, as a job
-        committed just after a claim always was.
+        committed just after a claim always was. One prebuilt statement: it runs at every
+        wake of every worker (issue 19).
         """
         if self.database.dialect != "sqlite":
             return True  # no single writer to spare; SKIP LOCKED claims are cheap
         with self.database.reading() as session:
-            return any(
-                session.execute(pick.with_only_columns(JobRow.id).limit(1)).first() is not None
-                for pick in picks
-            )
+            if kinds is None:
+                return session.execute(_ANY_DUE, {"now": now}).first() is not None
+            found = session.execute(_ANY_DUE_OF, {"now": now, "kinds": [str(k) for k in kinds]})
+            return found.first() is not None
 
     def _due(self, now: datetime, kinds: Sequence[str] | None, limit: int) -> Select[Any]:
         """The ids of up to ``limit`` claimable jobs of ``kinds``, the longest due first."""
@@ -425,20 +473,15 @@ class JobQueue:
         claim again, so the read cannot miss a completion that was due.
         """
         now = utcnow()
-        statement = (
-            update(JobRow)
-            .where(self._held(job))
-            .values(state=DONE, finished_at=now, updated_at=now, locked_by=None, locked_until=None)
-            .execution_options(synchronize_session=False)
-        )
+        values = {"job_id": job.id, "worker": job.worker, "now": now}
         if session is not None:
-            return session.execute(statement).rowcount == 1  # type: ignore[attr-defined,no-any-return]
+            return session.execute(_COMPLETE, values).rowcount == 1  # type: ignore[attr-defined,no-any-return]
         if self.database.dialect == "sqlite":
             with self.database.reading() as reader:
                 if reader.scalar(select(JobRow.id).where(self._held(job))) is None:
                     return False
         with self.database.transaction() as own:
-            return own.execute(statement).rowcount == 1  # type: ignore[attr-defined,no-any-return]
+            return own.execute(_COMPLETE, values).rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
     def fail(
         self,

@@ -63,6 +63,8 @@ class CentreNotification(Base):
 
 
 _CENTRE = table_of(CentreNotification)
+_ADD = insert(_CENTRE)
+"""Built once, its values bound at execution: no per-row coercion or cache key (issue 19)."""
 
 
 def add_to_centre(session: Session, account_id: int, kind: str, count: int = 1) -> None:
@@ -72,9 +74,13 @@ def add_to_centre(session: Session, account_id: int, kind: str, count: int = 1) 
     # A Core insert, not session.add: it runs for every inbound message (a worker's
     # notification job), where the ORM's unit of work cost more than the row (issue 19).
     session.execute(
-        insert(_CENTRE).values(
-            account_id=account_id, kind=kind, count=max(1, min(count, 10_000)), created_at=utcnow()
-        )
+        _ADD,
+        {
+            "account_id": account_id,
+            "kind": kind,
+            "count": max(1, min(count, 10_000)),
+            "created_at": utcnow(),
+        },
     )
 
 

@@ -45,6 +45,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    bindparam,
     select,
     text,
     update,
@@ -208,21 +209,34 @@ class NotificationBatch(Base):
 
 _BATCHES = table_of(NotificationBatch)
 _CONTACTS = table_of(PatientContact)
-_OPEN_BATCH = PreparedUpsert(
-    _BATCHES,
-    lambda insert: insert.on_conflict_do_nothing(
-        index_elements=["account_id"],
-        index_where=_BATCHES.c.state == BatchState.OPEN.value,
-    ).returning(_BATCHES.c.id),
-)
-"""Open the patient's batch unless one is open, returning its id when it inserted."""
-
-
 _COUNTERS = {
     Event.NEW_MESSAGE: "new_messages",
     Event.NEW_DOCUMENT: "new_documents",
     Event.RECORD_ACCESS: "record_accesses",
 }
+
+
+def _grouping(counter: str) -> PreparedUpsert:
+    """Open the patient's batch with one event, or count the event in the open one.
+
+    One statement where there were three (insert-or-nothing, select for update, increment):
+    it runs for every inbound message (issue 19). On PostgreSQL the conflicting update locks
+    the open batch as the ``SELECT … FOR UPDATE`` did. It returns the batch's id and its
+    number of events: 1 exactly when this statement opened it (every statement adds one).
+    """
+    column = _BATCHES.c[counter]
+    events = _BATCHES.c.new_messages + _BATCHES.c.new_documents + _BATCHES.c.record_accesses
+    return PreparedUpsert(
+        _BATCHES,
+        lambda insert: insert.on_conflict_do_update(
+            index_elements=["account_id"],
+            index_where=_BATCHES.c.state == BatchState.OPEN.value,
+            set_={counter: column + 1},
+        ).returning(_BATCHES.c.id, events.label("events")),
+    )
+
+
+_GROUPING = {event: _grouping(counter) for event, counter in _COUNTERS.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,28 +284,33 @@ class Preferences:
 
 def preferences(session: Session, account_id: int, settings: NotificationSettings) -> Preferences:
     """The patient's choices, with the operator's defaults where they made none."""
-    # Core, not session.get: read for every inbound message's notification job (issue 19).
     row = session.execute(
         select(_CONTACTS).where(_CONTACTS.c.account_id == account_id)
     ).one_or_none()
+    return _effective(row, settings)
+
+
+def _effective(row: Any, settings: NotificationSettings) -> Preferences:
+    """The choices of a ``patient_contacts`` row (None, or all its fields None: no row)."""
 
     def pick(value: bool | None, default: bool) -> bool:
         return default if value is None else bool(value)
 
+    def field(name: str) -> Any:
+        return None if row is None else getattr(row, name)
+
     language = settings.default_language
-    if row is not None and row.language in LANGUAGES:
-        language = row.language
+    if field("language") in LANGUAGES:
+        language = field("language")
     return Preferences(
-        email=row.email if row is not None else None,
-        phone=row.phone if row is not None else None,
+        email=field("email"),
+        phone=field("phone"),
         language=language if language in LANGUAGES else "fr",
-        email_enabled=True if row is None else bool(row.email_enabled),
-        sms_enabled=True if row is None else bool(row.sms_enabled),
-        new_message=pick(row.notify_new_message if row else None, settings.default_new_message),
-        new_document=pick(row.notify_new_document if row else None, settings.default_new_document),
-        record_access=pick(
-            row.notify_record_access if row else None, settings.default_record_access
-        ),
+        email_enabled=pick(field("email_enabled"), True),
+        sms_enabled=pick(field("sms_enabled"), True),
+        new_message=pick(field("notify_new_message"), settings.default_new_message),
+        new_document=pick(field("notify_new_document"), settings.default_new_document),
+        record_access=pick(field("notify_record_access"), settings.default_record_access),
     )
 
 
@@ -542,15 +561,30 @@ class LeaseLost(RuntimeError):
     """The job's lease passed to another worker; this attempt rolled back."""
 
 
-def _account_open(session: Session, account_id: int) -> bool:
-    row = session.execute(
-        select(Account.kind, Account.state).where(Account.id == account_id)
-    ).one_or_none()
+_ACCOUNTS = table_of(Account)
+_RECIPIENT = (
+    select(
+        _ACCOUNTS.c.kind,
+        _ACCOUNTS.c.state,
+        *(column for column in _CONTACTS.c if column.name not in ("account_id", "updated_at")),
+    )
+    .select_from(_ACCOUNTS.outerjoin(_CONTACTS, _CONTACTS.c.account_id == _ACCOUNTS.c.id))
+    .where(_ACCOUNTS.c.id == bindparam("account_id"))
+)
+"""An account's kind and state with the patient's choices (``NULL`` fields: none made)."""
+
+
+def _open_patient(row: Any) -> bool:
+    """Whether ``row`` (kind and state of an account, or None) is a patient not closed."""
     return (
         row is not None
         and row.kind == AccountKind.PATIENT.value
         and row.state != AccountState.CLOSED.value
     )
+
+
+def _account_open(session: Session, account_id: int) -> bool:
+    return _open_patient(session.execute(_RECIPIENT, {"account_id": account_id}).one_or_none())
 
 
 class Notifier:
@@ -624,52 +658,43 @@ class Notifier:
 
     def _collect_in(self, session: Session, job: ClaimedJob, event: Event, account_id: int) -> None:
         """The effects of collecting one event, in the caller's transaction (no completion)."""
-        if not _account_open(session, account_id):
+        # The account and the patient's choices in one read: it runs for every inbound
+        # message (issue 19).
+        row = session.execute(_RECIPIENT, {"account_id": account_id}).one_or_none()
+        if not _open_patient(row):
             return
         count = job.payload.get("documents", 1)
         add_to_centre(session, account_id, event.value, count if isinstance(count, int) else 1)
         if not self.settings.enabled:
             return
-        prefs = preferences(session, account_id, self.settings)
+        prefs = _effective(row, self.settings)
         if not prefs.wants(event) or not self._reachable(prefs):
             log.debug("notification not wanted", extra={"account_id": account_id})
             return
         now = utcnow()
-        created = session.execute(
-            _OPEN_BATCH(session),
+        values = {"new_messages": 0, "new_documents": 0, "record_accesses": 0}
+        values[_COUNTERS[event]] = 1
+        grouped = session.execute(
+            _GROUPING[event](session),
             {
                 "account_id": account_id,
                 "state": BatchState.OPEN.value,
                 "opened_at": now,
                 "due_at": now + self.settings.window,
-                "new_messages": 0,
-                "new_documents": 0,
-                "record_accesses": 0,
+                **values,
             },
-        ).first()
-        batch_id = session.scalar(
-            select(_BATCHES.c.id)
-            .where(
-                _BATCHES.c.account_id == account_id,
-                _BATCHES.c.state == BatchState.OPEN.value,
-            )
-            .with_for_update()
-        )
-        assert batch_id is not None
-        counter = _BATCHES.c[_COUNTERS[event]]
-        session.execute(
-            update(_BATCHES).where(_BATCHES.c.id == batch_id).values({counter: counter + 1})
-        )
-        if created is not None:
+        ).one()
+        batch_id = int(grouped.id)
+        if grouped.events == 1:  # this event opened the batch: its sending is due after the window
             self.queue.enqueue(
                 session,
                 NOTIFY_PATIENT_JOB,
-                {"event": Event.SEND_BATCH.value, "batch_id": int(batch_id)},
+                {"event": Event.SEND_BATCH.value, "batch_id": batch_id},
                 delay=self.settings.window,
             )
         log.info(
             "notification event grouped",
-            extra={"account_id": account_id, "event": event.value, "batch_id": int(batch_id)},
+            extra={"account_id": account_id, "event": event.value, "batch_id": batch_id},
         )
 
     def send(self, job: ClaimedJob, batch_id: int) -> None:
