@@ -25,6 +25,8 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from email._header_value_parser import AddrSpec, AngleAddr, get_addr_spec, get_angle_addr
+from email.errors import HeaderParseError
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
@@ -362,6 +364,30 @@ class CaduceeSMTP(SMTP):
                 encoding = "utf-8" if self.enable_SMTPUTF8 else "ascii"
                 status = "\r\n".join(lines).encode(encoding) + b"\r\n" + status
         await super().push(status)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """The path of MAIL FROM or RCPT TO and the rest of the line, parsed as aiosmtpd does.
+
+        aiosmtpd 1.4's own ``_getaddr`` declares a ``typing.Protocol`` class inside the method
+        for its type checker: a new class, with its ABC machinery, at every MAIL and RCPT, seen
+        in the event loop's profile of the 4 KiB bench (issue 19; 57 → 40 µs a call here).
+        Same parser, same limits, no class.
+        """
+        if not arg:
+            return "", ""
+        address: AngleAddr | AddrSpec
+        try:
+            if arg.lstrip().startswith("<"):
+                address, rest = get_angle_addr(arg)
+            else:
+                address, rest = get_addr_spec(arg)
+        except HeaderParseError:
+            return None, None
+        path: str = address.addr_spec
+        local_part = path.rpartition("@")[0]
+        if self.local_part_limit and len(local_part) > self.local_part_limit:
+            return None, None
+        return path, rest
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         await super().smtp_MAIL(arg)

@@ -1,6 +1,8 @@
 """The accept path at speed (issue 19): what it changed that a client or IMAP can see.
 
 * a multi-line reply (EHLO) leaves in one write, not one per line;
+* MAIL and RCPT paths parse as aiosmtpd parses them (the accept path has its own copy of
+  aiosmtpd's parser, without the class aiosmtpd defines at every call);
 * after the commit, the operators' port tells the hook ``on_delivered`` which accounts got an
   INBOX entry — ``serve`` wires it to the IMAP server's IDLE wake-ups (H1), so IDLE sees the
   message at once instead of at its next poll. The listener here runs in the test's process
@@ -9,9 +11,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 import socket
 
+from aiosmtpd.smtp import SMTP
+
+from caducee.gateway.smtp.protocol import CaduceeSMTP
 from caducee.mailboxes.accounts.store import find_account
 from tests.harness.served import ServedGateway
 from tests.harness.waiting import wait_until
@@ -75,3 +81,37 @@ def test_h1_a_held_copy_wakes_nobody(gateway: ServedGateway, operators: InProces
     )
     _send(gateway, operators.port, patient, raw)
     wait_until(lambda: operators.told == [[]], timeout=10)
+
+
+PATHS = [
+    "<pro@labo-demo.mssante.fr> SIZE=4096",
+    "<>",
+    "pro@labo-demo.mssante.fr",
+    '<"quoted local"@labo-demo.mssante.fr> BODY=8BITMIME',
+    "<@relay.example:pro@labo-demo.mssante.fr>",
+    "<a@[127.0.0.1]>",
+    "  <pro@labo-demo.mssante.fr>",
+    "<é@hôpital.fr> SMTPUTF8",
+    "<" + "a" * 70 + "@labo-demo.mssante.fr>",
+    "<unclosed@labo-demo.mssante.fr",
+    "<a@b@c>",
+    "garbage <x@y.fr>",
+    "",
+]
+
+
+def test_b1_mail_and_rcpt_paths_parse_as_aiosmtpd_parses_them() -> None:
+    """The accept path's own path parser (issue 19) keeps aiosmtpd's answers, limits included."""
+    loop = asyncio.new_event_loop()
+    try:
+        ours = CaduceeSMTP(object(), max_message_bytes=1024, hostname="mx.test", loop=loop)
+        theirs = SMTP(object(), hostname="mx.test", loop=loop)
+        for limit in (0, 64):
+            ours.local_part_limit = theirs.local_part_limit = limit
+            for path in PATHS:
+                assert ours._getaddr(path) == theirs._getaddr(path), (limit, path)
+        # Both outcomes are exercised: a path over the local-part limit is refused.
+        assert ours._getaddr(PATHS[8]) == (None, None)
+        assert ours._getaddr(PATHS[0]) == ("pro@labo-demo.mssante.fr", "SIZE=4096")
+    finally:
+        loop.close()
