@@ -51,7 +51,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time
-from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
 from email.utils import parsedate_to_datetime
 from typing import Any, cast
@@ -76,6 +75,7 @@ from caducee.records.identity import (
     identity_facts,
     is_structured,
 )
+from caducee.records.mailparse import parse_mail
 from caducee.records.mailparts import is_attachment, leaves
 from caducee.records.model import (
     Document,
@@ -654,7 +654,7 @@ class Filing:
             return summary
         raw = mail.raw
         try:
-            message: Message = message_from_bytes(raw, policy=policy.default)
+            message = parse_mail(raw)
         except Exception as error:  # the parser is lenient; never lose the job to it
             log.warning("message could not be parsed", extra={"reason": type(error).__name__})
             summary.skipped = "unparsable"
