@@ -399,7 +399,7 @@ class JobQueue:
         picks = [self._due(now, kinds, limit)]
         if one_of:
             picks.append(self._due(now, one_of, 1))
-        if session is None and not self._any_due(now, [*(kinds or ()), *one_of] if kinds else None):
+        if session is None and not self._any_due(now, [*kinds, *one_of] if kinds else None):
             return []
         statement = (
             update(JobRow)
