@@ -299,17 +299,13 @@ _COMPLETE = (
 message (issue 19); built per call on the ORM entity, its expression, cache key and the ORM's bulk
 update path cost more than the row."""
 
-_ANY_DUE = (
-    select(_JOBS.c.id)
-    .where(
-        or_(
-            and_(_JOBS.c.state == READY, _JOBS.c.next_attempt_at <= bindparam("now")),
-            and_(_JOBS.c.state == RUNNING, _JOBS.c.locked_until < bindparam("now")),
-        )
-    )
-    .limit(1)
+_DUE = or_(
+    and_(_JOBS.c.state == READY, _JOBS.c.next_attempt_at <= bindparam("now")),
+    and_(_JOBS.c.state == RUNNING, _JOBS.c.locked_until < bindparam("now")),
 )
-"""Any job a claim could lease now (the same condition as :meth:`JobQueue._due`)."""
+"""A job a claim may lease at ``now`` (bound at execution): due, or its lease expired."""
+_ANY_DUE = select(_JOBS.c.id).where(_DUE).limit(1)
+"""Any job a claim could lease now."""
 _ANY_DUE_OF = _ANY_DUE.where(_JOBS.c.kind.in_(bindparam("kinds", expanding=True)))
 
 
@@ -396,9 +392,9 @@ class JobQueue:
         commit of the current one); the lease then exists when that transaction commits.
         """
         now = utcnow()
-        picks = [self._due(now, kinds, limit)]
+        picks = [self._due(kinds, limit)]
         if one_of:
-            picks.append(self._due(now, one_of, 1))
+            picks.append(self._due(one_of, 1))
         if session is None and not self._any_due(now, [*kinds, *one_of] if kinds else None):
             return []
         statement = (
@@ -415,10 +411,10 @@ class JobQueue:
             .execution_options(synchronize_session=False)
         )
         if session is not None:
-            rows = session.execute(statement).all()
+            rows = session.execute(statement, {"now": now}).all()
         else:
             with self.database.transaction() as own:
-                rows = own.execute(statement).all()
+                rows = own.execute(statement, {"now": now}).all()
         return [
             ClaimedJob(
                 id=r[0], kind=r[1], payload=r[2], attempts=r[3], max_attempts=r[4], worker=worker
@@ -444,13 +440,10 @@ class JobQueue:
             found = session.execute(_ANY_DUE_OF, {"now": now, "kinds": [str(k) for k in kinds]})
             return found.first() is not None
 
-    def _due(self, now: datetime, kinds: Sequence[str] | None, limit: int) -> Select[Any]:
-        """The ids of up to ``limit`` claimable jobs of ``kinds``, the longest due first."""
-        due = or_(
-            and_(JobRow.state == READY, JobRow.next_attempt_at <= now),
-            and_(JobRow.state == RUNNING, JobRow.locked_until < now),
-        )
-        candidates = select(JobRow.id).where(due).order_by(JobRow.next_attempt_at).limit(limit)
+    def _due(self, kinds: Sequence[str] | None, limit: int) -> Select[Any]:
+        """The ids of up to ``limit`` jobs of ``kinds`` claimable at ``now`` (bound at
+        execution), the longest due first."""
+        candidates = select(JobRow.id).where(_DUE).order_by(JobRow.next_attempt_at).limit(limit)
         if kinds:
             candidates = candidates.where(JobRow.kind.in_([str(kind) for kind in kinds]))
         if self.database.dialect == "postgresql":
