@@ -119,7 +119,7 @@ def _restore(message: Message, token: bytes, bodies: list[bytes]) -> bool:
         if not payload.startswith(prefix) or not index.isdigit() or int(index) >= len(bodies):
             return False
         number = int(index)
-        if restored[number] or part.get_content_maintype() in ("message", "multipart"):
+        if restored[number]:
             return False
         # As the parser decodes the bytes it is given (ASCII, undecodable bytes kept).
         part.set_payload(bodies[number].decode("ascii", "surrogateescape"))

@@ -75,9 +75,7 @@ LONG_TEXT = ("Compte rendu sans tiret aucun. " * 40 + "\r\n") * 8
 
 def _built_cases() -> dict[str, bytes]:
     pdf = _base64_part("cr.pdf")
-    attached_message = "Content-Type: message/rfc822\r\n\r\n" + _multipart("inner", pdf).replace(
-        "\r\n", "\r\n"
-    )
+    attached_message = "Content-Type: message/rfc822\r\n\r\n" + _multipart("inner", pdf)
     return {
         "report with a PDF": build_mail([pdf_part(BIG)]),
         "report with an XDM archive": build_mail([xdm_part(n1_xdm(CDA))]),
@@ -123,6 +121,9 @@ def _built_cases() -> dict[str, bytes]:
             "b13", "Content-Type: text/plain; charset=latin-1\r\n\r\n" + LONG_TEXT
         ).encode("latin-1")
         + "é".encode("latin-1"),
+        "a multipart without a boundary inside one": _multipart(
+            "b14", f"Content-Type: multipart/mixed\r\n\r\n{b64(BIG)}", pdf
+        ).encode(),
         "single part, no delimiter": (
             "From: a@b.fr\r\nContent-Transfer-Encoding: base64\r\n\r\n" + b64(BIG)
         ).encode(),
