@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 
@@ -41,17 +41,24 @@ class WakeSender(asyncio.Protocol):
     (PostgreSQL) still wakes the sessions, only later.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, on_lost: Callable[[], None] = lambda: None
+    ) -> None:
         self.loop = loop
+        self.on_lost = on_lost
+        self.closed = False
         self.transport: asyncio.WriteTransport | None = None
         self.pending: set[int] = set()
         self.paused = False
 
     @classmethod
-    async def open(cls) -> WakeSender | None:
-        """The channel on this process's stdout; ``print`` goes to stderr from now on."""
+    async def open(cls, on_lost: Callable[[], None] = lambda: None) -> WakeSender | None:
+        """The channel on this process's stdout; ``print`` goes to stderr from now on.
+
+        ``on_lost`` is called when the main process closes its end (it is gone).
+        """
         loop = asyncio.get_running_loop()
-        sender = cls(loop)
+        sender = cls(loop, on_lost)
         channel = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
         try:
             await loop.connect_write_pipe(lambda: sender, channel)
@@ -68,7 +75,9 @@ class WakeSender(asyncio.Protocol):
         self.transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None  # the main process is gone: nobody to wake
+        self.transport = None
+        if not self.closed:  # the main process is gone: nobody to wake
+            self.on_lost()
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -113,6 +122,7 @@ class WakeSender(asyncio.Protocol):
 
     def close(self) -> None:
         """Send what is pending and close the channel (the main process sees end of file)."""
+        self.closed = True
         self._flush()
         if self.transport is not None:
             self.transport.close()

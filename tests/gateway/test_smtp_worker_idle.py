@@ -1,16 +1,18 @@
-"""H1, K2 (issue 19): mail an SMTP worker process accepts wakes IMAP IDLE in the main process.
+"""H1, K2, K3 (issue 19): ``serve``'s SMTP worker processes.
 
-With ``[smtp] processes = 2`` the kernel splits the SMTP connections between ``caducee serve``
-and its SMTP worker process (SO_REUSEPORT); IMAP runs only in the main process. A delivery
-in the worker must wake the patient's IDLE at commit, as one in the main process does, and
-not only at the main process's next folder poll (SQLite: every 0.25 s).
+With ``[smtp] processes = 2`` the operators' port belongs to ``caducee serve``'s SMTP worker
+process; IMAP runs only in the main process. A delivery the worker accepts must wake the
+patient's IDLE at commit, and not only at the main process's next folder poll (SQLite: every
+0.25 s). On SQLite the main process commits the worker's deliveries (one writer) and wakes
+IDLE itself; on PostgreSQL the worker commits and sends the wake-up on its channel.
 
 The main process here runs with that poll slowed to an hour (``[imap] change_poll_seconds``
-and, on PostgreSQL, ``change_safety_poll_seconds``), so on SQLite nothing but the wake-up of
-the process that committed can bring the EXISTS while the test waits: without the worker's
-channel to the main process, the first message the worker takes never shows and the test
-fails. Which process took each connection is read
-from ``/proc`` (the owner of the server side of the TCP connection), not guessed.
+and, on PostgreSQL, ``change_safety_poll_seconds``), so nothing but the wake-up of the process
+that committed can bring the EXISTS while the test waits. Which process took each connection
+is read from ``/proc`` (the owner of the server side of the TCP connection), not guessed.
+
+A worker whose main process is gone stops; a worker that dies is started again, since the
+operators' port has no other listener.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ import pytest
 
 from caducee.gateway.worker_wakeups import WAKE_IDS_PER_LINE, WAKE_MAX_PENDING, WakeSender
 from tests.gateway.imap.transcript import ImapTranscript
+from tests.harness.processes import child_pids, running
 from tests.harness.served import Account, ServedGateway, prepare_demo
 from tests.harness.waiting import wait_until
 
@@ -34,9 +38,7 @@ SLOW_POLL = 3600
 """The main process's folder poll (``[imap] change_poll_seconds``, and the PostgreSQL safety
 poll): far beyond any wait of this test."""
 
-WORKER_MESSAGES = 3
-"""Messages the worker process must have accepted (each connection: one chance in two)."""
-MAX_MESSAGES = 40
+MESSAGES = 3
 WORKER = "smtp-worker"
 """The ``role`` an SMTP worker process logs (``caducee serve --role smtp-worker``)."""
 
@@ -62,14 +64,6 @@ def two_smtp_processes(
         yield served
     finally:
         served.stop_all()
-
-
-def _children(pid: int) -> list[int]:
-    """The child processes of ``pid`` (whatever thread forked them)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(child) for child in (task / "children").read_text().split()]
-    return found
 
 
 def _socket_inode(server_port: int, client_port: int) -> int | None:
@@ -128,7 +122,7 @@ def test_k2_mail_an_smtp_worker_accepts_wakes_idle_in_the_main_process(
     gateway = two_smtp_processes
     assert gateway.process is not None
     main_pid = gateway.process.pid
-    workers = wait_until(lambda: _children(main_pid), message="no SMTP worker process started")
+    workers = wait_until(lambda: child_pids(main_pid), message="no SMTP worker process started")
     assert len(workers) == 1
     # The harness waits for the main process only; the worker binds the ports a moment later.
     wait_until(lambda: _workers_listening(gateway), message=gateway.log)
@@ -145,8 +139,7 @@ def test_k2_mail_an_smtp_worker_accepts_wakes_idle_in_the_main_process(
         assert b"* 0 EXISTS\r\n" in watcher.ok("SELECT INBOX")
         watcher.send(b"i IDLE\r\n")
         assert watcher.line().startswith(b"+ ")
-        sent = 0
-        while taken_by[workers[0]] < WORKER_MESSAGES and sent < MAX_MESSAGES:
+        for sent in range(MESSAGES):
             raw = gateway.message(to=account.address, subject=f"Résultat {sent}")
             with gateway.smtp() as client:
                 assert client.sock is not None
@@ -155,10 +148,10 @@ def test_k2_mail_an_smtp_worker_accepts_wakes_idle_in_the_main_process(
                 owner = _owner([main_pid, *workers], inode)
                 assert owner is not None, "no gateway process holds the SMTP connection"
                 assert not client.sendmail(gateway.peer["professional"], [account.address], raw)
-            sent += 1
             taken_by[owner] += 1
-            _wait_exists(watcher, sent)  # before the next message: each EXISTS has one cause
-        assert taken_by[workers[0]] >= WORKER_MESSAGES, taken_by
+            _wait_exists(watcher, sent + 1)  # before the next message: each EXISTS has one cause
+        # The main process leaves the operators' port to its worker.
+        assert taken_by == {main_pid: 0, workers[0]: MESSAGES}, taken_by
         watcher.send(b"DONE\r\n")
         while not (line := watcher.line()).startswith(b"i "):
             pass  # the untagged RECENT/EXISTS of the last wake-up
@@ -177,9 +170,50 @@ def test_k3_the_smtp_worker_stops_with_the_main_process(
     served = prepare_demo(home, database_url, extra_env={"CADUCEE_SMTP__PROCESSES": "2"})
     served.start()
     assert served.process is not None
-    workers = wait_until(lambda: _children(served.process.pid) if served.process else [])
+    workers = wait_until(lambda: child_pids(served.process.pid) if served.process else [])
     served.stop_all()  # asserts exit code 0
-    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    assert not [pid for pid in workers if running(pid)]
+
+
+def test_k3_a_killed_worker_is_replaced_and_a_killed_main_process_takes_its_worker_along(
+    tmp_path_factory: pytest.TempPathFactory, pg_schemas: Any
+) -> None:
+    """The operators' port has no listener but the worker: one that dies is started again and
+    mail flows once more; a worker whose main process died stops instead of serving alone."""
+    home = tmp_path_factory.mktemp("smtp-workers-kill") / "home"
+    database_url = pg_schemas.new() if pg_schemas is not None else None
+    served = prepare_demo(home, database_url, extra_env={"CADUCEE_SMTP__PROCESSES": "2"})
+    served.start()
+    seen: list[int] = []
+    try:
+        assert served.process is not None
+        main_pid = served.process.pid
+        wait_until(lambda: _workers_listening(served) == 1, message=served.log)
+        seen += child_pids(main_pid)
+        os.kill(seen[0], signal.SIGKILL)
+        replacement = wait_until(
+            lambda: [pid for pid in child_pids(main_pid) if pid not in seen],
+            message="no SMTP worker process started in place of the killed one",
+        )
+        seen += replacement
+        wait_until(lambda: _workers_listening(served) == 2, message=served.log)
+        assert "SMTP worker process exited; starting another" in served.log()
+        account = served.new_patient()
+        with served.smtp() as client:
+            raw = served.message(to=account.address, subject="Après le redémarrage")
+            assert not client.sendmail(served.peer["professional"], [account.address], raw)
+        assert served.stop("serve", signal.SIGKILL) == -signal.SIGKILL
+        wait_until(
+            lambda: not running(replacement[0]),
+            timeout=30,
+            message="the SMTP worker kept running without its main process",
+        )
+    finally:
+        for pid in seen:  # only if the test failed: no orphan left on the port
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+        if served.processes:
+            served.stop_all()
 
 
 def test_k2_a_main_process_that_does_not_read_never_blocks_the_worker() -> None:

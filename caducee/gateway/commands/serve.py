@@ -4,9 +4,15 @@ SIGTERM or SIGINT stops accepting new work, lets in-flight requests and jobs
 finish, and exits 0 (K3). SIGHUP reloads ``caducee.toml`` and applies what can
 change live (:mod:`caducee.gateway.reload`), in this process and its SMTP workers.
 
-With ``[smtp] processes`` above 1 the SMTP worker processes tell the main process, after each
-commit, which accounts got mail (account ids on the worker's stdout pipe), so IMAP IDLE in the
-main process wakes at once rather than at the next SQLite folder poll (issue 19).
+With ``[smtp] processes = N`` above 1, ``serve`` starts N - 1 SMTP worker processes and
+leaves the operators' port to them (the submission ports are served by all): the main process
+keeps the job workers, IMAP and HTTP, which had left it no CPU for a share of the SMTP
+sessions (issue 19). On SQLite the workers hand their operators' port deliveries to the main
+process, the file's one writer, which commits them and replies
+(:mod:`caducee.gateway.commit_relay`). Whatever they commit themselves (submission; every
+delivery on PostgreSQL) they announce after the commit (account ids on the worker's stdout
+pipe), so IMAP IDLE in the main process wakes at once rather than at its next folder poll.
+A worker whose main process is gone stops.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +30,7 @@ import uvicorn
 
 from caducee.config import Settings, load_settings
 from caducee.gateway.commands import CommandError, Subcommands, add_home_argument
+from caducee.gateway.commit_relay import FRAME_OVERHEAD_BYTES, RelayedDeliveries
 from caducee.gateway.http.admin_api import admin_routes
 from caducee.gateway.http.app import build_http_app
 from caducee.gateway.http.directory_api import directory_routes
@@ -41,9 +47,10 @@ from caducee.gateway.runtime import Gateway, build_gateway
 from caducee.gateway.smtp.auth import Authenticator
 from caducee.gateway.smtp.context import SmtpContext, TrustCache
 from caducee.gateway.smtp.listener import OperatorListener, SubmissionListener
+from caducee.gateway.smtp_workers import ROLE_SMTP_WORKER, SmtpWorkers
 from caducee.gateway.tls import TLS12_CIPHERS
 from caducee.gateway.web import webmail_routes
-from caducee.gateway.worker_wakeups import WakeSender, relay_wake_ups
+from caducee.gateway.worker_wakeups import WakeSender
 from caducee.mailboxes.delivery import NOTIFY_PATIENT_JOB, MailDelivery
 from caducee.mailboxes.relay.outbound import RELAY_JOB
 from caducee.storage import schema
@@ -54,7 +61,6 @@ log = logging.getLogger("caducee.serve")
 
 
 ROLE_MAIN = "main"
-ROLE_SMTP_WORKER = "smtp-worker"
 
 
 def register(subcommands: Subcommands) -> None:
@@ -63,6 +69,7 @@ def register(subcommands: Subcommands) -> None:
     parser.add_argument(
         "--role", choices=(ROLE_MAIN, ROLE_SMTP_WORKER), default=ROLE_MAIN, help=argparse.SUPPRESS
     )
+    parser.add_argument("--commit-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.set_defaults(handler=run)
 
 
@@ -123,37 +130,6 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
-async def _spawn_smtp_workers(settings: Settings) -> list[asyncio.subprocess.Process]:
-    """Extra processes sharing the SMTP ports (SO_REUSEPORT): one core each.
-
-    Their stdout is a pipe to this process: the wake-up channel (:class:`WakeSender`).
-    """
-    children = []
-    for _ in range(settings.smtp.processes - 1):
-        children.append(
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "caducee.gateway.cli",
-                "serve",
-                "--home",
-                str(settings.home),
-                "--role",
-                ROLE_SMTP_WORKER,
-                stdout=asyncio.subprocess.PIPE,
-            )
-        )
-    return children
-
-
-async def _stop_children(children: list[asyncio.subprocess.Process]) -> None:
-    for child in children:
-        if child.returncode is None:
-            child.send_signal(signal.SIGTERM)
-    for child in children:
-        await child.wait()
-
-
 def _caps(limiter: ConnectionLimiter | None, total: int, per_ip: int) -> None:
     if limiter is not None:
         limiter.total, limiter.per_ip = total, per_ip
@@ -196,19 +172,19 @@ def _wire_reload(
     return reloader
 
 
-def _on_hangup(reloader: Reloader, children: list[asyncio.subprocess.Process]) -> None:
+def _on_hangup(reloader: Reloader, smtp_workers: SmtpWorkers | None) -> None:
     reloader.reload()
-    for child in children:
-        if child.returncode is None:
-            child.send_signal(signal.SIGHUP)
+    if smtp_workers is not None:
+        smtp_workers.hang_up()
 
 
-async def serve(gateway: Gateway, role: str = ROLE_MAIN) -> None:
+async def serve(gateway: Gateway, role: str = ROLE_MAIN, commit_fd: int | None = None) -> None:
     """Run until SIGTERM/SIGINT, then shut down gracefully.
 
     The main role runs every listener, the job workers and the HTTP server;
     an SMTP worker role (started by the main process when ``[smtp] processes``
-    is above 1) runs only the SMTP listeners, on the same ports.
+    is above 1) runs only the SMTP listeners, on the same ports, and with
+    ``commit_fd`` hands its operators' port deliveries to the main process.
     """
     settings = gateway.settings
     main = role == ROLE_MAIN
@@ -236,10 +212,15 @@ async def serve(gateway: Gateway, role: str = ROLE_MAIN) -> None:
     services: list[Service] = []
     banner: list[str] = []
     listeners = settings.listeners
+    # With SMTP worker processes, the main process leaves the operators' port to them: it
+    # commits for them on SQLite and runs the job workers, IMAP and HTTP (issue 19).
+    operators_port_here = not main or settings.smtp.processes == 1
     if listeners.smtp:
-        services.append(OperatorListener(smtp_context, host, listeners.smtp))
+        if operators_port_here:
+            services.append(OperatorListener(smtp_context, host, listeners.smtp))
         banner.append(
             f"  SMTP from operators (STARTTLS + client certificate)  {host}:{listeners.smtp}"
+            + ("" if operators_port_here else f" ({settings.smtp.processes - 1} worker processes)")
         )
     authenticator = Authenticator(gateway.database, gateway.identity)
     if listeners.submission:
@@ -276,19 +257,32 @@ async def serve(gateway: Gateway, role: str = ROLE_MAIN) -> None:
     # A worker's deliveries wake the main process's IDLE sessions at commit too. Also on
     # PostgreSQL, where NOTIFY would wake them some 60-80 ms later: one code path, and the
     # duplicate wake-up costs what the main process's own deliveries already cost (hook + NOTIFY).
-    wake_sender = None if main else await WakeSender.open()
+    wake_sender = None if main else await WakeSender.open(on_lost=stop.set)
     if wake_sender is not None:
         smtp_context.on_delivered = wake_sender.send
+    relayed = None if commit_fd is None else await RelayedDeliveries.connect(commit_fd, stop.set)
+    if relayed is not None:
+        smtp_context.relay = relayed.deliver
     for service in services:
         await service.start()
-    children = await _spawn_smtp_workers(settings) if main else []
-    relays = [
-        asyncio.create_task(relay_wake_ups(child, imap), name="smtp-worker-wake-ups")
-        for child in children
-    ]
+    smtp_workers = None
+    if main and settings.smtp.processes > 1:
+
+        def max_frame() -> int:
+            return 2 * smtp_context.settings.smtp.max_message_bytes + FRAME_OVERHEAD_BYTES
+
+        one_writer = gateway.database.dialect == "sqlite"  # SQLite: this process commits
+        smtp_workers = SmtpWorkers(
+            settings.home,
+            settings.smtp.processes - 1,
+            imap,
+            smtp_context.deliver if one_writer else None,
+            max_frame,
+        )
+        smtp_workers.start()
     http = _http_server(gateway) if main else None
     reloader = _wire_reload(gateway, smtp_context, workers, imap, http)
-    loop.add_signal_handler(signal.SIGHUP, _on_hangup, reloader, children)
+    loop.add_signal_handler(signal.SIGHUP, _on_hangup, reloader, smtp_workers)
     tasks: list[asyncio.Task[None]] = []
     if http is not None:
         tasks.append(asyncio.create_task(http.serve(), name="http"))
@@ -307,8 +301,10 @@ async def serve(gateway: Gateway, role: str = ROLE_MAIN) -> None:
     await asyncio.gather(*(service.stop() for service in services))
     if wake_sender is not None:
         wake_sender.close()
-    await _stop_children(children)
-    await asyncio.gather(*relays, return_exceptions=True)
+    if relayed is not None:
+        await relayed.close()
+    if smtp_workers is not None:
+        await smtp_workers.stop()
     if http is not None:
         http.should_exit = True
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -332,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
                 f"database schema is at {current or 'nothing'}, not {schema.head_revision()}: "
                 f"run 'caducee init --home {settings.home}'"
             )
-        asyncio.run(serve(gateway, args.role))
+        asyncio.run(serve(gateway, args.role, args.commit_fd))
     finally:
         gateway.close()
     return 0

@@ -321,16 +321,10 @@ class InboundHandler:
                 sealed, sealed_structure = await asyncio.to_thread(
                     _seal, blobs, delivery.content, structure
                 )
-            delivered = await self.context.committer.run(
-                lambda db: self.context.delivery.deliver(db, delivery, sealed, sealed_structure)
-            )
+            delivered = await self.context.deliver(delivery, sealed, sealed_structure)
         finally:
             self.context.in_flight -= 1
         message_row = delivered.message_id
-        self.context.on_commit()
-        self.context.on_delivered(
-            r.account_id for r in envelope.resolved if r.address in delivered.uids
-        )
         log.info(
             "accepted",
             extra={
