@@ -86,8 +86,13 @@ def test_c1_shared_counts_hold_digests_not_addresses(
     nodes: tuple[FailureLimiter, FailureLimiter], database: Database
 ) -> None:
     nodes[0].failed(ACCOUNT, ADDRESS)
-    keys = wait_until(lambda: list(_shared_failures(database)))
-    assert len(keys) == 2
+
+    def both_counts() -> list[str]:
+        # the pair's count and the address's are two writes: wait for both, and no third
+        keys = list(_shared_failures(database))
+        return keys if len(keys) == 2 else []
+
+    keys = wait_until(both_counts, message=lambda: f"shared keys: {_shared_failures(database)}")
     for key in keys:
         assert ACCOUNT not in key and ADDRESS not in key
         assert key[:2] in ("p:", "i:") and len(key) == 66
