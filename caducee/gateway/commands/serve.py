@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -61,6 +62,15 @@ log = logging.getLogger("caducee.serve")
 
 
 ROLE_MAIN = "main"
+
+GIL_SWITCH_SECONDS = 0.001
+"""How long a thread of ``serve`` may hold the GIL while another waits (CPython: 5 ms).
+
+The main process's event loop, group committer, job workers and IMAP reads take turns on
+the GIL; each handoff on a commit's path waited up to the interval behind a busy job worker.
+With SMTP worker processes (4 KiB, SQLite, three alternating pairs) 1 ms gave 289 / 285 /
+339 msg/s against 236 / 247 / 262, and less CPU per message (5.5 / 5.7 / 4.8 ms against
+6.7 / 6.4 / 6.0); with one process it changed nothing measurable (issue 19)."""
 
 
 def register(subcommands: Subcommands) -> None:
@@ -188,6 +198,7 @@ async def serve(gateway: Gateway, role: str = ROLE_MAIN, commit_fd: int | None =
     """
     settings = gateway.settings
     main = role == ROLE_MAIN
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
