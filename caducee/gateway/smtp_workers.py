@@ -63,32 +63,37 @@ class SmtpWorkers:
 
     def hang_up(self) -> None:
         """Pass a reload (SIGHUP) on to the running workers."""
-        for process in self._running():
-            process.send_signal(signal.SIGHUP)
+        self._signal_all(signal.SIGHUP)
 
     async def stop(self) -> None:
         """SIGTERM to every worker; return once they exited (each finishes its sessions)."""
         self._stopping.set()
-        for process in self._running():
-            process.send_signal(signal.SIGTERM)
+        self._signal_all(signal.SIGTERM)
         await asyncio.gather(*self._slots)
 
-    def _running(self) -> list[asyncio.subprocess.Process]:
-        return [p for p in self.processes if p is not None and p.returncode is None]
+    def _signal_all(self, signum: int) -> None:
+        for process in self.processes:
+            if process is not None and process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+                    process.send_signal(signum)
 
     async def _keep(self, slot: int) -> None:
         while not self._stopping.is_set():
-            process, channel = await self._spawn()
-            self.processes[slot] = process
-            if self._stopping.is_set():  # stop() came while it was starting
-                process.send_signal(signal.SIGTERM)
-            await self._serve(process, channel)
-            if self._stopping.is_set():
-                return
-            log.error(
-                "SMTP worker process exited; starting another",
-                extra={"exit_code": process.returncode, "slot": slot},
-            )
+            try:
+                process, channel = await self._spawn()
+            except OSError as error:  # no process, no descriptor left: try again shortly
+                log.error("SMTP worker process could not start", exc_info=error)
+            else:
+                self.processes[slot] = process
+                if self._stopping.is_set():  # stop() came while it was starting
+                    self._signal_all(signal.SIGTERM)
+                await self._serve(process, channel)
+                if self._stopping.is_set():
+                    return
+                log.error(
+                    "SMTP worker process exited; starting another",
+                    extra={"exit_code": process.returncode, "slot": slot},
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), RESTART_DELAY_SECONDS)
 
