@@ -23,6 +23,7 @@ from sqlalchemy.types import TypeDecorator
 
 from caducee.storage.keyring import Keyring
 from caducee.storage.sealed import ColumnSealer, attach
+from caducee.storage.writer_lock import WriterLock
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -205,14 +206,14 @@ def _make_read_engine(url: str) -> Engine:
     )
 
 
-_WRITERS: dict[str, threading.RLock] = {}
+_WRITERS: dict[str, WriterLock] = {}
 _WRITERS_GUARD = threading.Lock()
 
 
-def _writer_lock(url: str) -> threading.RLock:
+def _writer_lock(url: str) -> WriterLock:
     """The lock this process's writers to one SQLite file queue on (see :meth:`transaction`)."""
     with _WRITERS_GUARD:
-        return _WRITERS.setdefault(url, threading.RLock())
+        return _WRITERS.setdefault(url, WriterLock())
 
 
 class Database:
@@ -274,9 +275,10 @@ class Database:
         100 ms) and poll, so with the group committer and the job workers writing at once,
         the committer slept while the lock lay free (issue 19: 65 % of its time in
         ``BEGIN IMMEDIATE``); a waiter on this lock wakes as soon as it is released. Writers
-        in other processes still meet on ``busy_timeout``. Reentrant: a nested transaction
-        in the same thread behaves as before (it waits on SQLite's lock), and so does a writer
-        that waited ``busy_timeout`` here.
+        in other processes still meet on ``busy_timeout``. Writers waiting for a client go
+        before the job workers' (:mod:`caducee.storage.writer_lock`). Reentrant: a nested
+        transaction in the same thread behaves as before (it waits on SQLite's lock), and so
+        does a writer that waited ``busy_timeout`` here.
         """
         # Bounded like busy_timeout: past it, SQLite's own lock decides (and fails as before).
         queued = self._writer is not None and self._writer.acquire(timeout=SQLITE_BUSY_SECONDS)

@@ -40,6 +40,7 @@ from typing import Protocol, runtime_checkable
 from sqlalchemy.orm import Session
 
 from caducee.storage.jobs import DEAD, ClaimedJob, JobQueue, MalformedPayloadError, check_payload
+from caducee.storage.writer_lock import mark_background_writer
 
 log = logging.getLogger("caducee.worker")
 
@@ -218,6 +219,7 @@ class WorkerPool:
             self._execute(job, handlers[job.kind])
 
     def _run(self, worker: str) -> None:
+        mark_background_writer()  # deliveries and IMAP replies commit before jobs (issue 19)
         while not self._stopping.is_set():
             try:
                 ran = self.run_once(worker)
