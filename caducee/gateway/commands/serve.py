@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -304,6 +305,9 @@ async def serve(gateway: Gateway, role: str = ROLE_MAIN, commit_fd: int | None =
         print(f"Caducée gateway running (home {settings.home})", flush=True)
         for line in banner:
             print(line, flush=True)
+    # Everything built so far (modules, mappers, caches' classes) lives as long as the process:
+    # out of the collector's sight, a full collection scans only what serving allocates.
+    gc.freeze()
     log.info("gateway started", extra={"home": str(settings.home), "role": role})
     stop_waiter = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stop_waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
