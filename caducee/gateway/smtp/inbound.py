@@ -25,7 +25,11 @@ from caducee.gateway.smtp.connection import peer_identity
 from caducee.gateway.smtp.context import SmtpContext
 from caducee.gateway.smtp.limits import declared_size_refusal, recipients_refusal
 from caducee.gateway.smtp.mail import judge_sender, local_domains, sender_facts, split_address
-from caducee.gateway.smtp.protocol import CaduceeEnvelope, CaduceeSession
+from caducee.gateway.smtp.protocol import (
+    CaduceeEnvelope,
+    CaduceeSession,
+    CheapAiosmtpdSetup,
+)
 from caducee.gateway.smtp.rcpt import judge_recipient, resolve_recipient
 from caducee.mailboxes.delivery import Envelope as DeliveryEnvelope
 from caducee.mailboxes.delivery import Recipient, RecipientRole
@@ -85,7 +89,7 @@ def _seal(
     return blobs.seal(content), seal_structure(blobs, content) if structure else None
 
 
-class InboundHandler:
+class InboundHandler(CheapAiosmtpdSetup):
     """aiosmtpd handler of the operators' port."""
 
     def __init__(self, context: SmtpContext) -> None:

@@ -32,7 +32,11 @@ from caducee.gateway.smtp.auth import (
 from caducee.gateway.smtp.context import SmtpContext
 from caducee.gateway.smtp.limits import declared_size_refusal, recipients_refusal
 from caducee.gateway.smtp.mail import local_domains
-from caducee.gateway.smtp.protocol import CaduceeEnvelope, CaduceeSession
+from caducee.gateway.smtp.protocol import (
+    CaduceeEnvelope,
+    CaduceeSession,
+    CheapAiosmtpdSetup,
+)
 from caducee.gateway.submit import judge_recipient, prepare_submission
 from caducee.mailboxes.accounts.delegation import delegated_principal
 from caducee.policies.limits import DATA_READ_CHAIN, DataReadFacts
@@ -68,7 +72,7 @@ def _without_external(line: str) -> str:
     return " ".join(word for word in line.split(" ") if word.upper() != EXTERNAL)
 
 
-class SubmissionHandler(AuthMechanisms):
+class SubmissionHandler(CheapAiosmtpdSetup, AuthMechanisms):
     """aiosmtpd handler of the submission ports (587-style and 465-style)."""
 
     def __init__(self, context: SmtpContext, authenticator: Authenticator) -> None:

@@ -17,7 +17,9 @@ import socket
 
 from aiosmtpd.smtp import SMTP
 
+from caducee.gateway.smtp.inbound import InboundHandler
 from caducee.gateway.smtp.protocol import CaduceeSMTP
+from caducee.gateway.smtp.submission import SubmissionHandler
 from caducee.mailboxes.accounts.store import find_account
 from tests.harness.served import ServedGateway
 from tests.harness.waiting import wait_until
@@ -113,5 +115,34 @@ def test_b1_mail_and_rcpt_paths_parse_as_aiosmtpd_parses_them() -> None:
         # Both outcomes are exercised: a path over the local-part limit is refused.
         assert ours._getaddr(PATHS[8]) == (None, None)
         assert ours._getaddr(PATHS[0]) == ("pro@labo-demo.mssante.fr", "SIZE=4096")
+    finally:
+        loop.close()
+
+
+def _found_by_a_full_scan(obj: object, prefix: str) -> set[str]:
+    """The names aiosmtpd would find on ``obj`` without our short ``dir()`` (every class)."""
+    return {name for name in object.__dir__(obj) if name.startswith(prefix)}
+
+
+def test_c1_the_cheap_set_up_finds_every_command_mechanism_and_hook() -> None:
+    """aiosmtpd's set-up per connection, made cheap (issue 19), still finds all it looked for:
+    every SMTP command, every AUTH mechanism of the submission ports (C1), every hook."""
+    loop = asyncio.new_event_loop()
+    try:
+        for handler_class in (InboundHandler, SubmissionHandler):
+            handler = object.__new__(handler_class)
+            ours = CaduceeSMTP(handler, max_message_bytes=1024, hostname="mx.test", loop=loop)
+            assert {f"smtp_{name}" for name in ours._smtp_methods} == _found_by_a_full_scan(
+                ours, "smtp_"
+            )
+            assert {f"handle_{name}" for name in ours._handle_hooks} == _found_by_a_full_scan(
+                handler, "handle_"
+            )
+            mechanisms = _found_by_a_full_scan(ours, "auth_") | _found_by_a_full_scan(
+                handler, "auth_"
+            )
+            assert {f"auth_{name}" for name in ours._auth_methods} == mechanisms
+            assert ours._ehlo_hook_ver == "new"
+        assert {"PLAIN", "LOGIN", "EXTERNAL"} <= set(ours._auth_methods)  # submission's last
     finally:
         loop.close()
