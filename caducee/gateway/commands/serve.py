@@ -42,7 +42,7 @@ from caducee.gateway.imap.server import ImapListeners
 from caducee.gateway.lifecycle import ensure_sweep
 from caducee.gateway.limits import ConnectionLimiter
 from caducee.gateway.logs import configure_logging
-from caducee.gateway.notify import notify_handler
+from caducee.gateway.notify import new_message_collector, notify_handler
 from caducee.gateway.relay import make_relay_handler
 from caducee.gateway.reload import Reloader
 from caducee.gateway.runtime import Gateway, build_gateway
@@ -170,14 +170,16 @@ def _wire_reload(
             settings.http.max_connections,
             settings.http.max_connections_per_ip,
         )
+        # New handlers for new jobs; a job already running finishes with the old one. Every
+        # process's deliveries collect new-message events with the notify-patient handler.
+        if "notifications" in sections:
+            gateway.handlers[NOTIFY_PATIENT_JOB] = notify_handler(gateway)
         if workers is None:
             return
-        # New handlers for new jobs; a job already running finishes with the old one.
         if sections & {"relay", "smtp"}:  # routes, timing, the CRL checked when relaying
             workers.handlers[RELAY_JOB] = gateway.handlers[RELAY_JOB] = make_relay_handler(gateway)
         if "notifications" in sections:
-            handler = notify_handler(gateway)
-            workers.handlers[NOTIFY_PATIENT_JOB] = gateway.handlers[NOTIFY_PATIENT_JOB] = handler
+            workers.handlers[NOTIFY_PATIENT_JOB] = gateway.handlers[NOTIFY_PATIENT_JOB]
 
     reloader.on_reload(apply)
     return reloader
@@ -217,7 +219,7 @@ async def serve(gateway: Gateway, role: str = ROLE_MAIN, commit_fd: int | None =
         queue=gateway.queue,
         trust=TrustCache(gateway.database),
         committer=committer,
-        delivery=MailDelivery(gateway.blobs, gateway.queue),
+        delivery=MailDelivery(gateway.blobs, gateway.queue, new_message_collector(gateway)),
         on_commit=workers.wake if workers is not None else (lambda: None),
     )
     host = settings.listeners.host

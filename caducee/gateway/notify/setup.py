@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sqlalchemy.orm import Session
+
 from caducee.gateway.notify.email import SmarthostSender
 from caducee.gateway.notify.sms import FileSmsSender
+from caducee.mailboxes.delivery import NOTIFY_PATIENT_JOB, CollectNewMessage
 from caducee.mailboxes.notifications.patients import (
     EmailSender,
     NotificationSettings,
+    Notifier,
     SmsSender,
     make_notify_handler,
 )
-from caducee.storage.worker import JobHandler
 
 if TYPE_CHECKING:  # runtime imports this module to register the handler
     from caducee.gateway.runtime import Gateway
@@ -51,7 +54,7 @@ def notify_handler(
     settings: NotificationSettings | None = None,
     email: EmailSender | None = None,
     sms: SmsSender | None = None,
-) -> JobHandler:
+) -> Notifier:
     """The ``notify-patient`` handler; ``email``/``sms`` replace the configured senders."""
     resolved = settings or NotificationSettings.from_settings(gateway.settings)
     return make_notify_handler(
@@ -61,3 +64,16 @@ def notify_handler(
         email=email if email is not None else email_sender(resolved),
         sms=sms if sms is not None else sms_sender(resolved),
     )
+
+
+def new_message_collector(gateway: Gateway) -> CollectNewMessage:
+    """Collects deliveries' ``new-message`` events with the gateway's ``notify-patient``
+    handler of the moment (a reload of ``[notifications]`` replaces it)."""
+
+    def collect(session: Session, account_id: int) -> None:
+        notifier = gateway.handlers[NOTIFY_PATIENT_JOB]
+        if not isinstance(notifier, Notifier):
+            raise TypeError("the notify-patient handler is not a Notifier")
+        notifier.collect_new_message(session, account_id)
+
+    return collect

@@ -60,7 +60,7 @@ from caducee.storage.audit import Action, record_event
 from caducee.storage.db import Base, Database, UtcDateTime, table_of, utcnow
 from caducee.storage.jobs import ClaimedJob, JobQueue
 from caducee.storage.upsert import PreparedUpsert
-from caducee.storage.worker import JobHandler, PermanentJobError
+from caducee.storage.worker import PermanentJobError
 
 log = logging.getLogger("caducee.notifications")
 
@@ -644,7 +644,15 @@ class Notifier:
         event = _event(job)
         if event is Event.SEND_BATCH:
             raise PermanentJobError("a send-batch job cannot share a transaction")
-        self._collect_in(session, job, event, _int(job.payload, "account_id"))
+        self._collect_in(session, event, _int(job.payload, "account_id"), _count(job))
+
+    def collect_new_message(self, session: Session, account_id: int) -> None:
+        """Collect a delivered message's ``new-message`` event in the delivery's transaction.
+
+        What a ``notify-patient`` job would do for it, without the job (issue 19): the batch
+        exists exactly when the message does, as with the job once it ran.
+        """
+        self._collect_in(session, Event.NEW_MESSAGE, account_id, 1)
 
     def _complete(self, job: ClaimedJob, session: Session) -> None:
         if not self.queue.complete(job, session):
@@ -653,18 +661,17 @@ class Notifier:
     def collect(self, job: ClaimedJob, event: Event, account_id: int) -> None:
         """Add one event to the patient's open batch (opening it, and queueing its sending)."""
         with self.database.transaction() as session:
-            self._collect_in(session, job, event, account_id)
+            self._collect_in(session, event, account_id, _count(job))
             self._complete(job, session)
 
-    def _collect_in(self, session: Session, job: ClaimedJob, event: Event, account_id: int) -> None:
+    def _collect_in(self, session: Session, event: Event, account_id: int, count: int) -> None:
         """The effects of collecting one event, in the caller's transaction (no completion)."""
         # The account and the patient's choices in one read: it runs for every inbound
         # message (issue 19).
         row = session.execute(_RECIPIENT, {"account_id": account_id}).one_or_none()
         if not _open_patient(row):
             return
-        count = job.payload.get("documents", 1)
-        add_to_centre(session, account_id, event.value, count if isinstance(count, int) else 1)
+        add_to_centre(session, account_id, event.value, count)
         if not self.settings.enabled:
             return
         prefs = _effective(row, self.settings)
@@ -760,6 +767,12 @@ def _event(job: ClaimedJob) -> Event:
         raise PermanentJobError("notify-patient job with an unknown event") from None
 
 
+def _count(job: ClaimedJob) -> int:
+    """How many events one job reports (a filing reports its documents at once)."""
+    count = job.payload.get("documents", 1)
+    return count if isinstance(count, int) else 1
+
+
 def _int(payload: Mapping[str, Any], name: str) -> int:
     try:
         return int(payload[name])
@@ -774,7 +787,7 @@ def make_notify_handler(
     *,
     email: EmailSender | None = None,
     sms: SmsSender | None = None,
-) -> JobHandler:
+) -> Notifier:
     """The handler of ``notify-patient`` jobs (register it under :data:`NOTIFY_PATIENT_JOB`).
 
     The :class:`Notifier` itself: a :class:`~caducee.storage.worker.BatchHandler`, so a worker
