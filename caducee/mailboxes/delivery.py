@@ -97,13 +97,16 @@ class Envelope:
 class Delivered:
     """Where a message went: its row id and, per recipient address, its INBOX UID.
 
-    ``held`` names the patients whose copy waits for the filing job (no UID yet).
+    ``held`` names the patients whose copy waits for the filing job (no UID yet);
+    ``jobs_due`` says whether the delivery queued a job to run now (filing, a notification),
+    so that the job workers need waking.
     """
 
     message_id: int
     uids: dict[str, int]
     duplicate: bool = False
     held: tuple[str, ...] = ()
+    jobs_due: bool = False
 
 
 def ensure_folders(session: Session, account_id: int) -> dict[str, Folder]:
@@ -388,6 +391,7 @@ class MailDelivery:
         )
         hold = hold and not carries_no_document(envelope.content)
         held: list[str] = []
+        jobs_due = False
         for recipient in envelope.recipients:
             patient = recipient.role is RecipientRole.PATIENT
             if patient and hold:
@@ -408,9 +412,12 @@ class MailDelivery:
                 self.queue.enqueue(
                     session, FileDocuments(message_id=message_id, account_id=recipient.account_id)
                 )
+                jobs_due = True
             if hold:
                 continue
             if self.collect_new_message is not None:
+                # A batch it opens queues its sending for the end of the grouping window: a
+                # later job, which the workers' polling finds.
                 self.collect_new_message(session, recipient.account_id)
                 continue
             self.queue.enqueue(
@@ -419,11 +426,12 @@ class MailDelivery:
                     event="new-message", account_id=recipient.account_id, message_id=message_id
                 ),
             )
+            jobs_due = True
         if uids:
             structure = structure or seal_structure(self.blobs, envelope.content)
             if structure is not None:
                 record_structure(session, self.blobs, message_id, structure)
-        return Delivered(message_id=message_id, uids=uids, held=tuple(held))
+        return Delivered(message_id=message_id, uids=uids, held=tuple(held), jobs_due=jobs_due)
 
     def _hold(self, session: Session, account_id: int, message_id: int, now: datetime) -> None:
         session.connection().execute(
