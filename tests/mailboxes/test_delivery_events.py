@@ -16,40 +16,15 @@ from sqlalchemy import select
 from caducee.mailboxes.delivery import (
     FILE_DOCUMENTS_JOB,
     NOTIFY_PATIENT_JOB,
-    Envelope,
     MailDelivery,
-    Recipient,
-    RecipientRole,
 )
 from caducee.mailboxes.notifications.centre import centre_page
 from caducee.mailboxes.notifications.patients import NotificationSettings, make_notify_handler
 from caducee.storage.blobs import BlobStore
 from caducee.storage.db import Database
 from caducee.storage.jobs import JobQueue, JobRow
+from tests.harness.envelopes import professional_mail
 from tests.harness.identities import add_patient, valid_ins
-
-PROFESSIONAL = "dr.martin@cabinet.mssante.fr"
-
-
-def _envelope(address: str, account_id: int, n: int, *, attachments: bool) -> Envelope:
-    message_id = f"<events-{n}@cabinet.mssante.fr>"
-    content = (
-        f"From: {PROFESSIONAL}\r\nTo: {address}\r\nSubject: Consultation\r\n"
-        f"Message-ID: {message_id}\r\n\r\nBonjour\r\n"
-    ).encode()
-    return Envelope(
-        content=content,
-        direction="inbound",
-        envelope_from=PROFESSIONAL,
-        header_from=PROFESSIONAL,
-        message_id=message_id,
-        thread_ids=(),
-        reply_to=None,
-        ends_exchange=False,
-        sender_is_professional=True,
-        has_attachments=attachments,
-        recipients=(Recipient(address, account_id, RecipientRole.PATIENT),),
-    )
 
 
 def _jobs(database: Database, kind: str, account_id: int) -> list[dict[str, object]]:
@@ -74,7 +49,9 @@ def test_g1_serve_s_deliveries_collect_the_new_message_event_themselves(
     delivery = MailDelivery(blobs, queue, notifier.collect_new_message)
     account_id, address = add_patient(database, ins=valid_ins())[:2]
     with database.transaction() as session:
-        delivered = delivery.deliver(session, _envelope(address, account_id, 1, attachments=False))
+        delivered = delivery.deliver(
+            session, professional_mail(address, account_id, 1, attachments=False)
+        )
     assert not delivered.jobs_due  # nothing for the workers now
     assert _jobs(database, NOTIFY_PATIENT_JOB, account_id) == []
     assert _centre_kinds(database, account_id) == ["new-message"]  # committed with the message
@@ -88,7 +65,7 @@ def test_g1_other_deliveries_queue_the_event_and_a_filing_is_due_at_once(
     account_id, address = add_patient(database, ins=valid_ins())[:2]
     with database.transaction() as session:
         queued = MailDelivery(blobs, queue).deliver(
-            session, _envelope(address, account_id, 2, attachments=False)
+            session, professional_mail(address, account_id, 2, attachments=False)
         )
     assert queued.jobs_due
     [job] = _jobs(database, NOTIFY_PATIENT_JOB, account_id)
@@ -96,7 +73,7 @@ def test_g1_other_deliveries_queue_the_event_and_a_filing_is_due_at_once(
     assert _centre_kinds(database, account_id) == []  # until the job runs
     with database.transaction() as session:
         reported = MailDelivery(blobs, queue, notifier.collect_new_message).deliver(
-            session, _envelope(address, account_id, 3, attachments=True)
+            session, professional_mail(address, account_id, 3, attachments=True)
         )
     assert reported.jobs_due  # the filing job (E1) is due now
     assert len(_jobs(database, FILE_DOCUMENTS_JOB, account_id)) == 1
