@@ -10,8 +10,8 @@ and ``250`` → ``EXISTS`` 113 ms, with the lock wait the largest part.
 
 Here a thread marked with :func:`mark_background_writer` (the job workers do it) lets the
 other writers that are waiting go first. It does not wait for them forever: after
-:data:`BACKGROUND_PATIENCE_SECONDS` it takes its turn like anyone, so a steady stream of
-deliveries delays jobs by a bounded time and never starves them.
+:data:`BACKGROUND_PATIENCE_SECONDS` it goes first instead, as soon as the lock is released,
+so a steady stream of deliveries delays jobs by a bounded time and never starves them.
 
 Reentrant, like the lock it replaces: a thread already holding it gets it again at once.
 """
@@ -45,6 +45,8 @@ class WriterLock:
         self._owner: int | None = None
         self._depth = 0
         self._foreground_waiting = 0
+        self._overdue = 0
+        """Background waiters past their patience: foreground writers let them go first."""
         self._waiting = 0
 
     @property
@@ -63,24 +65,36 @@ class WriterLock:
                 return True
             now = time.monotonic()
             deadline = now + timeout
-            polite_until = now + self.patience if background else now
+            polite_until = now + self.patience
+            overdue = False
             if not background:
                 self._foreground_waiting += 1
             self._waiting += 1
             try:
                 while True:
                     now = time.monotonic()
-                    yielding = background and self._foreground_waiting and now < polite_until
-                    if self._owner is None and not yielding:
+                    if background and not overdue and now >= polite_until:
+                        # Its turn now: a writer releasing the lock and taking it again at
+                        # once would otherwise win every time (a Condition is not fair).
+                        overdue = True
+                        self._overdue += 1
+                    if background:
+                        may_take = overdue or not self._foreground_waiting
+                    else:
+                        may_take = not self._overdue
+                    if self._owner is None and may_take:
                         self._owner = me
                         self._depth = 1
                         return True
                     if now >= deadline:
                         return False
-                    wake_at = min(deadline, polite_until) if yielding else deadline
-                    self._state.wait(max(0.0, wake_at - now))
+                    wake_at = deadline if overdue or not background else polite_until
+                    self._state.wait(max(0.0, min(deadline, wake_at) - now))
             finally:
                 self._waiting -= 1
+                if overdue:
+                    self._overdue -= 1
+                    self._state.notify_all()  # foreground waiters may go again
                 if not background:
                     self._foreground_waiting -= 1
                     if not self._foreground_waiting:

@@ -90,6 +90,22 @@ def test_k2_a_job_worker_is_not_starved_by_a_steady_stream_of_client_writes() ->
     assert order == ["job worker"], "the job worker never got the lock during the stream"
 
 
+def test_k2_a_job_worker_past_its_patience_goes_before_the_next_client_write() -> None:
+    """Once its patience is over, the job worker gets the lock at its next release, even if
+    the client that releases it asks again at once (a Condition alone lets it barge in)."""
+    lock = WriterLock(patience=0.0)
+    order: list[str] = []
+    assert lock.acquire(timeout=1)  # a client's transaction
+    job = _writer(lock, "job worker", order, background=True)
+    _until(lambda: lock.waiting == 1)
+    lock.release()
+    assert lock.acquire(timeout=WAIT_SECONDS)  # the same client writes again at once
+    order.append("client again")
+    lock.release()
+    job.join(WAIT_SECONDS)
+    assert order == ["job worker", "client again"]
+
+
 def test_k2_the_lock_is_reentrant_and_held_until_the_last_release() -> None:
     lock = WriterLock()
     order: list[str] = []
