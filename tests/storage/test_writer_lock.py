@@ -106,6 +106,25 @@ def test_k2_a_job_worker_past_its_patience_goes_before_the_next_client_write() -
     assert order == ["job worker", "client again"]
 
 
+def test_k2_client_writes_are_served_in_the_order_they_came() -> None:
+    """The group committer taking the lock again at once must not pass an IDLE session's
+    \\Recent claim that waits for it (H1: the EXISTS waits on that claim)."""
+    lock = WriterLock()
+    order: list[str] = []
+    assert lock.acquire(timeout=1)  # the group committer's batch
+    claim = _writer(lock, "IMAP claim", order, background=False)
+    _until(lambda: lock.waiting == 1)
+    reply = _writer(lock, "IMAP reply", order, background=False)
+    _until(lambda: lock.waiting == 2)
+    lock.release()
+    assert lock.acquire(timeout=WAIT_SECONDS)  # its next batch, at once
+    order.append("next batch")
+    lock.release()
+    claim.join(WAIT_SECONDS)
+    reply.join(WAIT_SECONDS)
+    assert order == ["IMAP claim", "IMAP reply", "next batch"]
+
+
 def test_k2_the_lock_is_reentrant_and_held_until_the_last_release() -> None:
     lock = WriterLock()
     order: list[str] = []
